@@ -1,0 +1,3 @@
+//! Subcommands of the `halfgrad` binary, one module each.
+
+pub mod info;

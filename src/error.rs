@@ -1,0 +1,94 @@
+//! The library's one error type. Every bad input and every GPU failure comes back as a
+//! variant of [`Error`]; library code does not panic on user input.
+
+use crate::DType;
+
+/// Result alias used throughout halfgrad.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched (or none exists). The message says what was searched.
+    #[error("no GPU adapter found: {0}")]
+    NoAdapter(String),
+    /// The adapter refused the device request.
+    #[error("could not open a device on the adapter: {0}")]
+    RequestDevice(String),
+    /// The device was lost (driver reset, `Device::destroy`, browser tab backgrounded...).
+    /// Every call after the loss returns this; build a new `Gpu` to continue.
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    /// A validation or out-of-memory error reported by wgpu inside an error scope.
+    #[error("GPU error in {context}: {message}")]
+    Gpu { context: String, message: String },
+    /// A composed shader failed to compile into a pipeline.
+    #[error("shader for kernel `{kernel}` failed: {message}")]
+    Shader { kernel: String, message: String },
+    /// An operation needs an adapter feature this device does not have.
+    #[error("{op} needs the adapter feature {feature}, which this device lacks")]
+    MissingFeature {
+        op: &'static str,
+        feature: &'static str,
+    },
+    /// Shapes that must agree do not.
+    #[error("{op}: shape mismatch: expected {expected}, got {got}")]
+    ShapeMismatch {
+        op: &'static str,
+        expected: String,
+        got: String,
+    },
+    /// A tensor has a dtype the operation does not accept here.
+    #[error("{op}: dtype mismatch: expected {expected}, got {got}")]
+    DTypeMismatch {
+        op: &'static str,
+        expected: String,
+        got: DType,
+    },
+    /// Host data does not hold exactly one value per element of the shape.
+    #[error("host data has {got} elements but shape {shape:?} needs {expected}")]
+    DataLength {
+        shape: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
+    /// Zero-element tensors (and rank-0 shapes where a matrix is needed) are refused.
+    #[error("{what}: empty tensor (shape {shape:?}); every dimension must be at least 1")]
+    Empty {
+        what: &'static str,
+        shape: Vec<usize>,
+    },
+    /// A buffer would exceed a device limit.
+    #[error("{what}: {bytes} bytes exceeds the device limit {limit_name} = {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        bytes: u64,
+        limit_name: &'static str,
+        limit: u64,
+    },
+    /// A class label is outside `0..classes`.
+    #[error("label {label} at position {index} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        index: usize,
+        label: u32,
+        classes: usize,
+    },
+    /// An argument is outside its documented range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A checkpoint file is malformed or does not match the model.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
+    /// An I/O failure (reading data, writing checkpoints).
+    #[error("I/O error on {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, expected: impl ToString, got: impl ToString) -> Self {
+        Error::ShapeMismatch {
+            op,
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The shader table, variant composition (storage prelude + kernel body), and the
+//! pipeline cache keyed by (kernel, dtypes, f16 path, override constants).
+//!
+//! A kernel file in `shaders/` holds a shared head and one or more sections, each opened
+//! by a line `//!kernel NAME` and holding one `main` entry point. Composition is the only
+//! string work: `enable` lines, `common.wgsl`, one storage prelude per tensor slot with
+//! the slot's name and binding substituted, the params uniform, then the shared head and
+//! the section.
+
+use crate::{DType, Error, Gpu, Result, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How a slot is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// What a binding holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlotKind {
+    /// A tensor in one of the allowed dtypes, read through `load_NAME` / `store2_NAME`.
+    Tensor(&'static [DType]),
+    /// A raw `array<u32>` (class labels, counters).
+    U32,
+    /// A raw `array<f32>` that is not a model tensor (statistics, scaler state).
+    F32,
+    /// An `array<atomic<u32>>` (flags such as found-inf).
+    Atomic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Slot {
+    pub name: &'static str,
+    pub kind: SlotKind,
+    pub access: Access,
+}
+
+impl Slot {
+    pub const fn read(name: &'static str, dtypes: &'static [DType]) -> Slot {
+        Slot {
+            name,
+            kind: SlotKind::Tensor(dtypes),
+            access: Access::Read,
+        }
+    }
+    pub const fn write(name: &'static str, dtypes: &'static [DType]) -> Slot {
+        Slot {
+            name,
+            kind: SlotKind::Tensor(dtypes),
+            access: Access::ReadWrite,
+        }
+    }
+    pub const fn raw(name: &'static str, kind: SlotKind, access: Access) -> Slot {
+        Slot { name, kind, access }
+    }
+}
+
+/// Every dtype.
+pub const ANY: &[DType] = &[DType::F32, DType::F16, DType::BF16];
+/// F32 only (master weights, moments, gradients of parameters, statistics).
+pub const F32_ONLY: &[DType] = &[DType::F32];
+
+/// One kernel: a section of a shader file plus the description of its bindings.
+#[derive(Debug)]
+pub struct KernelDef {
+    /// Unique name (`file/section`), used for labels, the cache and shader dumps.
+    pub name: &'static str,
+    /// The whole file (`include_str!`).
+    pub source: &'static str,
+    /// Which `//!kernel` section of the file.
+    pub section: &'static str,
+    /// Bindings 0..slots.len(), in order.
+    pub slots: &'static [Slot],
+    /// Whether a `Params` uniform follows the slots (at binding slots.len()).
+    pub params: bool,
+    /// Needs `enable wgpu_cooperative_matrix;` (and shader-f16).
+    pub cooperative_matrix: bool,
+    /// Needs native f16 (`enable f16;`) regardless of the slots' dtypes.
+    pub needs_f16: bool,
+}
+
+const COMMON: &str = include_str!("../shaders/common.wgsl");
+const PRELUDE_F32: &str = include_str!("../shaders/dtype/f32.wgsl");
+const PRELUDE_F16: &str = include_str!("../shaders/dtype/f16.wgsl");
+const PRELUDE_F16_PACKED: &str = include_str!("../shaders/dtype/f16_packed.wgsl");
+const PRELUDE_BF16: &str = include_str!("../shaders/dtype/bf16.wgsl");
+
+/// Which concrete storage format each tensor slot has, and whether F16 slots use native
+/// `array<f16>` (shader-f16) or the packed-u32 path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// One dtype per `SlotKind::Tensor` slot, in slot order.
+    pub dtypes: Vec<DType>,
+    pub f16_native: bool,
+}
+
+impl Variant {
+    pub fn new(dtypes: &[DType], f16_native: bool) -> Variant {
+        Variant {
+            dtypes: dtypes.to_vec(),
+            f16_native,
+        }
+    }
+}
+
+fn section<'a>(source: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
+    let marker = "//!kernel ";
+    let head_end = source.find(marker).unwrap_or(source.len());
+    let head = &source[..head_end];
+    let mut rest = &source[head_end..];
+    while let Some(start) = rest.find(marker) {
+        let after = &rest[start + marker.len()..];
+        let line_end = after.find('\n').unwrap_or(after.len());
+        let this = after[..line_end].trim();
+        let body_start = &after[line_end..];
+        let body_end = body_start.find(marker).unwrap_or(body_start.len());
+        if this == name {
+            return Some((head, &body_start[..body_end]));
+        }
+        rest = &body_start[body_end..];
+    }
+    None
+}
+
+fn prelude(template: &str, name: &str, binding: usize, writable: bool) -> String {
+    let (read_part, write_part) = match template.find("//! write") {
+        Some(i) => (&template[..i], &template[i + "//! write".len()..]),
+        None => (template, ""),
+    };
+    let mut text = read_part.to_string();
+    if writable {
+        text.push_str(write_part);
+    }
+    let access = if writable { "read_write" } else { "read" };
+    text.replace("$B", &binding.to_string())
+        .replace("$A", access)
+        .replace("$N", name)
+}
+
+/// Composes the full WGSL of one kernel variant.
+pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
+    let bad = |m: String| Error::Shader {
+        kernel: def.name.to_string(),
+        message: m,
+    };
+    let (head, body) = section(def.source, def.section)
+        .ok_or_else(|| bad(format!("no `//!kernel {}` section", def.section)))?;
+    let tensor_slots = def
+        .slots
+        .iter()
+        .filter(|s| matches!(s.kind, SlotKind::Tensor(_)))
+        .count();
+    if variant.dtypes.len() != tensor_slots {
+        return Err(bad(format!(
+            "variant names {} dtypes for {tensor_slots} tensor slots",
+            variant.dtypes.len()
+        )));
+    }
+    let native = variant.f16_native || def.cooperative_matrix || def.needs_f16;
+    let uses_f16 = variant.dtypes.contains(&DType::F16) && variant.f16_native;
+    let mut out = String::new();
+    if uses_f16 || def.cooperative_matrix || def.needs_f16 {
+        out.push_str("enable f16;\n");
+    }
+    if def.cooperative_matrix {
+        out.push_str("enable wgpu_cooperative_matrix;\n");
+    }
+    out.push_str(&format!("// kernel {} variant {:?}\n", def.name, variant));
+    out.push_str(COMMON);
+
+    let mut dtypes = variant.dtypes.iter();
+    let mut has_found_inf = false;
+    for (binding, slot) in def.slots.iter().enumerate() {
+        let writable = slot.access == Access::ReadWrite;
+        let access = if writable { "read_write" } else { "read" };
+        match slot.kind {
+            SlotKind::Tensor(allowed) => {
+                let dt = *dtypes.next().expect("counted above");
+                if !allowed.contains(&dt) {
+                    return Err(bad(format!("slot `{}` does not accept {dt}", slot.name)));
+                }
+                let template = match (dt, native && variant.f16_native && !writable) {
+                    (DType::F32, _) => PRELUDE_F32,
+                    (DType::F16, true) => PRELUDE_F16,
+                    (DType::F16, false) => PRELUDE_F16_PACKED,
+                    (DType::BF16, _) => PRELUDE_BF16,
+                };
+                out.push_str(&prelude(template, slot.name, binding, writable));
+            }
+            SlotKind::U32 => out.push_str(&format!(
+                "@group(0) @binding({binding}) var<storage, {access}> {}: array<u32>;\n",
+                slot.name
+            )),
+            SlotKind::F32 => out.push_str(&format!(
+                "@group(0) @binding({binding}) var<storage, {access}> {}: array<f32>;\n",
+                slot.name
+            )),
+            SlotKind::Atomic => {
+                has_found_inf |= slot.name == "found_inf";
+                out.push_str(&format!(
+                    "@group(0) @binding({binding}) var<storage, read_write> {}: array<atomic<u32>>;\n",
+                    slot.name
+                ))
+            }
+        }
+    }
+    // 16-bit stores call note_overflow() when they write inf or NaN. Kernels that carry
+    // a `found_inf` flag raise it there (the loss scaler then skips the step).
+    if has_found_inf {
+        out.push_str("fn note_overflow() { atomicOr(&found_inf[0], 1u); }\n");
+    } else {
+        out.push_str("fn note_overflow() {}\n");
+    }
+    out.push_str(head);
+    if def.params {
+        out.push_str(&format!(
+            "@group(0) @binding({}) var<uniform> params: Params;\n",
+            def.slots.len()
+        ));
+    }
+    out.push_str(body);
+    Ok(out)
+}
+
+/// Every dtype combination a kernel accepts, for both f16 paths where F16 appears.
+pub fn all_variants(def: &KernelDef) -> Vec<Variant> {
+    let mut combos: Vec<Vec<DType>> = vec![vec![]];
+    for slot in def.slots {
+        if let SlotKind::Tensor(allowed) = slot.kind {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    allowed.iter().map(move |&d| {
+                        let mut n = c.clone();
+                        n.push(d);
+                        n
+                    })
+                })
+                .collect();
+        }
+    }
+    let mut out = Vec::new();
+    for c in combos {
+        if def.cooperative_matrix || def.needs_f16 {
+            out.push(Variant::new(&c, true));
+        } else {
+            out.push(Variant::new(&c, false));
+            if c.contains(&DType::F16) {
+                out.push(Variant::new(&c, true));
+            }
+        }
+    }
+    out
+}
+
+/// A compiled pipeline with its bind-group layout.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+type CacheKey = (&'static str, Variant, Vec<(String, u64)>);
+
+/// Pipelines by (kernel, variant, overrides). Creation happens once per key.
+#[derive(Default)]
+pub struct KernelCache {
+    pipelines: Mutex<HashMap<CacheKey, Arc<Pipeline>>>,
+}
+
+impl KernelCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn len(&self) -> usize {
+        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn layout_entries(def: &KernelDef) -> Vec<wgpu::BindGroupLayoutEntry> {
+    let mut entries: Vec<_> = def
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage {
+                    read_only: s.access == Access::Read && s.kind != SlotKind::Atomic,
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    if def.params {
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: def.slots.len() as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    entries
+}
+
+impl Gpu {
+    /// The f16 storage path kernels use on this device.
+    pub fn f16_native(&self) -> bool {
+        self.caps().shader_f16
+    }
+
+    /// Gets (or compiles once) the pipeline for a kernel variant.
+    pub fn pipeline(
+        &self,
+        def: &'static KernelDef,
+        dtypes: &[DType],
+        overrides: &[(&str, u64)],
+    ) -> Result<Arc<Pipeline>> {
+        self.check()?;
+        if def.cooperative_matrix && self.caps().cooperative_matrix.is_none() {
+            return Err(Error::MissingFeature {
+                op: def.name,
+                feature: "EXPERIMENTAL_COOPERATIVE_MATRIX (16x16x16 f16 -> f32)",
+            });
+        }
+        if def.needs_f16 && !self.caps().shader_f16 {
+            return Err(Error::MissingFeature {
+                op: def.name,
+                feature: "SHADER_F16",
+            });
+        }
+        let variant = Variant::new(dtypes, self.f16_native());
+        let mut ov: Vec<(String, u64)> =
+            overrides.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        ov.sort();
+        let key = (def.name, variant.clone(), ov.clone());
+        if let Some(p) = self
+            .inner
+            .kernels
+            .pipelines
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(p);
+        }
+        let source = compose(def, &variant)?;
+        if let Ok(dir) = std::env::var("HALFGRAD_DUMP_SHADERS") {
+            let tag: String = format!(
+                "{}_{:?}_{}_{:?}",
+                def.name, variant.dtypes, variant.f16_native, ov
+            )
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(
+                std::path::Path::new(&dir).join(format!("{tag}.wgsl")),
+                &source,
+            );
+        }
+        let device = self.device();
+        let constants: Vec<(&str, f64)> = ov.iter().map(|(k, v)| (k.as_str(), *v as f64)).collect();
+        let pipeline = self
+            .scoped(def.name, || {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(def.name),
+                    source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+                });
+                let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(def.name),
+                    entries: &layout_entries(def),
+                });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(def.name),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(def.name),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                });
+                Pipeline { pipeline, layout }
+            })
+            .map_err(|e| match e {
+                Error::Gpu { message, .. } => Error::Shader {
+                    kernel: def.name.into(),
+                    message,
+                },
+                other => other,
+            })?;
+        let p = Arc::new(pipeline);
+        if let Ok(mut m) = self.inner.kernels.pipelines.lock() {
+            m.insert(key, p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Workgroup grid for `threads` invocations in groups of `wg`, folded into a second
+    /// dimension past the per-dimension limit (kernels use `flat_index`).
+    pub fn grid_1d(&self, threads: u64, wg: u32) -> [u32; 3] {
+        let groups = threads.div_ceil(wg as u64).max(1);
+        let max = self.caps().max_compute_workgroups_per_dimension.max(1) as u64;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            [max as u32, groups.div_ceil(max) as u32, 1]
+        }
+    }
+}
+
+/// One recorded kernel launch: pipeline, bound buffers and grid. Built once (layers build
+/// theirs at construction) and encoded into any number of steps without allocating.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// A binding for [`Gpu::dispatch`]: a tensor or a raw buffer.
+pub enum Bind<'a> {
+    Tensor(&'a Tensor),
+    Buffer(&'a wgpu::Buffer),
+}
+
+impl Gpu {
+    /// Builds a [`Dispatch`]: binds `binds` to the kernel's slots in order (tensor dtypes
+    /// select the variant) and `params` (a `#[repr(C)]` Pod struct's bytes) to the uniform.
+    pub fn dispatch(
+        &self,
+        def: &'static KernelDef,
+        binds: &[Bind<'_>],
+        params: &[u8],
+        overrides: &[(&str, u64)],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        if binds.len() != def.slots.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {} bindings given for {} slots",
+                def.name,
+                binds.len(),
+                def.slots.len()
+            )));
+        }
+        let mut dtypes = Vec::new();
+        for (b, s) in binds.iter().zip(def.slots) {
+            match (b, s.kind) {
+                (Bind::Tensor(t), SlotKind::Tensor(allowed)) => {
+                    if !allowed.contains(&t.dtype()) {
+                        return Err(Error::DTypeMismatch {
+                            op: def.name,
+                            expected: format!("{} in {allowed:?}", s.name),
+                            got: t.dtype(),
+                        });
+                    }
+                    dtypes.push(t.dtype());
+                }
+                (Bind::Buffer(_), SlotKind::Tensor(_)) | (Bind::Tensor(_), _) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: slot `{}` bound to the wrong kind of buffer",
+                        def.name, s.name
+                    )))
+                }
+                (Bind::Buffer(_), _) => {}
+            }
+        }
+        let limit = self.caps().max_storage_buffer_binding_size;
+        for b in binds {
+            let size = match b {
+                Bind::Tensor(t) => t.buffer().size(),
+                Bind::Buffer(buf) => buf.size(),
+            };
+            if size > limit {
+                return Err(Error::TooLarge {
+                    what: def.name,
+                    bytes: size,
+                    limit_name: "max_storage_buffer_binding_size",
+                    limit,
+                });
+            }
+        }
+        let pipeline = self.pipeline(def, &dtypes, overrides)?;
+        let uniform = if def.params {
+            use wgpu::util::DeviceExt;
+            // Uniform buffers need 16-byte-sized contents.
+            let mut bytes = params.to_vec();
+            bytes.resize(params.len().div_ceil(16).max(1) * 16, 0);
+            Some(
+                self.device()
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(def.name),
+                        contents: &bytes,
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    }),
+            )
+        } else {
+            None
+        };
+        let mut entries: Vec<wgpu::BindGroupEntry> = binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match b {
+                    Bind::Tensor(t) => t.buffer().as_entire_binding(),
+                    Bind::Buffer(buf) => buf.as_entire_binding(),
+                },
+            })
+            .collect();
+        if let Some(u) = &uniform {
+            entries.push(wgpu::BindGroupEntry {
+                binding: def.slots.len() as u32,
+                resource: u.as_entire_binding(),
+            });
+        }
+        let bind_group = self.scoped(def.name, || {
+            self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(def.name),
+                layout: &pipeline.layout,
+                entries: &entries,
+            })
+        })?;
+        Ok(Dispatch {
+            label: def.name,
+            pipeline: pipeline.pipeline.clone(),
+            bind_group,
+            workgroups,
+        })
+    }
+
+    /// Encodes `dispatches` into one compute pass of one command buffer and submits it.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut enc = self.encoder("halfgrad run");
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("halfgrad run"),
+                timestamp_writes: None,
+            });
+            for d in dispatches {
+                d.encode(&mut pass);
+            }
+        }
+        self.submit(enc.finish())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! halfgrad: mixed-precision (FP16 / BF16) neural-network training on WebGPU.
+//!
+//! Forward and backward matrix products read 16-bit operands and accumulate in f32; master
+//! weights, Adam moments, softmax, layer-norm statistics, losses and sums stay in f32.
+//! The same code runs on Vulkan, Metal, DX12 and in the browser. See docs/ARCHITECTURE.md.
+
+pub mod dtype;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod ops;
+pub mod tensor;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
+pub use tensor::Tensor;
+pub mod selfcheck;

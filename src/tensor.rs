@@ -1,0 +1,309 @@
+//! `Tensor { buffer, shape, dtype }`, host upload/download, and the buffer pool that lets
+//! a repeated step allocate nothing new.
+
+use crate::{DType, Error, Gpu, Result};
+use half::{bf16, f16};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Buffers are sized in whole 16-byte blocks, so every prelude's vec2/vec4 access and
+/// every pair store (`store2_*`) stays inside the allocation.
+pub const BUFFER_ALIGN: u64 = 16;
+
+/// Tensor storage usage: bound as storage, copied to and from.
+pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Free buffers by size. Dropped tensors return theirs; new tensors of the same padded
+/// size reuse them.
+pub struct BufferPool {
+    device: wgpu::Device,
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    created: std::sync::atomic::AtomicU64,
+}
+
+impl BufferPool {
+    pub(crate) fn new(device: wgpu::Device) -> Self {
+        BufferPool {
+            device,
+            free: Mutex::new(HashMap::new()),
+            created: 0.into(),
+        }
+    }
+
+    fn acquire(&self, size: u64) -> wgpu::Buffer {
+        if let Some(b) = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.get_mut(&size).and_then(|v| v.pop()))
+        {
+            return b;
+        }
+        self.created
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("halfgrad tensor"),
+            size,
+            usage: TENSOR_USAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn release(&self, buffer: wgpu::Buffer) {
+        if let Ok(mut f) = self.free.lock() {
+            f.entry(buffer.size()).or_default().push(buffer);
+        }
+    }
+
+    /// Buffers created so far (tests check that a repeated step creates none).
+    pub fn created(&self) -> u64 {
+        self.created.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct Storage {
+    buffer: wgpu::Buffer,
+    pool: Arc<BufferPool>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        self.pool.release(self.buffer.clone());
+    }
+}
+
+/// A GPU tensor: row-major, contiguous, `shape.iter().product()` elements of `dtype`.
+/// Clones share the buffer.
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+    dtype: DType,
+    gpu: Gpu,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {})", self.shape, self.dtype)
+    }
+}
+
+/// Elements in a shape; rank 0 is a scalar (one element).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor with unspecified contents (a pooled buffer may hold old data).
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        gpu.check()?;
+        let n = numel(shape);
+        if n == 0 {
+            return Err(Error::Empty {
+                what: "tensor",
+                shape: shape.to_vec(),
+            });
+        }
+        let bytes = (n as u64)
+            .checked_mul(dtype.size_bytes() as u64)
+            .ok_or_else(|| Error::InvalidArgument(format!("shape {shape:?} overflows")))?;
+        let padded = bytes.div_ceil(BUFFER_ALIGN) * BUFFER_ALIGN;
+        let caps = gpu.caps();
+        for (limit_name, limit) in [
+            (
+                "max_storage_buffer_binding_size",
+                caps.max_storage_buffer_binding_size,
+            ),
+            ("max_buffer_size", caps.max_buffer_size),
+        ] {
+            if padded > limit {
+                return Err(Error::TooLarge {
+                    what: "tensor",
+                    bytes: padded,
+                    limit_name,
+                    limit,
+                });
+            }
+        }
+        let pool = gpu.inner.pool.clone();
+        let buffer = gpu.scoped("allocating a tensor", || pool.acquire(padded))?;
+        Ok(Tensor {
+            storage: Arc::new(Storage { buffer, pool }),
+            shape: shape.to_vec(),
+            dtype,
+            gpu: gpu.clone(),
+        })
+    }
+
+    /// Uploads raw little-endian bytes of `dtype` (exactly `numel * size` bytes).
+    pub fn from_bytes(gpu: &Gpu, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        let n = numel(shape);
+        if bytes.len() != n * dtype.size_bytes() {
+            return Err(Error::DataLength {
+                shape: shape.to_vec(),
+                expected: n,
+                got: bytes.len() / dtype.size_bytes(),
+            });
+        }
+        let t = Tensor::empty(gpu, shape, dtype)?;
+        t.write_bytes(bytes)?;
+        Ok(t)
+    }
+
+    /// Uploads f32 values, rounding to `dtype` on the host (nearest even, like the GPU).
+    pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32], dtype: DType) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(gpu, shape, dtype, &dtype.encode(data))
+    }
+
+    pub fn from_f16(gpu: &Gpu, shape: &[usize], data: &[f16]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(gpu, shape, DType::F16, bytemuck::cast_slice(data))
+    }
+
+    pub fn from_bf16(gpu: &Gpu, shape: &[usize], data: &[bf16]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(gpu, shape, DType::BF16, bytemuck::cast_slice(data))
+    }
+
+    /// Every element set to `value` (rounded to the dtype).
+    pub fn full(gpu: &Gpu, shape: &[usize], dtype: DType, value: f32) -> Result<Tensor> {
+        let n = numel(shape);
+        if n == 0 {
+            return Err(Error::Empty {
+                what: "tensor",
+                shape: shape.to_vec(),
+            });
+        }
+        Tensor::from_f32(gpu, shape, &vec![value; n], dtype)
+    }
+
+    pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::full(gpu, shape, dtype, 0.0)
+    }
+
+    /// Overwrites the contents from host bytes (queued; ordered before later submissions).
+    pub fn write_bytes(&self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != self.byte_len() {
+            return Err(Error::DataLength {
+                shape: self.shape.clone(),
+                expected: self.len(),
+                got: bytes.len() / self.dtype.size_bytes(),
+            });
+        }
+        self.gpu.check()?;
+        // write_buffer needs a multiple of 4 bytes; the padding is ours to fill.
+        if bytes.len() % 4 == 0 {
+            self.gpu.queue().write_buffer(self.buffer(), 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.gpu.queue().write_buffer(self.buffer(), 0, &padded);
+        }
+        Ok(())
+    }
+
+    /// Overwrites the contents from f32 values, rounded to the tensor's dtype.
+    pub fn write_f32(&self, data: &[f32]) -> Result<()> {
+        check_len(&self.shape, data.len())?;
+        self.write_bytes(&self.dtype.encode(data))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn len(&self) -> usize {
+        numel(&self.shape)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes of data (without the buffer's padding).
+    pub fn byte_len(&self) -> usize {
+        self.len() * self.dtype.size_bytes()
+    }
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.storage.buffer
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The same buffer seen with another shape of the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.len() {
+            return Err(Error::shape(
+                "reshape",
+                format!("{} elements", self.len()),
+                format!("{shape:?}"),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    /// Downloads the raw bytes. One readback.
+    pub async fn read_bytes(&self) -> Result<Vec<u8>> {
+        self.gpu
+            .read_buffer(self.buffer(), self.byte_len() as u64)
+            .await
+    }
+
+    /// Downloads and widens to f32 (exact).
+    pub async fn read_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.dtype.decode(&self.read_bytes().await?))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        pollster::block_on(self.read_bytes())
+    }
+
+    /// Blocking download as f32 (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_f32())
+    }
+
+    /// Blocking download of raw 16-bit patterns (F16 or BF16 tensors).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_u16_bits(&self) -> Result<Vec<u16>> {
+        if self.dtype == DType::F32 {
+            return Err(Error::DTypeMismatch {
+                op: "to_u16_bits",
+                expected: "f16 or bf16".into(),
+                got: self.dtype,
+            });
+        }
+        let bytes = self.to_bytes()?;
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
+    }
+}
+
+fn check_len(shape: &[usize], got: usize) -> Result<()> {
+    let expected = numel(shape);
+    if expected == 0 {
+        return Err(Error::Empty {
+            what: "tensor",
+            shape: shape.to_vec(),
+        });
+    }
+    if got != expected {
+        return Err(Error::DataLength {
+            shape: shape.to_vec(),
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
