@@ -15,4 +15,6 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
+pub mod amp;
+pub mod nn;
 pub mod selfcheck;
