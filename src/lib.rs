@@ -4,6 +4,10 @@
 //! weights, Adam moments, softmax, layer-norm statistics, losses and sums stay in f32.
 //! The same code runs on Vulkan, Metal, DX12 and in the browser. See docs/ARCHITECTURE.md.
 
+// On wasm32 wgpu's handles are neither Send nor Sync (the page is single-threaded); the
+// shared `Arc`s stay so native and web run one code path.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub mod dtype;
 pub mod error;
 pub mod gpu;
@@ -18,3 +22,5 @@ pub use tensor::Tensor;
 pub mod amp;
 pub mod nn;
 pub mod selfcheck;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

@@ -60,14 +60,21 @@ fn roundtrip_ok(dtype: DType, before: u16, after: u16) -> bool {
     }
 }
 
-/// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back.
+/// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back (native, blocking).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn roundtrip_all_patterns(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
+    pollster::block_on(roundtrip_all_patterns_async(gpu, dtype))
+}
+
+/// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back. Two readbacks,
+/// awaited (the browser cannot block).
+pub async fn roundtrip_all_patterns_async(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
     let bits: Vec<u16> = (0..=u16::MAX).collect();
     let x = Tensor::from_bytes(gpu, &[bits.len()], dtype, bytemuck::cast_slice(&bits))?;
     let wide = cast_to(gpu, &x, DType::F32)?;
     let back = cast_to(gpu, &wide, dtype)?;
-    let wide_host = wide.to_f32_vec()?;
-    let got = back.to_u16_bits()?;
+    let wide_host = wide.read_f32().await?;
+    let got = back.read_u16_bits().await?;
     let mut result = CheckResult {
         name: format!("{dtype} -> f32 -> {dtype}, all 65536 patterns"),
         checked: bits.len(),
@@ -164,8 +171,19 @@ pub fn random_f32(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// GPU f32 -> `dtype` on `values` against `half`'s from_f32.
+/// GPU f32 -> `dtype` on `values` against `half`'s from_f32 (native, blocking).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn narrow_matches_half(
+    gpu: &Gpu,
+    values: &[f32],
+    dtype: DType,
+    label: &str,
+) -> Result<CheckResult> {
+    pollster::block_on(narrow_matches_half_async(gpu, values, dtype, label))
+}
+
+/// GPU f32 -> `dtype` on `values` against `half`'s from_f32. One readback, awaited.
+pub async fn narrow_matches_half_async(
     gpu: &Gpu,
     values: &[f32],
     dtype: DType,
@@ -173,7 +191,7 @@ pub fn narrow_matches_half(
 ) -> Result<CheckResult> {
     let x = Tensor::from_f32(gpu, &[values.len()], values, DType::F32)?;
     let y = cast_to(gpu, &x, dtype)?;
-    let got = y.to_u16_bits()?;
+    let got = y.read_u16_bits().await?;
     let want: Vec<u16> = match dtype {
         DType::F16 => values.iter().map(|&v| f16::from_f32(v).to_bits()).collect(),
         _ => values
@@ -196,16 +214,23 @@ pub fn narrow_matches_half(
     ))
 }
 
-/// The full cast self-check; `random` values per narrowing test.
+/// The full cast self-check; `random` values per narrowing test (native, blocking).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_all(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
+    pollster::block_on(run_all_async(gpu, random))
+}
+
+/// The full cast self-check; `random` values per narrowing test. Readbacks are awaited,
+/// so the browser demo runs it without blocking the tab.
+pub async fn run_all_async(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
     let edges = edge_case_f32();
     let rand = random_f32(random, 0x5EED);
     Ok(vec![
-        roundtrip_all_patterns(gpu, DType::F16)?,
-        roundtrip_all_patterns(gpu, DType::BF16)?,
-        narrow_matches_half(gpu, &edges, DType::F16, "edge cases")?,
-        narrow_matches_half(gpu, &edges, DType::BF16, "edge cases")?,
-        narrow_matches_half(gpu, &rand, DType::F16, "random")?,
-        narrow_matches_half(gpu, &rand, DType::BF16, "random")?,
+        roundtrip_all_patterns_async(gpu, DType::F16).await?,
+        roundtrip_all_patterns_async(gpu, DType::BF16).await?,
+        narrow_matches_half_async(gpu, &edges, DType::F16, "edge cases").await?,
+        narrow_matches_half_async(gpu, &edges, DType::BF16, "edge cases").await?,
+        narrow_matches_half_async(gpu, &rand, DType::F16, "random").await?,
+        narrow_matches_half_async(gpu, &rand, DType::BF16, "random").await?,
     ])
 }

@@ -1,9 +1,11 @@
-//! `cargo xtask run | test`: the project's two quick-start commands.
+//! `cargo xtask run | test | web`: the project's quick-start commands.
 //!
 //! Both make sure a Vulkan adapter exists first: when no Vulkan driver is installed they
 //! install Mesa's software driver (lavapipe, Debian's `mesa-vulkan-drivers`) if running as
 //! root, and otherwise print the one command to run. Installs already present are skipped.
 //! Standard library only, so the first `cargo xtask` builds in seconds.
+
+mod web;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,11 @@ commands:
   run [ARGS]   build the release binary, check the GPU casts, then train the default model
                (ARGS go to `halfgrad train`)
   test         everything CI checks: fmt, clippy, tests on the software adapter, the wasm
-               build and cross-checks for Windows (DX12) and macOS (Metal)
+               build, cross-checks for Windows (DX12) and macOS (Metal), and the browser
+               demo trained end to end in headless Chromium (WebGPU on SwiftShader)
+  web [--port N]
+               build the wasm package into web/pkg and serve the in-browser training
+               demo (web/) on http://127.0.0.1:8000/
 ";
 
 fn main() -> ExitCode {
@@ -27,6 +33,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("web") => web::web(&args[1..]),
         Some("-h") | Some("--help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -194,7 +201,7 @@ fn run(args: &[String]) -> Result {
     let mut build = cargo();
     build.args(["build", "--release", "--bin", "halfgrad"]);
     step("build halfgrad (release)", build)?;
-    let bin = root().join("target/release/halfgrad");
+    let bin = web::target_dir().join("release/halfgrad");
     let mut info = Command::new(&bin);
     info.args(["info", "--check"]);
     step(
@@ -237,15 +244,23 @@ fn test(_args: &[String]) -> Result {
     )?;
 
     if ensure_target("wasm32-unknown-unknown") {
+        // Clippy compiles the library for the browser and lints what only exists there
+        // (src/web.rs); the browser step at the end builds and runs the real package.
         let mut wasm = cargo();
         wasm.args([
-            "build",
+            "clippy",
             "--lib",
             "--target",
             "wasm32-unknown-unknown",
             "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
         ]);
-        step("cargo build --target wasm32-unknown-unknown --lib", wasm)?;
+        step(
+            "cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings",
+            wasm,
+        )?;
     }
     for (target, backend) in [
         ("x86_64-pc-windows-msvc", "DX12"),
@@ -266,6 +281,7 @@ fn test(_args: &[String]) -> Result {
             )?;
         }
     }
+    web::browser_test()?;
     println!(
         "\nxtask test: all checks passed in {:.0}s",
         t.elapsed().as_secs_f64()

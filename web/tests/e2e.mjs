@@ -1,0 +1,196 @@
+// End-to-end test of the demo page in Debian's Chromium (WebGPU on SwiftShader, which has
+// no shader-f16, so F16 runs the packed path). Run by `cargo xtask test`, which builds
+// web/pkg and serves web/:
+//
+//   node web/tests/e2e.mjs http://127.0.0.1:PORT/ OUT_DIR
+//
+// Checks: the page opens a WebGPU device and names the adapter; the GPU cast self-check
+// passes bit for bit; F16 training (packed path) lowers the loss and passes an accuracy
+// threshold; a checkpoint downloads and uploads again; a simulated device loss shows the
+// message and the restart button, which resumes from the last checkpoint; the console
+// shows no errors beyond the ones the device-loss drill causes. Writes OUT_DIR/screenshot.png
+// (mid-training) and OUT_DIR/report.json.
+
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const [url, outDir] = process.argv.slice(2);
+if (!url || !outDir) {
+  console.error('usage: node e2e.mjs URL OUT_DIR');
+  process.exit(2);
+}
+
+// Steps to train and what they must reach (digits MLP, F16 on the packed path).
+const STEPS = 300;
+const MIN_ACCURACY = 0.85;
+const TOTAL_TIMEOUT_MS = 8 * 60 * 1000;
+
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--enable-unsafe-webgpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+const t0 = Date.now();
+const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+const log = (...a) => console.log(`    [${elapsed()}]`, ...a);
+const report = { url, checks: [], console_errors: [] };
+function check(name, ok, detail = '') {
+  report.checks.push({ name, ok, detail });
+  log(`${ok ? 'PASS' : 'FAIL'} ${name}${detail ? ` (${detail})` : ''}`);
+  if (!ok) throw new Error(`check failed: ${name} ${detail}`);
+}
+
+const watchdog = setTimeout(() => {
+  console.error(`e2e: gave up after ${TOTAL_TIMEOUT_MS / 1000}s`);
+  process.exit(1);
+}, TOTAL_TIMEOUT_MS);
+
+const profile = mkdtempSync(join(tmpdir(), 'halfgrad-chromium-'));
+let context;
+let failed = false;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.HALFGRAD_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1180, height: 1000 },
+    acceptDownloads: true,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  // Console errors are failures, except those a deliberate device loss produces.
+  let expectErrors = false;
+  page.on('console', (m) => {
+    if (m.type() === 'error') {
+      const entry = { text: m.text(), during_loss_drill: expectErrors };
+      report.console_errors.push(entry);
+      log(`console.error${expectErrors ? ' (loss drill)' : ''}: ${m.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => {
+    report.console_errors.push({ text: `uncaught: ${e.message}`, during_loss_drill: expectErrors });
+    log(`page error: ${e.message}`);
+  });
+
+  const hasTraining = await runChecks(page, () => (expectErrors = true));
+  report.training = hasTraining;
+  const unexpected = report.console_errors.filter((e) => !e.during_loss_drill);
+  check('no console errors', unexpected.length === 0, unexpected.map((e) => e.text).join(' | '));
+} catch (e) {
+  failed = true;
+  console.error(`e2e: ${e.stack || e}`);
+} finally {
+  report.seconds = (Date.now() - t0) / 1000;
+  writeFileSync(join(outDir, 'report.json'), JSON.stringify(report, null, 2));
+  await context?.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  clearTimeout(watchdog);
+}
+log(failed ? 'browser test FAILED' : 'browser test passed');
+process.exit(failed ? 1 : 0);
+
+async function waitState(page, predicate, arg, timeout = 120_000) {
+  await page.waitForFunction(predicate, arg, { timeout, polling: 250 });
+}
+
+/** The checks; returns whether the build has training. */
+async function runChecks(page, enterLossDrill) {
+  // A browser without WebGPU gets a message naming the browsers (and flags) that work.
+  const bare = await page.context().newPage();
+  await bare.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true });
+  });
+  await bare.goto(url);
+  await bare.waitForSelector('#failure:not([hidden])', { timeout: 30_000 });
+  const why = await bare.textContent('#failure-text');
+  check('without WebGPU the page says which browsers and flags work',
+    ['Chrome', 'Safari', 'Firefox', '--enable-unsafe-webgpu'].every((w) => why.includes(w)));
+  await bare.close();
+
+  await page.goto(`${url}?precision=f16&max_steps=${STEPS}&stats=10&eval=100`);
+  await waitState(page, () => ['ready', 'failed'].includes(window.halfgrad?.state.phase));
+  const info = await page.evaluate(() => window.halfgrad.state.info);
+  check('WebGPU device opened', !!info, info ? `${info.adapter} via ${info.backend}` : 'no device');
+  const shown = await page.textContent('#adapter');
+  check('page names the adapter', info.adapter.length > 0 && shown.includes(info.adapter), shown);
+  check('f16 runs the packed path (no shader-f16 on SwiftShader)', info.shader_f16 === false,
+    (await page.textContent('#f16-path')).trim());
+
+  await waitState(page, () => window.halfgrad.state.selfCheck !== null);
+  const sc = await page.evaluate(() => window.halfgrad.state.selfCheck);
+  check('GPU cast self-check passes bit for bit', sc.passed === true,
+    sc.checks.map((c) => `${c.name}: ${c.mismatches}/${c.checked}`).join('; ') || sc.error);
+
+  const hasTraining = await page.evaluate(() => typeof window.halfgrad.state.session.newTrainer === 'function');
+  if (!hasTraining) {
+    log('SKIP training checks: this build has no Trainer yet');
+    await page.screenshot({ path: join(outDir, 'screenshot.png'), fullPage: true });
+    return false;
+  }
+  await trainingChecks(page, enterLossDrill);
+  return true;
+}
+
+async function trainingChecks(page, enterLossDrill) {
+  // Train in F16 (packed path) for STEPS steps; screenshot half way.
+  await page.check('input[name=precision][value=f16]');
+  const started = Date.now();
+  await page.click('#start');
+  await waitState(page, (n) => window.halfgrad.state.step >= n, STEPS / 2, 300_000);
+  await page.screenshot({ path: join(outDir, 'screenshot.png'), fullPage: true });
+  log('screenshot taken mid-training');
+  await waitState(page, (n) => window.halfgrad.state.phase === 'paused' && window.halfgrad.state.step >= n,
+    STEPS, 300_000);
+  const trainSeconds = (Date.now() - started) / 1000;
+  const s = await page.evaluate(() => {
+    const st = window.halfgrad.state;
+    return { step: st.step, losses: st.losses, eval: st.eval, stats: st.stats, path: st.path };
+  });
+  report.train = { steps: s.step, seconds: trainSeconds, path: s.path, eval: s.eval, stats: s.stats };
+  check('trained exactly the requested steps', s.step === STEPS, `step ${s.step}, ${trainSeconds.toFixed(1)}s`);
+  check('page says which f16 path', /packed/.test(s.path), s.path);
+  const first = s.losses[0][1];
+  const last = s.losses.at(-1)[1];
+  check('loss fell', last < 0.5 * first, `${first.toFixed(4)} -> ${last.toFixed(4)}`);
+  check(`test accuracy above ${MIN_ACCURACY * 100}%`, s.eval.accuracy >= MIN_ACCURACY,
+    `${(s.eval.accuracy * 100).toFixed(1)}%`);
+  const digits = await page.$$eval('#digits .digit', (d) => d.length);
+  check('test digits drawn with predictions', digits > 0, `${digits} digits`);
+
+  // Checkpoint: download, reset, upload: the model comes back at the same step and accuracy.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  const ckpt = join(outDir, 'digits.safetensors');
+  await download.saveAs(ckpt);
+  check('checkpoint downloads as .safetensors', download.suggestedFilename().endsWith('.safetensors'),
+    download.suggestedFilename());
+  await page.click('#reset');
+  await waitState(page, () => window.halfgrad.state.step === 0 && !window.halfgrad.state.hasTrainer);
+  await page.setInputFiles('#upload', ckpt);
+  await waitState(page, (n) => window.halfgrad.state.step === n && window.halfgrad.state.eval?.step === n, STEPS);
+  const back = await page.evaluate(() => window.halfgrad.state.eval);
+  check('uploaded checkpoint resumes at the same step and accuracy',
+    Math.abs(back.accuracy - s.eval.accuracy) < 1e-6, `${(back.accuracy * 100).toFixed(1)}%`);
+
+  // Device loss: the message and the restart button appear; restarting continues training.
+  enterLossDrill();
+  await page.evaluate(() => window.halfgrad.simulateDeviceLoss());
+  await page.evaluate(() => {
+    window.halfgrad.config.maxSteps += 20;
+  });
+  await page.click('#start');
+  await waitState(page, () => window.halfgrad.state.phase === 'lost');
+  const visible = await page.isVisible('#recover');
+  check('device loss shows a message and a restart button', visible,
+    (await page.textContent('#failure-text')).split('\n')[0]);
+  await page.click('#recover');
+  await waitState(page, (n) => window.halfgrad.state.phase === 'paused' && window.halfgrad.state.step >= n,
+    STEPS + 20, 300_000);
+  const after = await page.evaluate(() => window.halfgrad.state.step);
+  check('restart from the last checkpoint continues training', after === STEPS + 20, `step ${after}`);
+}
