@@ -155,7 +155,6 @@ async fn choose_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 force_fallback_adapter: false,
                 compatible_surface: None,
-                // Only wgpu-core's own adapters bucket limits; the browser does its own.
                 apply_limit_buckets: false,
             })
             .await

@@ -60,15 +60,8 @@ fn roundtrip_ok(dtype: DType, before: u16, after: u16) -> bool {
     }
 }
 
-/// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back (native, blocking).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn roundtrip_all_patterns(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
-    pollster::block_on(roundtrip_all_patterns_async(gpu, dtype))
-}
-
-/// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back. Two readbacks,
-/// awaited (the browser cannot block).
-pub async fn roundtrip_all_patterns_async(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
+/// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back.
+pub async fn roundtrip_all_patterns(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
     let bits: Vec<u16> = (0..=u16::MAX).collect();
     let x = Tensor::from_bytes(gpu, &[bits.len()], dtype, bytemuck::cast_slice(&bits))?;
     let wide = cast_to(gpu, &x, DType::F32)?;
@@ -171,19 +164,8 @@ pub fn random_f32(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// GPU f32 -> `dtype` on `values` against `half`'s from_f32 (native, blocking).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn narrow_matches_half(
-    gpu: &Gpu,
-    values: &[f32],
-    dtype: DType,
-    label: &str,
-) -> Result<CheckResult> {
-    pollster::block_on(narrow_matches_half_async(gpu, values, dtype, label))
-}
-
-/// GPU f32 -> `dtype` on `values` against `half`'s from_f32. One readback, awaited.
-pub async fn narrow_matches_half_async(
+/// GPU f32 -> `dtype` on `values` against `half`'s from_f32.
+pub async fn narrow_matches_half(
     gpu: &Gpu,
     values: &[f32],
     dtype: DType,
@@ -214,23 +196,22 @@ pub async fn narrow_matches_half_async(
     ))
 }
 
-/// The full cast self-check; `random` values per narrowing test (native, blocking).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn run_all(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
-    pollster::block_on(run_all_async(gpu, random))
-}
-
-/// The full cast self-check; `random` values per narrowing test. Readbacks are awaited,
-/// so the browser demo runs it without blocking the tab.
-pub async fn run_all_async(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
+/// The full cast self-check; `random` values per narrowing test.
+pub async fn run_all(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
     let edges = edge_case_f32();
     let rand = random_f32(random, 0x5EED);
     Ok(vec![
-        roundtrip_all_patterns_async(gpu, DType::F16).await?,
-        roundtrip_all_patterns_async(gpu, DType::BF16).await?,
-        narrow_matches_half_async(gpu, &edges, DType::F16, "edge cases").await?,
-        narrow_matches_half_async(gpu, &edges, DType::BF16, "edge cases").await?,
-        narrow_matches_half_async(gpu, &rand, DType::F16, "random").await?,
-        narrow_matches_half_async(gpu, &rand, DType::BF16, "random").await?,
+        roundtrip_all_patterns(gpu, DType::F16).await?,
+        roundtrip_all_patterns(gpu, DType::BF16).await?,
+        narrow_matches_half(gpu, &edges, DType::F16, "edge cases").await?,
+        narrow_matches_half(gpu, &edges, DType::BF16, "edge cases").await?,
+        narrow_matches_half(gpu, &rand, DType::F16, "random").await?,
+        narrow_matches_half(gpu, &rand, DType::BF16, "random").await?,
     ])
+}
+
+/// Blocking [`run_all`] (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_all_blocking(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
+    pollster::block_on(run_all(gpu, random))
 }

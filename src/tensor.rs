@@ -272,7 +272,7 @@ impl Tensor {
         pollster::block_on(self.read_f32())
     }
 
-    /// Downloads the raw 16-bit patterns (F16 or BF16 tensors). One readback.
+    /// Downloads raw 16-bit patterns (F16 or BF16 tensors).
     pub async fn read_u16_bits(&self) -> Result<Vec<u16>> {
         if self.dtype == DType::F32 {
             return Err(Error::DTypeMismatch {
@@ -288,7 +288,7 @@ impl Tensor {
             .collect())
     }
 
-    /// Blocking download of raw 16-bit patterns (F16 or BF16 tensors; native only).
+    /// Blocking [`Tensor::read_u16_bits`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn to_u16_bits(&self) -> Result<Vec<u16>> {
         pollster::block_on(self.read_u16_bits())

@@ -97,7 +97,7 @@ impl Session {
     pub fn self_check(&self, random: u32) -> js_sys::Promise {
         let gpu = self.gpu.clone();
         future_to_promise(async move {
-            let results = selfcheck::run_all_async(&gpu, random as usize)
+            let results = selfcheck::run_all(&gpu, random as usize)
                 .await
                 .map_err(|e| JsValue::from(js_error(e)))?;
             let passed = results.iter().all(|r| r.passed());

@@ -140,6 +140,13 @@ function handleError(e) {
 
 window.addEventListener('unhandledrejection', (ev) => handleError(ev.reason));
 
+// A device lost while nothing runs (driver reset, GPU process crash) shows at once.
+setInterval(() => {
+  if (['ready', 'paused'].includes(state.phase) && state.session?.lostReason() != null) {
+    handleError(new Error('device lost'));
+  }
+}, 1000);
+
 // ---------------------------------------------------------------- rendering
 
 function render() {
