@@ -311,3 +311,36 @@ pub fn browser_test() -> Result {
     println!("    screenshot: {}", out.join("screenshot.png").display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_files_inside_web_only() {
+        let web = root().join("web");
+        assert_eq!(resolve(&web, "/"), Some(web.join("index.html")));
+        assert_eq!(
+            resolve(&web, "/index.html?precision=f16"),
+            Some(web.join("index.html"))
+        );
+        assert_eq!(resolve(&web, "/chart.js"), Some(web.join("chart.js")));
+        assert_eq!(resolve(&web, "/../Cargo.toml"), None);
+        assert_eq!(resolve(&web, "/tests/%2e%2e/index.html"), None);
+        assert_eq!(resolve(&web, "/.hidden"), None);
+        assert_eq!(resolve(&web, "/missing.js"), None);
+    }
+
+    #[test]
+    fn wasm_is_served_as_application_wasm() {
+        assert_eq!(mime(Path::new("pkg/halfgrad_bg.wasm")), "application/wasm");
+        assert!(mime(Path::new("app.js")).starts_with("text/javascript"));
+        assert!(mime(Path::new("index.html")).starts_with("text/html"));
+    }
+
+    #[test]
+    fn cargo_lock_pins_wasm_bindgen() {
+        let v = locked_wasm_bindgen_version().unwrap();
+        assert!(v.starts_with("0.2."), "{v}");
+    }
+}
