@@ -3,3 +3,4 @@
 pub mod param;
 
 pub use param::Param;
+pub mod init;
