@@ -67,9 +67,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     if (2u * p >= params.n) {
         return;
     }
-    let x = masked(load2_x(p), p);
-    let dy = masked(load2_dy(p), p);
-    store2_dx(p, dy * gelu_grad(x));
+    let xv = masked(load2_x(p), p);
+    let dyv = masked(load2_dy(p), p);
+    store2_dx(p, dyv * gelu_grad(xv));
 }
 
 //!kernel relu_forward
@@ -98,7 +98,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     if (2u * p >= params.n) {
         return;
     }
-    let x = masked(load2_x(p), p);
-    let dy = masked(load2_dy(p), p);
-    store2_dx(p, select(vec2<f32>(0.0), dy, x > vec2<f32>(0.0)));
+    let xv = masked(load2_x(p), p);
+    let dyv = masked(load2_dy(p), p);
+    store2_dx(p, select(vec2<f32>(0.0), dyv, xv > vec2<f32>(0.0)));
 }

@@ -66,12 +66,12 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     for (var j = li; j < params.cols; j += ROW_WG) {
         s += exp(load_logits(base + j) - row_max);
     }
-    let lse = row_max + log(wg_sum(s, li));
+    let row_lse = row_max + log(wg_sum(s, li));
     if (li == 0u) {
-        store_lse(row, lse);
+        store_lse(row, row_lse);
         let label = labels[row];
         if (label < params.cols) {
-            store_losses(row, lse - load_logits(base + label));
+            store_losses(row, row_lse - load_logits(base + label));
         } else {
             store_losses(row, bitcast<f32>(F32_QUIET_NAN));
         }

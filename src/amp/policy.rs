@@ -197,9 +197,13 @@ mod tests {
             "bf16: matmul bf16xbf16->f32 acc, activations bf16, norms/softmax/loss f32, \
              master weights f32, grads f32, loss scaling off"
         );
-        assert!(Policy::new(Precision::F32).to_string().starts_with("f32: matmul f32xf32->f32"));
+        assert!(Policy::new(Precision::F32)
+            .to_string()
+            .starts_with("f32: matmul f32xf32->f32"));
         assert_eq!(
-            Policy::new(Precision::BF16).with_loss_scaling(true).loss_scaling,
+            Policy::new(Precision::BF16)
+                .with_loss_scaling(true)
+                .loss_scaling,
             LossScaling::Dynamic
         );
     }

@@ -35,7 +35,10 @@ pub static FORWARD_ROWS: KernelDef = def(
 pub static FORWARD_MEAN: KernelDef = def(
     "softmax_xent/forward_mean",
     "forward_mean",
-    &[Slot::read("losses", F32_ONLY), Slot::write("loss", F32_ONLY)],
+    &[
+        Slot::read("losses", F32_ONLY),
+        Slot::write("loss", F32_ONLY),
+    ],
 );
 pub static BACKWARD: KernelDef = def(
     "softmax_xent/backward",
