@@ -16,5 +16,6 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
 pub mod amp;
+pub mod data;
 pub mod nn;
 pub mod selfcheck;
