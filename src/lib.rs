@@ -16,6 +16,7 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
 pub mod amp;
+pub mod checkpoint;
 pub mod data;
 pub mod nn;
 pub mod selfcheck;
