@@ -17,4 +17,5 @@ pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
 pub mod amp;
 pub mod nn;
+pub mod optim;
 pub mod selfcheck;
