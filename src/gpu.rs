@@ -111,6 +111,7 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn device_type_rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -154,6 +155,7 @@ async fn choose_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 force_fallback_adapter: false,
                 compatible_surface: None,
+                apply_limit_buckets: false,
             })
             .await
             .map_err(|e| Error::NoAdapter(format!("this browser offers no WebGPU adapter ({e})")))

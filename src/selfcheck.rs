@@ -61,13 +61,13 @@ fn roundtrip_ok(dtype: DType, before: u16, after: u16) -> bool {
 }
 
 /// Every bit pattern of `dtype` (F16 or BF16): GPU cast to f32 and back.
-pub fn roundtrip_all_patterns(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
+pub async fn roundtrip_all_patterns(gpu: &Gpu, dtype: DType) -> Result<CheckResult> {
     let bits: Vec<u16> = (0..=u16::MAX).collect();
     let x = Tensor::from_bytes(gpu, &[bits.len()], dtype, bytemuck::cast_slice(&bits))?;
     let wide = cast_to(gpu, &x, DType::F32)?;
     let back = cast_to(gpu, &wide, dtype)?;
-    let wide_host = wide.to_f32_vec()?;
-    let got = back.to_u16_bits()?;
+    let wide_host = wide.read_f32().await?;
+    let got = back.read_u16_bits().await?;
     let mut result = CheckResult {
         name: format!("{dtype} -> f32 -> {dtype}, all 65536 patterns"),
         checked: bits.len(),
@@ -165,7 +165,7 @@ pub fn random_f32(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// GPU f32 -> `dtype` on `values` against `half`'s from_f32.
-pub fn narrow_matches_half(
+pub async fn narrow_matches_half(
     gpu: &Gpu,
     values: &[f32],
     dtype: DType,
@@ -173,7 +173,7 @@ pub fn narrow_matches_half(
 ) -> Result<CheckResult> {
     let x = Tensor::from_f32(gpu, &[values.len()], values, DType::F32)?;
     let y = cast_to(gpu, &x, dtype)?;
-    let got = y.to_u16_bits()?;
+    let got = y.read_u16_bits().await?;
     let want: Vec<u16> = match dtype {
         DType::F16 => values.iter().map(|&v| f16::from_f32(v).to_bits()).collect(),
         _ => values
@@ -197,15 +197,21 @@ pub fn narrow_matches_half(
 }
 
 /// The full cast self-check; `random` values per narrowing test.
-pub fn run_all(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
+pub async fn run_all(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
     let edges = edge_case_f32();
     let rand = random_f32(random, 0x5EED);
     Ok(vec![
-        roundtrip_all_patterns(gpu, DType::F16)?,
-        roundtrip_all_patterns(gpu, DType::BF16)?,
-        narrow_matches_half(gpu, &edges, DType::F16, "edge cases")?,
-        narrow_matches_half(gpu, &edges, DType::BF16, "edge cases")?,
-        narrow_matches_half(gpu, &rand, DType::F16, "random")?,
-        narrow_matches_half(gpu, &rand, DType::BF16, "random")?,
+        roundtrip_all_patterns(gpu, DType::F16).await?,
+        roundtrip_all_patterns(gpu, DType::BF16).await?,
+        narrow_matches_half(gpu, &edges, DType::F16, "edge cases").await?,
+        narrow_matches_half(gpu, &edges, DType::BF16, "edge cases").await?,
+        narrow_matches_half(gpu, &rand, DType::F16, "random").await?,
+        narrow_matches_half(gpu, &rand, DType::BF16, "random").await?,
     ])
+}
+
+/// Blocking [`run_all`] (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_all_blocking(gpu: &Gpu, random: usize) -> Result<Vec<CheckResult>> {
+    pollster::block_on(run_all(gpu, random))
 }

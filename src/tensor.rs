@@ -280,21 +280,26 @@ impl Tensor {
         pollster::block_on(self.read_f32())
     }
 
-    /// Blocking download of raw 16-bit patterns (F16 or BF16 tensors).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn to_u16_bits(&self) -> Result<Vec<u16>> {
+    /// Downloads raw 16-bit patterns (F16 or BF16 tensors).
+    pub async fn read_u16_bits(&self) -> Result<Vec<u16>> {
         if self.dtype == DType::F32 {
             return Err(Error::DTypeMismatch {
-                op: "to_u16_bits",
+                op: "read_u16_bits",
                 expected: "f16 or bf16".into(),
                 got: self.dtype,
             });
         }
-        let bytes = self.to_bytes()?;
+        let bytes = self.read_bytes().await?;
         Ok(bytes
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect())
+    }
+
+    /// Blocking [`Tensor::read_u16_bits`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_u16_bits(&self) -> Result<Vec<u16>> {
+        pollster::block_on(self.read_u16_bits())
     }
 }
 

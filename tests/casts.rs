@@ -25,13 +25,13 @@ fn assert_passed(r: halfgrad::selfcheck::CheckResult) {
 fn all_f16_patterns_round_trip_on_both_paths() {
     for (path, g) in gpus_for_f16() {
         println!("path {path}");
-        assert_passed(roundtrip_all_patterns(g, DType::F16).unwrap());
+        assert_passed(pollster::block_on(roundtrip_all_patterns(g, DType::F16)).unwrap());
     }
 }
 
 #[test]
 fn all_bf16_patterns_round_trip() {
-    assert_passed(roundtrip_all_patterns(gpu(), DType::BF16).unwrap());
+    assert_passed(pollster::block_on(roundtrip_all_patterns(gpu(), DType::BF16)).unwrap());
 }
 
 #[test]
@@ -40,16 +40,34 @@ fn f32_to_f16_matches_half_on_edge_cases_and_a_million_random_values() {
     let random = random_f32(1_000_000, 42);
     for (path, g) in gpus_for_f16() {
         println!("path {path}");
-        assert_passed(narrow_matches_half(g, &edges, DType::F16, "edge cases").unwrap());
-        assert_passed(narrow_matches_half(g, &random, DType::F16, "1e6 random").unwrap());
+        assert_passed(
+            pollster::block_on(narrow_matches_half(g, &edges, DType::F16, "edge cases")).unwrap(),
+        );
+        assert_passed(
+            pollster::block_on(narrow_matches_half(g, &random, DType::F16, "1e6 random")).unwrap(),
+        );
     }
 }
 
 #[test]
 fn f32_to_bf16_matches_half_on_edge_cases_and_a_million_random_values() {
-    assert_passed(narrow_matches_half(gpu(), &edge_case_f32(), DType::BF16, "edge cases").unwrap());
     assert_passed(
-        narrow_matches_half(gpu(), &random_f32(1_000_000, 7), DType::BF16, "1e6 random").unwrap(),
+        pollster::block_on(narrow_matches_half(
+            gpu(),
+            &edge_case_f32(),
+            DType::BF16,
+            "edge cases",
+        ))
+        .unwrap(),
+    );
+    assert_passed(
+        pollster::block_on(narrow_matches_half(
+            gpu(),
+            &random_f32(1_000_000, 7),
+            DType::BF16,
+            "1e6 random",
+        ))
+        .unwrap(),
     );
 }
 

@@ -19,7 +19,7 @@ pub fn run(args: InfoArgs) -> halfgrad::Result<ExitCode> {
     let caps = gpu.caps().clone();
     let facts = gpu.adapter().clone();
     let checks = if args.check {
-        Some(selfcheck::run_all(&gpu, 100_000)?)
+        Some(selfcheck::run_all_blocking(&gpu, 100_000)?)
     } else {
         None
     };
