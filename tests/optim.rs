@@ -908,3 +908,34 @@ fn state_names_and_load_errors_are_typed() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// A gradient longer than the check's 1024 workgroups x 2048 elements: the grid-stride
+/// loop must reach the last element (norm and found-inf).
+#[test]
+fn a_large_gradient_is_checked_to_its_last_element() {
+    let g = gpu();
+    let n = 256 * 8 * 1024 + 4099;
+    let p = Param::from_f32(g, "big", &[n], &vec![0.5; n], DType::F32).unwrap();
+    let scaler = LossScaler::new(g, ScalerConfig::default()).unwrap();
+    let opt = AdamW::new(g, &[&p], AdamConfig::default(), &scaler).unwrap();
+    let grad: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+    let norm = grad.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let scaled: Vec<f32> = grad.iter().map(|x| x * 65536.0).collect();
+    p.grad.write_f32(&scaled).unwrap();
+    step(g, &opt);
+    let s = stats(&opt);
+    assert!(!s.last_step_skipped);
+    assert!(((s.last_grad_norm as f64 - norm) / norm).abs() < 1e-5);
+
+    let mut poisoned = scaled;
+    poisoned[n - 1] = f32::NAN;
+    p.grad.write_f32(&poisoned).unwrap();
+    let before = bits(&p.master);
+    step(g, &opt);
+    let s = stats(&opt);
+    assert!(
+        s.last_step_skipped,
+        "a NaN in the last element must be found"
+    );
+    assert_eq!(bits(&p.master), before);
+}
