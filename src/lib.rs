@@ -19,4 +19,5 @@ pub mod amp;
 pub mod checkpoint;
 pub mod data;
 pub mod nn;
+pub mod optim;
 pub mod selfcheck;

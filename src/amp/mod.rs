@@ -83,3 +83,7 @@ impl OverflowFlag {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != 0)
     }
 }
+
+pub mod scaler;
+
+pub use scaler::{LossScaler, OptimStats, ScalerConfig};
