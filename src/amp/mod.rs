@@ -85,4 +85,7 @@ impl OverflowFlag {
 }
 
 pub mod policy;
+pub mod scaler;
+
 pub use policy::{constant_scale, LossScaling, OpClass, OpPrecision, Policy};
+pub use scaler::{LossScaler, OptimStats, ScalerConfig};

@@ -2,8 +2,10 @@
 //! grid, and returns a [`Dispatch`](crate::kernels::Dispatch) to encode into a step.
 
 pub mod activation;
+pub mod adam;
 pub mod cast;
 pub mod layernorm;
+pub mod loss_scale;
 pub mod reduce;
 pub mod softmax_xent;
 
@@ -27,5 +29,10 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         &softmax_xent::FORWARD_ROWS,
         &softmax_xent::FORWARD_MEAN,
         &softmax_xent::BACKWARD,
+        &loss_scale::CHECK,
+        &loss_scale::UPDATE,
+        &adam::FINALIZE,
+        &adam::ADAMW,
+        &adam::ADAMW_LOW,
     ]
 }
