@@ -913,3 +913,54 @@ fn policy_line_names_every_dtype() {
         "f16: matmul f16xf16->f32 acc, activations f16, norms/softmax/loss f32, master weights f32, grads f32, loss scaling dynamic"
     );
 }
+
+#[test]
+fn mlp_trains_with_adamw_and_the_loss_scaler_one_submission_a_step() {
+    // The wiring the trainer uses: the scaler's found-inf flag and scale buffer go into the
+    // MLP; each step clears the flag, then forward, backward and the optimizer step share
+    // one compute pass of one command buffer (counted in the test above, on a private
+    // device). Overfitting one batch must cut the loss.
+    use halfgrad::amp::LossScaler;
+    use halfgrad::optim::{AdamConfig, AdamW};
+    let cfg = &configs()[0];
+    let b = 17;
+    let mut r = rng(1000);
+    let x_host = random_vec(&mut r, b * cfg.inputs(), 1.0);
+    let labels = random_labels(1001, b, cfg.classes());
+    for mode in MODES {
+        for (path, g) in devices(mode) {
+            let scaler = LossScaler::for_precision(g, mode).unwrap();
+            let ctx = LayerCtx::new(g, Policy::new(mode), scaler.flag());
+            let mlp = Mlp::new(&ctx, cfg, b, 7, scaler.scale_buffer()).unwrap();
+            let config = AdamConfig {
+                lr: 1e-2,
+                ..AdamConfig::default()
+            };
+            let adam = AdamW::new(g, &mlp.params(), config, &scaler).unwrap();
+            mlp.set_batch(&x_host, &labels).unwrap();
+            mlp.forward().unwrap();
+            let first = mlp.read_loss_blocking().unwrap();
+            for _ in 0..40 {
+                let mut enc = g.encoder("step");
+                adam.clear_flag(&mut enc);
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("step"),
+                        timestamp_writes: None,
+                    });
+                    mlp.encode_forward_backward(&mut pass);
+                    adam.encode_step(&mut pass);
+                }
+                g.submit(enc.finish()).unwrap();
+            }
+            mlp.forward().unwrap();
+            let last = mlp.read_loss_blocking().unwrap();
+            let stats = adam.stats_blocking().unwrap();
+            println!("{mode} {path}: loss {first:.4} -> {last:.4}, {stats:?}");
+            assert!(
+                last.is_finite() && last < 0.5 * first,
+                "loss {first} -> {last}"
+            );
+        }
+    }
+}

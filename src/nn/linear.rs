@@ -1,7 +1,7 @@
 //! Linear layer y = x W^T + b: 16-bit operands with f32 accumulation in F16 / BF16 mode,
 //! f32 weight and bias gradients.
 
-use super::init::{linear_bound, SplitMix64};
+use super::init::{linear_bound, uniform_vec, SplitMix64};
 use super::{batch_width, output_grad, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
 use crate::ops::matmul::{matmul, MatmulOptions};
@@ -52,7 +52,7 @@ impl Linear {
             });
         }
         let bound = linear_bound(in_features);
-        let w_init = rng.uniform_vec(out_features * in_features, bound);
+        let w_init = uniform_vec(rng, out_features * in_features, bound);
         let weight = Param::from_f32(
             gpu,
             &format!("{prefix}.weight"),
@@ -61,7 +61,7 @@ impl Linear {
             ctx.policy.matmul_operand,
         )?;
         let bias = if bias {
-            let b_init = rng.uniform_vec(out_features, bound);
+            let b_init = uniform_vec(rng, out_features, bound);
             Some(Param::from_f32(
                 gpu,
                 &format!("{prefix}.bias"),
