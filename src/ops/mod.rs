@@ -2,11 +2,12 @@
 //! grid, and returns a [`Dispatch`](crate::kernels::Dispatch) to encode into a step.
 
 pub mod cast;
+pub mod matmul;
 
 use crate::kernels::KernelDef;
 
 /// Every kernel the library can launch. The GPU-free shader test composes every variant
 /// of each, validates it with naga and translates it to SPIR-V, MSL and HLSL.
 pub fn all_kernels() -> Vec<&'static KernelDef> {
-    vec![&cast::CAST]
+    vec![&cast::CAST, &matmul::TILED, &matmul::COOP]
 }
