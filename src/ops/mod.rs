@@ -6,6 +6,7 @@ pub mod adam;
 pub mod cast;
 pub mod layernorm;
 pub mod loss_scale;
+pub mod matmul;
 pub mod reduce;
 pub mod softmax_xent;
 
@@ -16,6 +17,8 @@ use crate::kernels::KernelDef;
 pub fn all_kernels() -> Vec<&'static KernelDef> {
     vec![
         &cast::CAST,
+        &matmul::TILED,
+        &matmul::COOP,
         &activation::GELU_FORWARD,
         &activation::GELU_BACKWARD,
         &activation::RELU_FORWARD,
