@@ -837,7 +837,7 @@ fn shape_mismatches_are_typed_errors() {
     let cube = input_node(g, &[2, 3, 5], &[0.5; 30], DType::F16);
     let err = LayerNorm::new(&ctx, &cube, "1", 1e-5).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
-    let err = ActivationLayer::new(&ctx, &cube, Activation::Gelu).unwrap_err();
+    let err = ActivationLayer::gelu(&ctx, &cube).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     // Ops: mismatched x / y.
     let y = Tensor::empty(g, &[3, 4], DType::F16).unwrap();

@@ -45,6 +45,18 @@ impl ActivationLayer {
         })
     }
 
+    /// A GELU layer (tanh approximation).
+    // input: (B, C) activation dtype
+    pub fn gelu(ctx: &LayerCtx<'_>, input: &Node) -> Result<ActivationLayer> {
+        ActivationLayer::new(ctx, input, Activation::Gelu)
+    }
+
+    /// A ReLU layer.
+    // input: (B, C) activation dtype
+    pub fn relu(ctx: &LayerCtx<'_>, input: &Node) -> Result<ActivationLayer> {
+        ActivationLayer::new(ctx, input, Activation::Relu)
+    }
+
     pub fn input(&self) -> &Node {
         &self.input
     }
