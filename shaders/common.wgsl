@@ -84,3 +84,15 @@ fn bf16_bits_to_f32(h: u32) -> f32 {
 fn flat_index(wg_id: vec3<u32>, num_wg: vec3<u32>, local_index: u32, wg_size: u32) -> u32 {
     return (wg_id.y * num_wg.x + wg_id.x) * wg_size + local_index;
 }
+
+// 1 / x, exact when x is a power of two in the normal range (loss scales are), by
+// mirroring the exponent bits; other values fall back to division (which WGSL allows to
+// be 2.5 ULP off). Unscaling a gradient by a power-of-two scale is then exact.
+fn reciprocal_pow2_exact(x: f32) -> f32 {
+    let b = bitcast<u32>(x);
+    let e = (b >> 23u) & 0xFFu;
+    if ((b & 0x807FFFFFu) == 0u && e >= 1u && e <= 253u) {
+        return bitcast<f32>((254u - e) << 23u);
+    }
+    return 1.0 / x;
+}

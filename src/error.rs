@@ -78,6 +78,9 @@ pub enum Error {
     /// A checkpoint file is malformed or does not match the model.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
+    /// A named tensor that must be present (optimizer / scaler state on resume) is not.
+    #[error("tensor `{name}` is missing")]
+    MissingTensor { name: String },
     /// An I/O failure (reading data, writing checkpoints).
     #[error("I/O error on {path}: {message}")]
     Io { path: String, message: String },

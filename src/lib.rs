@@ -20,7 +20,10 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
 pub mod amp;
+pub mod checkpoint;
+pub mod data;
 pub mod nn;
+pub mod optim;
 pub mod selfcheck;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

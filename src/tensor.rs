@@ -63,6 +63,14 @@ impl BufferPool {
     }
 }
 
+impl Gpu {
+    /// The device's tensor buffer pool (tests read [`BufferPool::created`] to prove that a
+    /// repeated step allocates nothing).
+    pub fn pool(&self) -> &BufferPool {
+        &self.inner.pool
+    }
+}
+
 struct Storage {
     buffer: wgpu::Buffer,
     pool: Arc<BufferPool>,

@@ -83,3 +83,9 @@ impl OverflowFlag {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != 0)
     }
 }
+
+pub mod policy;
+pub mod scaler;
+
+pub use policy::{constant_scale, LossScaling, OpClass, OpPrecision, Policy};
+pub use scaler::{LossScaler, OptimStats, ScalerConfig};
