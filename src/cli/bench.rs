@@ -22,11 +22,17 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// One matrix product C = op(A) @ op(B): time per product, TFLOP/s, optional check.
     Matmul(MatmulBenchArgs),
+    /// A full MLP training step (forward, loss, backward, overflow check, AdamW, scaler).
+    Step(super::bench_step::StepBenchArgs),
+    /// Device-to-device copy bandwidth and a memory-bound kernel against it.
+    Copy(super::bench_step::CopyBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.what {
         BenchCommand::Matmul(a) => run_matmul(a),
+        BenchCommand::Step(a) => super::bench_step::run_step(a),
+        BenchCommand::Copy(a) => super::bench_step::run_copy(a),
     }
 }
 
