@@ -87,26 +87,30 @@ struct Params {
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_TRANS_A: u32 = 4;
+const FLAG_TRANS_B: u32 = 8;
 
 /// Tile shape of the tiled kernel (see the comments in `shaders/matmul.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TiledConfig {
     wg_m: u32,
     wg_n: u32,
-    tm: u32,
-    tn: u32,
     bk: u32,
 }
 
+/// Rows and columns of C per invocation (fixed in the shader: an explicit register tile).
+const TILED_REGS: u32 = 8;
+
 impl TiledConfig {
     fn bm(&self) -> u32 {
-        self.wg_m * self.tm
+        self.wg_m * TILED_REGS
     }
     fn bn(&self) -> u32 {
-        self.wg_n * self.tn
+        self.wg_n * TILED_REGS
     }
+    /// a_tile + b_tile (8 extra columns) + the straddle partial sums, all f32.
     fn workgroup_bytes(&self) -> u32 {
-        4 * self.bk * (self.bm() + self.bn() + 4)
+        4 * (self.bk * (self.bm() + self.bn() + 8) + self.wg_m * self.wg_n)
     }
 }
 
@@ -116,31 +120,27 @@ pub enum TiledTile {
     /// 128 x 128 for products of at least 512 x 512 on hardware adapters, else 64 x 64.
     #[default]
     Auto,
-    /// 64 x 64 workgroup tile, 4 x 4 per invocation, K slices of 16.
+    /// 64 x 64 workgroup tile (8 x 8 invocations), K slices of 16.
     Small,
-    /// 128 x 128 workgroup tile, 8 x 8 per invocation, K slices of 8.
+    /// 128 x 128 workgroup tile (16 x 16 invocations), K slices of 8.
     Large,
 }
 
 impl TiledTile {
     const SMALL: TiledConfig = TiledConfig {
-        wg_m: 16,
-        wg_n: 16,
-        tm: 4,
-        tn: 4,
+        wg_m: 8,
+        wg_n: 8,
         bk: 16,
     };
     const LARGE: TiledConfig = TiledConfig {
         wg_m: 16,
         wg_n: 16,
-        tm: 8,
-        tn: 8,
         bk: 8,
     };
 
-    /// Large tiles give twice the FMAs per workgroup-memory load; small ones waste less
-    /// on small or ragged shapes and need fewer registers. Both use 256 invocations (the
-    /// WebGPU minimum limit) and under 9 KB of workgroup memory.
+    /// Each invocation holds an 8 x 8 register tile in both. Large tiles keep more
+    /// invocations per workgroup (256, the WebGPU minimum limit); small ones waste less
+    /// on small or ragged shapes. Both need under 10 KB of workgroup memory.
     fn config(self, gpu: &Gpu, m: usize, n: usize) -> TiledConfig {
         match self {
             TiledTile::Small => Self::SMALL,
@@ -373,16 +373,12 @@ pub fn matmul_with_tile(
         if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
             return Err(Error::MissingFeature {
                 op: "matmul (tiled kernel)",
-                feature: "max_compute_workgroup_storage_size >= 9 KiB",
+                feature: "max_compute_workgroup_storage_size >= 10 KiB",
             });
         }
         let overrides = vec![
-            ("TRANS_A", trans(opts.trans_a)),
-            ("TRANS_B", trans(opts.trans_b)),
             ("WG_M", t.wg_m as u64),
             ("WG_N", t.wg_n as u64),
-            ("TM", t.tm as u64),
-            ("TN", t.tn as u64),
             ("BK", t.bk as u64),
         ];
         (&TILED, overrides, (t.bm(), t.bn()))
@@ -417,8 +413,15 @@ pub fn matmul_with_tile(
         m: m as u32,
         n: n as u32,
         k: k as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
-            | if opts.accumulate { FLAG_ACCUMULATE } else { 0 },
+        flags: [
+            (bias.is_some(), FLAG_BIAS),
+            (opts.accumulate, FLAG_ACCUMULATE),
+            (opts.trans_a, FLAG_TRANS_A),
+            (opts.trans_b, FLAG_TRANS_B),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit),
     };
     gpu.dispatch(
         def,
