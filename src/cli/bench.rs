@@ -216,7 +216,7 @@ pub struct MatmulBenchArgs {
     #[arg(long, value_enum, default_value = "auto")]
     tile: TileArg,
     /// Subgroups of a coop workgroup, along M x along N (each owns a 32 x 32 block).
-    #[arg(long, default_value = "2x2", value_parser = parse_grid)]
+    #[arg(long, default_value = "1x2", value_parser = parse_grid)]
     coop_subgroups: (u32, u32),
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 20)]
