@@ -1,3 +1,5 @@
 //! Subcommands of the `halfgrad` binary, one module each.
 
+pub mod bench;
+pub mod bench_step;
 pub mod info;
