@@ -190,24 +190,26 @@ pub struct CoopTile {
 }
 
 impl CoopTile {
-    /// 128 x 128 tile: 2 x 4 subgroups of 64 x 32 (8 fragments each). Best measured on
-    /// an H200 at 4096^3 (45 TFLOP/s in every layout; 2 x 2 subgroups of 64 x 64: 28).
+    /// 128 x 128 tile: 2 x 4 subgroups of 64 x 32 (8 fragments each), K slices of 16.
+    /// Best measured on an H200 at 4096^3 (58 TFLOP/s; with K slices of 32: 45 in every
+    /// layout; 2 x 2 subgroups of 64 x 64: 28). Small slices leave workgroup memory for
+    /// more resident workgroups.
     pub const LARGE: CoopTile = CoopTile {
         subgroups: (2, 4),
         frags: (4, 2),
-        bk: 32,
+        bk: 16,
     };
     /// 64 x 128 tile: 2 x 4 subgroups of 32 x 32, for products with few large tiles.
     pub const MEDIUM: CoopTile = CoopTile {
         subgroups: (2, 4),
         frags: (2, 2),
-        bk: 32,
+        bk: 16,
     };
     /// 64 x 64 tile: 2 x 2 subgroups of 32 x 32.
     pub const SMALL: CoopTile = CoopTile {
         subgroups: (2, 2),
         frags: (2, 2),
-        bk: 32,
+        bk: 16,
     };
 
     /// Rows and columns of C per workgroup.
@@ -264,8 +266,8 @@ impl CoopTile {
 /// Which tile shape the coop tile kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CoopTiles {
-    /// Largest of [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product and
-    /// still gives enough workgroups to fill a big GPU; the general coop kernel otherwise.
+    /// Largest of [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product; the
+    /// general coop kernel otherwise.
     #[default]
     Auto,
     /// Never: always the general coop kernel.
@@ -369,22 +371,11 @@ pub fn coop_tile_for(
     match tuning.coop_tile {
         CoopTiles::Off => None,
         CoopTiles::Fixed(t) => fits(&t).then_some(t),
-        CoopTiles::Auto => {
-            // Prefer big tiles (more reuse of each staged fragment) while the grid still
-            // has a few workgroups for each of a big GPU's ~132 multiprocessors.
-            let tiles = |t: &CoopTile| {
-                let (bm, bn) = t.tile();
-                (m / bm as usize) * (n / bn as usize)
-            };
-            [CoopTile::LARGE, CoopTile::MEDIUM]
-                .into_iter()
-                .find(|t| fits(t) && tiles(t) >= 256)
-                .or_else(|| {
-                    [CoopTile::SMALL, CoopTile::MEDIUM, CoopTile::LARGE]
-                        .into_iter()
-                        .find(fits)
-                })
-        }
+        // The largest tile that divides the product: on an H200 the 128 x 128 tile beat
+        // 64 x 128 even on (2048 x 1024) outputs that give it only 128 workgroups.
+        CoopTiles::Auto => [CoopTile::LARGE, CoopTile::MEDIUM, CoopTile::SMALL]
+            .into_iter()
+            .find(fits),
     }
 }
 
