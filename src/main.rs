@@ -20,6 +20,8 @@ struct Args {
 enum Command {
     /// Print the adapter, the precision paths it offers and the limits that matter.
     Info(cli::info::InfoArgs),
+    /// Benchmarks: `bench matmul` (time per product, TFLOP/s, optional reference check).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Info(a) => cli::info::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(code) => code,

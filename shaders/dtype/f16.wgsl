@@ -14,6 +14,6 @@ fn load2_$N(p: u32) -> vec2<f32> {
 }
 
 fn load4_$N(q: u32) -> vec4<f32> {
-    let b = 4u * q;
-    return vec4<f32>(f32($N[b]), f32($N[b + 1u]), f32($N[b + 2u]), f32($N[b + 3u]));
+    let first = 4u * q; // not `b`: a slot may be named b
+    return vec4<f32>(f32($N[first]), f32($N[first + 1u]), f32($N[first + 2u]), f32($N[first + 3u]));
 }

@@ -1,3 +1,4 @@
 //! Subcommands of the `halfgrad` binary, one module each.
 
+pub mod bench;
 pub mod info;

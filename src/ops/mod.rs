@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod cast;
 pub mod loss_scale;
+pub mod matmul;
 
 use crate::kernels::KernelDef;
 
@@ -12,6 +13,8 @@ use crate::kernels::KernelDef;
 pub fn all_kernels() -> Vec<&'static KernelDef> {
     vec![
         &cast::CAST,
+        &matmul::TILED,
+        &matmul::COOP,
         &loss_scale::CHECK,
         &loss_scale::UPDATE,
         &adam::FINALIZE,

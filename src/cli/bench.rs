@@ -1,0 +1,447 @@
+//! `halfgrad bench <what>`: benchmarks as commands, not timed tests.
+//!
+//! Timing rules (docs/ARCHITECTURE.md): GPU timestamp queries around each compute pass
+//! where the adapter has them (else wall time around a blocking submit), after warm-up,
+//! median of many runs, random data, inputs rotated when they are larger than a cache.
+//! [`time_passes`] implements them for any subcommand.
+
+use halfgrad::ops::matmul::{
+    chosen_kernel, matmul_with_tile, MatmulKernel, MatmulOptions, TiledTile,
+};
+use halfgrad::{DType, Error, Gpu, Result, Tensor};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchCommand {
+    /// One matrix product C = op(A) @ op(B): time per product, TFLOP/s, optional check.
+    Matmul(MatmulBenchArgs),
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    match args.what {
+        BenchCommand::Matmul(a) => run_matmul(a),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Timing shared by the bench subcommands.
+
+/// Per-run times of a benchmark and how they were taken.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// One entry per timed run, in milliseconds.
+    pub samples_ms: Vec<f64>,
+    /// "gpu timestamps" or "wall clock".
+    pub method: &'static str,
+}
+
+impl Timing {
+    pub fn median_ms(&self) -> f64 {
+        let mut s = self.samples_ms.clone();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        }
+    }
+}
+
+/// Runs `encode(pass, run_index)` in `warmup` untimed and then `iters` timed compute
+/// passes, one pass per run. With timestamp queries each pass is timed on the GPU
+/// (beginning and end of pass), many passes to a submission; without them each run is a
+/// blocking submit timed on the host (which then includes submission latency).
+pub fn time_passes(
+    gpu: &Gpu,
+    warmup: usize,
+    iters: usize,
+    mut encode: impl FnMut(&mut wgpu::ComputePass<'_>, usize),
+) -> Result<Timing> {
+    let iters = iters.max(1);
+    for i in 0..warmup {
+        let mut enc = gpu.encoder("bench warm-up");
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bench warm-up"),
+                timestamp_writes: None,
+            });
+            encode(&mut pass, i);
+        }
+        gpu.submit(enc.finish())?;
+    }
+    gpu.wait_idle()?;
+
+    if !gpu.caps().timestamps {
+        let mut samples_ms = Vec::with_capacity(iters);
+        for i in 0..iters {
+            let start = Instant::now();
+            let mut enc = gpu.encoder("bench run");
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("bench run"),
+                    timestamp_writes: None,
+                });
+                encode(&mut pass, warmup + i);
+            }
+            gpu.submit(enc.finish())?;
+            gpu.wait_idle()?;
+            samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        return Ok(Timing {
+            samples_ms,
+            method: "wall clock",
+        });
+    }
+
+    // Two timestamps a pass; a query set holds at most 4096, so submit in chunks.
+    const PASSES_PER_SUBMIT: usize = 512;
+    let period_ns = f64::from(gpu.queue().get_timestamp_period());
+    let queries = (2 * PASSES_PER_SUBMIT.min(iters)) as u32;
+    // A failure here surfaces through gpu.check() on the next submit.
+    let query_set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("bench timestamps"),
+        ty: wgpu::QueryType::Timestamp,
+        count: queries,
+    });
+    let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("bench timestamps"),
+        size: 8 * queries as u64,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let mut samples_ms = Vec::with_capacity(iters);
+    let mut done = 0;
+    while done < iters {
+        let chunk = PASSES_PER_SUBMIT.min(iters - done);
+        let mut enc = gpu.encoder("bench runs");
+        for p in 0..chunk {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bench run"),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &query_set,
+                    beginning_of_pass_write_index: Some(2 * p as u32),
+                    end_of_pass_write_index: Some(2 * p as u32 + 1),
+                }),
+            });
+            encode(&mut pass, warmup + done + p);
+        }
+        enc.resolve_query_set(&query_set, 0..2 * chunk as u32, &resolve, 0);
+        gpu.submit(enc.finish())?;
+        let bytes = gpu.read_buffer_blocking(&resolve, 16 * chunk as u64)?;
+        let ticks: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        for p in 0..chunk {
+            let dt = ticks[2 * p + 1].wrapping_sub(ticks[2 * p]);
+            samples_ms.push(dt as f64 * period_ns * 1e-6);
+        }
+        done += chunk;
+    }
+    Ok(Timing {
+        samples_ms,
+        method: "gpu timestamps",
+    })
+}
+
+/// Uniform values in [-1, 1) from a seed (splitmix64; the binary has no `rand`).
+pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// bench matmul
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KernelArg {
+    Auto,
+    Tiled,
+    Coop,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TileArg {
+    Auto,
+    Small,
+    Large,
+}
+
+#[derive(clap::Args)]
+pub struct MatmulBenchArgs {
+    /// Rows of op(A) and C.
+    #[arg(long, default_value_t = 1024)]
+    m: usize,
+    /// Columns of op(B) and C.
+    #[arg(long, default_value_t = 1024)]
+    n: usize,
+    /// Inner dimension.
+    #[arg(long, default_value_t = 1024)]
+    k: usize,
+    /// Operand dtype (A and B): f16, bf16 or f32.
+    #[arg(long, default_value = "f16")]
+    dtype: DType,
+    /// Output dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    out_dtype: DType,
+    /// A is stored (K, M) and read transposed.
+    #[arg(long)]
+    trans_a: bool,
+    /// B is stored (N, K) and read transposed.
+    #[arg(long)]
+    trans_b: bool,
+    /// Kernel: auto (coop for f16 where the adapter has cooperative matrices), tiled, coop.
+    #[arg(long, value_enum, default_value = "auto")]
+    kernel: KernelArg,
+    /// Tile shape of the tiled kernel: auto, small (64x64), large (128x128).
+    #[arg(long, value_enum, default_value = "auto")]
+    tile: TileArg,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Compare with an f64 CPU reference (up to 64 sampled rows); fail past the tolerance.
+    #[arg(long)]
+    check: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Relative-error bound for --check: f16 operands ~1e-3, bf16 ~1e-2, f32 ~1e-5, and
+/// the rounding of a 16-bit output (these are the test suite's presets).
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 1e-5,
+        DType::F16 => 1e-3,
+        DType::BF16 => 1e-2,
+    }
+}
+
+fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
+    let gpu = Gpu::new_blocking()?;
+    let (m, n, k) = (args.m, args.n, args.k);
+    let opts = MatmulOptions {
+        trans_a: args.trans_a,
+        trans_b: args.trans_b,
+        accumulate: false,
+        kernel: match args.kernel {
+            KernelArg::Auto => MatmulKernel::Auto,
+            KernelArg::Tiled => MatmulKernel::Tiled,
+            KernelArg::Coop => MatmulKernel::Coop,
+        },
+    };
+    let tile = match args.tile {
+        TileArg::Auto => TiledTile::Auto,
+        TileArg::Small => TiledTile::Small,
+        TileArg::Large => TiledTile::Large,
+    };
+    let kernel = chosen_kernel(&gpu, args.dtype, args.dtype, &opts)?;
+    if m == 0 || n == 0 || k == 0 {
+        return Err(Error::InvalidArgument(
+            "--m, --n and --k must be at least 1".into(),
+        ));
+    }
+
+    // Host operands, rounded to the operand dtype as the GPU will see them.
+    let a_host: Vec<f32> = random_values(m * k, 1)
+        .into_iter()
+        .map(|x| args.dtype.round(x))
+        .collect();
+    let b_host: Vec<f32> = random_values(k * n, 2)
+        .into_iter()
+        .map(|x| args.dtype.round(x))
+        .collect();
+    let a_shape = if args.trans_a { [k, m] } else { [m, k] };
+    let b_shape = if args.trans_b { [n, k] } else { [k, n] };
+    // Inputs larger than a big GPU's last-level cache are rotated over three copies so
+    // runs do not find the previous run's operands cached.
+    let operand_bytes = ((m * k + k * n) * args.dtype.size_bytes()) as u64;
+    let sets = if operand_bytes >= 32 << 20 { 3 } else { 1 };
+    let c = Tensor::empty(&gpu, &[m, n], args.out_dtype)?;
+    let mut dispatches = Vec::with_capacity(sets);
+    let mut operands = Vec::with_capacity(sets);
+    for _ in 0..sets {
+        let a = Tensor::from_f32(&gpu, &a_shape, &a_host, args.dtype)?;
+        let b = Tensor::from_f32(&gpu, &b_shape, &b_host, args.dtype)?;
+        dispatches.push(matmul_with_tile(&gpu, &a, &b, &c, None, None, &opts, tile)?);
+        operands.push((a, b));
+    }
+
+    let timing = time_passes(&gpu, args.warmup, args.iters, |pass, i| {
+        dispatches[i % sets].encode(pass)
+    })?;
+    let ms = timing.median_ms();
+    let tflops = 2.0 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12;
+
+    let check = if args.check {
+        gpu.run(&[&dispatches[0]])?;
+        let out = c.to_f32_vec()?;
+        Some(check_rows(
+            &a_host,
+            &b_host,
+            &out,
+            m,
+            n,
+            k,
+            args.trans_a,
+            args.trans_b,
+        ))
+    } else {
+        None
+    };
+    let limit = tolerance(args.dtype).max(tolerance(args.out_dtype));
+    let passed = check.is_none_or(|(err, _)| err <= limit);
+
+    let facts = gpu.adapter();
+    if args.json {
+        let mut obj = serde_json::json!({
+            "bench": "matmul",
+            "kernel": kernel,
+            "m": m,
+            "n": n,
+            "k": k,
+            "dtype": args.dtype.name(),
+            "out_dtype": args.out_dtype.name(),
+            "trans_a": args.trans_a,
+            "trans_b": args.trans_b,
+            "ms": ms,
+            "tflops": tflops,
+            "iters": timing.samples_ms.len(),
+            "timing": timing.method,
+            "input_sets": sets,
+            "adapter": facts.name,
+            "backend": facts.backend,
+        });
+        if let Some((err, rows)) = check {
+            obj["rel_err"] = serde_json::json!(err);
+            obj["checked_rows"] = serde_json::json!(rows);
+            obj["tolerance"] = serde_json::json!(limit);
+            obj["passed"] = serde_json::json!(passed);
+        }
+        println!("{obj}");
+    } else {
+        let layout = format!(
+            "{}{}",
+            if args.trans_a { "A^T" } else { "A" },
+            if args.trans_b { " @ B^T" } else { " @ B" }
+        );
+        println!("adapter  {} ({})", facts.name, facts.backend);
+        println!(
+            "matmul   M={m} N={n} K={k}  {layout}  {} x {} -> {}  kernel {kernel}",
+            args.dtype, args.dtype, args.out_dtype
+        );
+        println!(
+            "time     {ms:.4} ms per product (median of {}, {}; {} input set{})",
+            timing.samples_ms.len(),
+            timing.method,
+            sets,
+            if sets == 1 { "" } else { "s" }
+        );
+        println!("rate     {tflops:.3} TFLOP/s ({:.2} GFLOP/s)", tflops * 1e3);
+        if let Some((err, rows)) = check {
+            println!(
+                "check    rel err {err:.3e} vs f64 reference over {rows} rows (tolerance {limit:.0e}): {}",
+                if passed { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// ||C - ref|| / ||ref|| over up to 64 evenly spaced rows of C, the reference in f64
+/// from the host operands (already rounded to their dtype). Returns (error, rows).
+#[allow(clippy::too_many_arguments)]
+fn check_rows(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+) -> (f64, usize) {
+    let rows: Vec<usize> = if m <= 64 {
+        (0..m).collect()
+    } else {
+        (0..64).map(|r| r * (m - 1) / 63).collect()
+    };
+    // op(B) as a (K, N) row-major f64 matrix, so each row's reference streams through it.
+    let mut op_b = vec![0.0f64; k * n];
+    for p in 0..k {
+        for j in 0..n {
+            op_b[p * n + j] = f64::from(if trans_b { b[j * k + p] } else { b[p * n + j] });
+        }
+    }
+    let row_sums = |i: usize| -> (f64, f64) {
+        let mut reference = vec![0.0f64; n];
+        for p in 0..k {
+            let x = f64::from(if trans_a { a[p * m + i] } else { a[i * k + p] });
+            for (r, &y) in reference.iter_mut().zip(&op_b[p * n..(p + 1) * n]) {
+                *r += x * y;
+            }
+        }
+        let (mut num, mut den) = (0.0, 0.0);
+        for (j, r) in reference.iter().enumerate() {
+            let out = f64::from(c[i * n + j]);
+            num += if out.is_finite() {
+                (out - r).powi(2)
+            } else {
+                f64::INFINITY
+            };
+            den += r * r;
+        }
+        (num, den)
+    };
+    let row_sums = &row_sums;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let (num, den) = std::thread::scope(|s| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&i| row_sums(i))
+                        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reference thread"))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    let err = if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    };
+    (err, rows.len())
+}

@@ -1,0 +1,436 @@
+//! Matrix products `C = op(A) @ op(B)` (+ a bias row) (+ the old C), accumulated in f32.
+//!
+//! op is "as stored" or "transposed", read in place, so a Linear layer's forward
+//! `X W^T`, input gradient `dY W` and weight gradient `dY^T X` are one dispatch each.
+//! Two kernels in `shaders/matmul.wgsl`:
+//! - `tiled`: portable (every adapter, every dtype, both f16 storage paths);
+//! - `coop`: cooperative matrices (16x16x16 f16 -> f32), chosen automatically for f16
+//!   operands on adapters that offer them.
+//!
+//! `HALFGRAD_MATMUL=tiled|coop` forces a kernel where the options say `Auto`.
+
+use crate::amp::OverflowFlag;
+use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY};
+use crate::{DType, Error, Gpu, Result, Tensor};
+
+const F16_ONLY: &[DType] = &[DType::F16];
+
+/// Bindings shared by both kernels (the coop kernel narrows a and b to f16).
+macro_rules! matmul_slots {
+    ($operands:expr) => {
+        &[
+            Slot::read("a", $operands),
+            Slot::read("b", $operands),
+            Slot::write("c", ANY),
+            Slot::raw("bias", SlotKind::F32, Access::Read),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ]
+    };
+}
+
+/// The portable tiled kernel.
+pub static TILED: KernelDef = KernelDef {
+    name: "matmul/tiled",
+    source: include_str!("../../shaders/matmul.wgsl"),
+    section: "tiled",
+    slots: matmul_slots!(ANY),
+    params: true,
+    cooperative_matrix: false,
+    needs_f16: false,
+};
+
+/// The cooperative-matrix kernel (f16 operands, any output dtype).
+pub static COOP: KernelDef = KernelDef {
+    name: "matmul/coop",
+    source: include_str!("../../shaders/matmul.wgsl"),
+    section: "coop",
+    slots: matmul_slots!(F16_ONLY),
+    params: true,
+    cooperative_matrix: true,
+    needs_f16: true,
+};
+
+/// Which kernel computes a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulKernel {
+    /// `HALFGRAD_MATMUL` if set, else coop for f16 operands where the adapter has
+    /// cooperative matrices, else tiled.
+    #[default]
+    Auto,
+    /// The portable tiled kernel.
+    Tiled,
+    /// The cooperative-matrix kernel; `Error::MissingFeature` where the adapter lacks it,
+    /// `Error::DTypeMismatch` for operands other than f16.
+    Coop,
+}
+
+/// How [`matmul`] reads its operands and writes C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MatmulOptions {
+    /// A is stored (K, M) and read as its transpose.
+    pub trans_a: bool,
+    /// B is stored (N, K) and read as its transpose.
+    pub trans_b: bool,
+    /// C += product (C must be f32) instead of C = product.
+    pub accumulate: bool,
+    pub kernel: MatmulKernel,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+}
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_ACCUMULATE: u32 = 2;
+
+/// Tile shape of the tiled kernel (see the comments in `shaders/matmul.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TiledConfig {
+    wg_m: u32,
+    wg_n: u32,
+    tm: u32,
+    tn: u32,
+    bk: u32,
+}
+
+impl TiledConfig {
+    fn bm(&self) -> u32 {
+        self.wg_m * self.tm
+    }
+    fn bn(&self) -> u32 {
+        self.wg_n * self.tn
+    }
+    fn workgroup_bytes(&self) -> u32 {
+        4 * self.bk * (self.bm() + self.bn() + 4)
+    }
+}
+
+/// Tile shape of the tiled kernel, for tuning and tests; [`matmul`] picks one by size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TiledTile {
+    /// 128 x 128 for products of at least 512 x 512 on hardware adapters, else 64 x 64.
+    #[default]
+    Auto,
+    /// 64 x 64 workgroup tile, 4 x 4 per invocation, K slices of 16.
+    Small,
+    /// 128 x 128 workgroup tile, 8 x 8 per invocation, K slices of 8.
+    Large,
+}
+
+impl TiledTile {
+    const SMALL: TiledConfig = TiledConfig {
+        wg_m: 16,
+        wg_n: 16,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    };
+    const LARGE: TiledConfig = TiledConfig {
+        wg_m: 16,
+        wg_n: 16,
+        tm: 8,
+        tn: 8,
+        bk: 8,
+    };
+
+    /// Large tiles give twice the FMAs per workgroup-memory load; small ones waste less
+    /// on small or ragged shapes and need fewer registers. Both use 256 invocations (the
+    /// WebGPU minimum limit) and under 9 KB of workgroup memory.
+    fn config(self, gpu: &Gpu, m: usize, n: usize) -> TiledConfig {
+        match self {
+            TiledTile::Small => Self::SMALL,
+            TiledTile::Large => Self::LARGE,
+            TiledTile::Auto => {
+                let software = gpu.adapter().device_type == "Cpu";
+                if m >= 512 && n >= 512 && !software {
+                    Self::LARGE
+                } else {
+                    Self::SMALL
+                }
+            }
+        }
+    }
+}
+
+/// Tile shape of the coop kernel: SG_M x SG_N subgroups, each a 32 x 32 block.
+const COOP_SG_M: u32 = 2;
+const COOP_SG_N: u32 = 2;
+const COOP_BK: u32 = 32;
+
+fn coop_tile() -> (u32, u32) {
+    (COOP_SG_M * 32, COOP_SG_N * 32)
+}
+
+/// Workgroup memory of the coop kernel: two padded f16 slices and the f32 tile.
+fn coop_workgroup_bytes() -> u32 {
+    let (bm, bn) = coop_tile();
+    let slice = |rows: u32, cols: u32| 2 * rows * (cols + 8);
+    let a = slice(bm, COOP_BK).max(slice(COOP_BK, bm));
+    let b = slice(COOP_BK, bn).max(slice(bn, COOP_BK));
+    a + b + 4 * bm * bn
+}
+
+/// Ok(subgroup size the kernel is built for) where this device can run the coop kernel.
+fn coop_support(gpu: &Gpu) -> Result<u32> {
+    let caps = gpu.caps();
+    let missing = |feature| Error::MissingFeature {
+        op: "matmul (coop kernel)",
+        feature,
+    };
+    if caps.cooperative_matrix != Some((16, 16, 16)) {
+        return Err(missing(
+            "EXPERIMENTAL_COOPERATIVE_MATRIX (16x16x16 f16 -> f32)",
+        ));
+    }
+    if !caps.shader_f16 {
+        return Err(missing("SHADER_F16"));
+    }
+    let Some((_, sg_max)) = caps.subgroups else {
+        return Err(missing("SUBGROUP"));
+    };
+    if sg_max * COOP_SG_M * COOP_SG_N > caps.max_compute_invocations_per_workgroup {
+        return Err(missing(
+            "max_compute_invocations_per_workgroup >= 4 x the subgroup size",
+        ));
+    }
+    if coop_workgroup_bytes() > caps.max_compute_workgroup_storage_size {
+        return Err(missing("max_compute_workgroup_storage_size >= 26 KiB"));
+    }
+    Ok(sg_max)
+}
+
+/// `HALFGRAD_MATMUL`: `tiled`, `coop`, or unset / `auto`.
+fn kernel_from_env() -> Result<MatmulKernel> {
+    match std::env::var("HALFGRAD_MATMUL") {
+        Err(_) => Ok(MatmulKernel::Auto),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(MatmulKernel::Auto),
+            "tiled" => Ok(MatmulKernel::Tiled),
+            "coop" => Ok(MatmulKernel::Coop),
+            other => Err(Error::InvalidArgument(format!(
+                "HALFGRAD_MATMUL={other:?} (expected tiled, coop or auto)"
+            ))),
+        },
+    }
+}
+
+/// The kernel [`matmul`] uses for these operand dtypes and options: `"tiled"` or `"coop"`.
+pub fn chosen_kernel(
+    gpu: &Gpu,
+    a_dtype: DType,
+    b_dtype: DType,
+    opts: &MatmulOptions,
+) -> Result<&'static str> {
+    let requested = match opts.kernel {
+        MatmulKernel::Auto => kernel_from_env()?,
+        k => k,
+    };
+    let f16_operands = a_dtype == DType::F16 && b_dtype == DType::F16;
+    match requested {
+        MatmulKernel::Tiled => Ok("tiled"),
+        MatmulKernel::Coop => {
+            coop_support(gpu)?;
+            if !f16_operands {
+                let got = if a_dtype != DType::F16 {
+                    a_dtype
+                } else {
+                    b_dtype
+                };
+                return Err(Error::DTypeMismatch {
+                    op: "matmul (coop kernel)",
+                    expected: "f16 operands".into(),
+                    got,
+                });
+            }
+            Ok("coop")
+        }
+        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu).is_ok() {
+            "coop"
+        } else {
+            "tiled"
+        }),
+    }
+}
+
+fn matrix_dims(what: &'static str, t: &Tensor) -> Result<(usize, usize)> {
+    match *t.shape() {
+        [r, c] if r > 0 && c > 0 => Ok((r, c)),
+        [_, _] => Err(Error::Empty {
+            what,
+            shape: t.shape().to_vec(),
+        }),
+        _ => Err(Error::shape(
+            "matmul",
+            format!("{what} of rank 2"),
+            format!("{what} of shape {:?}", t.shape()),
+        )),
+    }
+}
+
+/// Builds the dispatch for `C = op(A) @ op(B) (+ bias) (+ C if accumulate)`.
+///
+/// a: (M, K), or (K, M) if `trans_a`; f16, bf16 or f32
+/// b: (K, N), or (N, K) if `trans_b`; f16, bf16 or f32
+/// c: (M, N) f32, f16 or bf16 (f32 when `accumulate`)
+/// bias: (N) f32, added to every row
+/// found_inf: raised when a 16-bit store of C overflows to inf (or is NaN)
+pub fn matmul(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    bias: Option<&Tensor>,
+    found_inf: Option<&OverflowFlag>,
+    opts: &MatmulOptions,
+) -> Result<Dispatch> {
+    matmul_with_tile(gpu, a, b, c, bias, found_inf, opts, TiledTile::Auto)
+}
+
+/// [`matmul`] with the tiled kernel's tile shape chosen by the caller (benchmarks,
+/// tests); `tile` is ignored when the coop kernel runs.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with_tile(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    bias: Option<&Tensor>,
+    found_inf: Option<&OverflowFlag>,
+    opts: &MatmulOptions,
+    tile: TiledTile,
+) -> Result<Dispatch> {
+    let (ar, ac) = matrix_dims("a", a)?;
+    let (br, bc) = matrix_dims("b", b)?;
+    let (m, ka) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
+    if ka != kb {
+        return Err(Error::shape(
+            "matmul",
+            format!("op(b) with {ka} rows (the inner dimension of op(a))"),
+            format!("op(b) of shape ({kb}, {n})"),
+        ));
+    }
+    let k = ka;
+    matrix_dims("c", c)?;
+    if c.shape() != [m, n] {
+        return Err(Error::shape(
+            "matmul",
+            format!("c of shape [{m}, {n}]"),
+            format!("c of shape {:?}", c.shape()),
+        ));
+    }
+    if let Some(bias) = bias {
+        if bias.shape() != [n] {
+            return Err(Error::shape(
+                "matmul",
+                format!("bias of shape [{n}]"),
+                format!("bias of shape {:?}", bias.shape()),
+            ));
+        }
+        if bias.dtype() != DType::F32 {
+            return Err(Error::DTypeMismatch {
+                op: "matmul",
+                expected: "f32 bias".into(),
+                got: bias.dtype(),
+            });
+        }
+    }
+    if opts.accumulate && c.dtype() != DType::F32 {
+        return Err(Error::DTypeMismatch {
+            op: "matmul",
+            expected: "f32 c when accumulating".into(),
+            got: c.dtype(),
+        });
+    }
+    // Shader indices are u32 (m * n + 1 covers the padding half of the last word).
+    let fits = |x: usize, y: usize| x.checked_mul(y).is_some_and(|p| p < u32::MAX as usize);
+    if !(fits(m, k) && fits(k, n) && fits(m, n)) {
+        return Err(Error::InvalidArgument(format!(
+            "matmul: ({m} x {k}) @ ({k} x {n}) has more than 2^32 - 1 elements in an operand"
+        )));
+    }
+
+    let kernel = chosen_kernel(gpu, a.dtype(), b.dtype(), opts)?;
+    let trans = |t: bool| u64::from(t);
+    let (def, overrides, (bm, bn)) = if kernel == "coop" {
+        let sg = coop_support(gpu)?;
+        let overrides = vec![
+            ("TRANS_A", trans(opts.trans_a)),
+            ("TRANS_B", trans(opts.trans_b)),
+            ("SG", sg as u64),
+            ("SG_M", COOP_SG_M as u64),
+            ("SG_N", COOP_SG_N as u64),
+            ("CBK", COOP_BK as u64),
+        ];
+        (&COOP, overrides, coop_tile())
+    } else {
+        let t = tile.config(gpu, m, n);
+        if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
+            return Err(Error::MissingFeature {
+                op: "matmul (tiled kernel)",
+                feature: "max_compute_workgroup_storage_size >= 9 KiB",
+            });
+        }
+        let overrides = vec![
+            ("TRANS_A", trans(opts.trans_a)),
+            ("TRANS_B", trans(opts.trans_b)),
+            ("WG_M", t.wg_m as u64),
+            ("WG_N", t.wg_n as u64),
+            ("TM", t.tm as u64),
+            ("TN", t.tn as u64),
+            ("BK", t.bk as u64),
+        ];
+        (&TILED, overrides, (t.bm(), t.bn()))
+    };
+    let grid = [
+        (n as u64).div_ceil(bn as u64),
+        (m as u64).div_ceil(bm as u64),
+        1,
+    ];
+    let max = gpu.caps().max_compute_workgroups_per_dimension as u64;
+    if grid[0] > max || grid[1] > max {
+        return Err(Error::InvalidArgument(format!(
+            "matmul: a ({m} x {n}) output needs {} x {} workgroups; the device allows {max} a dimension",
+            grid[0], grid[1]
+        )));
+    }
+
+    // Unused bindings still need a buffer. These are the dispatch's own (not pooled, so
+    // nothing else ever lands in them); the bind group keeps them alive.
+    let (dummy_bias, dummy_flag) = gpu.scoped("matmul dummy bindings", || {
+        let make = |label| {
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        (make("matmul no bias"), make("matmul no found_inf"))
+    })?;
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
+            | if opts.accumulate { FLAG_ACCUMULATE } else { 0 },
+    };
+    gpu.dispatch(
+        def,
+        &[
+            Bind::Tensor(a),
+            Bind::Tensor(b),
+            Bind::Tensor(c),
+            Bind::Buffer(bias.map_or(&dummy_bias, |t| t.buffer())),
+            Bind::Buffer(found_inf.map_or(&dummy_flag, |f| f.buffer())),
+        ],
+        bytemuck::bytes_of(&params),
+        &overrides,
+        [grid[0] as u32, grid[1] as u32, 1],
+    )
+}

@@ -1,0 +1,489 @@
+//! Matrix products against an f64 CPU reference (lavapipe in CI): every operand dtype,
+//! layout and output dtype, ragged shapes, bias, accumulate, both f16 storage paths, the
+//! cooperative-matrix kernel where the adapter has it, typed errors, and overflow.
+
+mod common;
+
+use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol};
+use halfgrad::amp::OverflowFlag;
+use halfgrad::ops::matmul::{
+    chosen_kernel, matmul, matmul_with_tile, MatmulKernel, MatmulOptions, TiledTile,
+};
+use halfgrad::{DType, Error, Gpu, Tensor};
+
+/// (M, N, K): ones, odd sizes, several tiles, K never a multiple of the K slice, odd and
+/// even N (odd N makes 16-bit output words straddle rows).
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (7, 33, 129),
+    (65, 129, 7),
+    (33, 34, 65),
+    (129, 65, 33),
+];
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    a: DType,
+    b: DType,
+    c: DType,
+    bias: bool,
+    accumulate: bool,
+    kernel: MatmulKernel,
+    tile: TiledTile,
+}
+
+impl Case {
+    fn new(
+        (m, n, k): (usize, usize, usize),
+        (trans_a, trans_b): (bool, bool),
+        a: DType,
+        b: DType,
+        c: DType,
+    ) -> Case {
+        Case {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            a,
+            b,
+            c,
+            bias: false,
+            accumulate: false,
+            kernel: MatmulKernel::Tiled,
+            tile: TiledTile::Auto,
+        }
+    }
+}
+
+const LAYOUTS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
+
+/// Runs one product on fresh random data and returns ||C - ref|| / ||ref||, the
+/// reference computed in f64 from the operands as rounded to their dtypes and, for a
+/// 16-bit C, rounded to C's dtype.
+fn run(g: &Gpu, case: &Case, seed: u64) -> f64 {
+    let Case { m, n, k, .. } = *case;
+    let mut r = rng(seed);
+    let a_vals = rounded(&random_vec(&mut r, m * k, 1.0), case.a);
+    let b_vals = rounded(&random_vec(&mut r, k * n, 1.0), case.b);
+    let bias_vals = random_vec(&mut r, n, 1.0);
+    let c_old = random_vec(&mut r, m * n, 1.0);
+    let a_shape = if case.trans_a { [k, m] } else { [m, k] };
+    let b_shape = if case.trans_b { [n, k] } else { [k, n] };
+    let a = Tensor::from_f32(g, &a_shape, &a_vals, case.a).unwrap();
+    let b = Tensor::from_f32(g, &b_shape, &b_vals, case.b).unwrap();
+    let bias = Tensor::from_f32(g, &[n], &bias_vals, DType::F32).unwrap();
+    let c = if case.accumulate {
+        Tensor::from_f32(g, &[m, n], &c_old, case.c).unwrap()
+    } else {
+        Tensor::full(g, &[m, n], case.c, f32::NAN).unwrap()
+    };
+    let opts = MatmulOptions {
+        trans_a: case.trans_a,
+        trans_b: case.trans_b,
+        accumulate: case.accumulate,
+        kernel: case.kernel,
+    };
+    let d = matmul_with_tile(
+        g,
+        &a,
+        &b,
+        &c,
+        case.bias.then_some(&bias),
+        None,
+        &opts,
+        case.tile,
+    )
+    .unwrap_or_else(|e| panic!("{case:?}: {e}"));
+    g.run(&[&d]).unwrap();
+    let out = c.to_f32_vec().unwrap();
+
+    let a_at = |i: usize, p: usize| {
+        f64::from(if case.trans_a {
+            a_vals[p * m + i]
+        } else {
+            a_vals[i * k + p]
+        })
+    };
+    let b_at = |p: usize, j: usize| {
+        f64::from(if case.trans_b {
+            b_vals[j * k + p]
+        } else {
+            b_vals[p * n + j]
+        })
+    };
+    let mut reference = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s: f64 = (0..k).map(|p| a_at(i, p) * b_at(p, j)).sum();
+            if case.bias {
+                s += f64::from(bias_vals[j]);
+            }
+            if case.accumulate {
+                s += f64::from(c_old[i * n + j]);
+            }
+            reference[i * n + j] = if case.c == DType::F32 {
+                s
+            } else {
+                f64::from(case.c.round(s as f32))
+            };
+        }
+    }
+    rel_err(&out, &reference)
+}
+
+fn check(g: &Gpu, case: &Case, seed: u64) {
+    let err = run(g, case, seed);
+    let limit = tol(case.a).max(tol(case.b)).max(tol(case.c));
+    assert!(
+        err <= limit,
+        "{case:?}: relative error {err:.3e} > {limit:.1e}"
+    );
+}
+
+#[test]
+fn tiled_every_dtype_layout_and_output_matches_f64_reference() {
+    let g = gpu();
+    let mut runs = 0;
+    for (s, &shape) in SHAPES.iter().enumerate() {
+        for a in DType::ALL {
+            for b in DType::ALL {
+                for layout in LAYOUTS {
+                    for c in DType::ALL {
+                        let case = Case::new(shape, layout, a, b, c);
+                        check(g, &case, 1000 * s as u64 + runs);
+                        runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("{runs} products checked");
+}
+
+#[test]
+fn packed_and_native_f16_paths_match_reference() {
+    for (path, g) in gpus_for_f16() {
+        println!("path {path}");
+        for &shape in &[(7, 33, 129), (33, 34, 65)] {
+            for (a, b) in [
+                (DType::F16, DType::F16),
+                (DType::F16, DType::F32),
+                (DType::BF16, DType::F16),
+            ] {
+                for layout in LAYOUTS {
+                    for c in [DType::F32, DType::F16, DType::BF16] {
+                        check(g, &Case::new(shape, layout, a, b, c), 7);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_tiles_match_reference() {
+    let g = gpu();
+    for &shape in &[(129, 130, 33), (257, 255, 17), (3, 200, 9)] {
+        for dt in DType::ALL {
+            for layout in LAYOUTS {
+                for c in [DType::F32, DType::F16] {
+                    let case = Case {
+                        tile: TiledTile::Large,
+                        ..Case::new(shape, layout, dt, dt, c)
+                    };
+                    check(g, &case, 11);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_and_accumulate_match_reference() {
+    let g = gpu();
+    for &shape in &[(1, 1, 1), (7, 33, 129), (33, 34, 65), (65, 129, 7)] {
+        for layout in LAYOUTS {
+            for c in DType::ALL {
+                let case = Case {
+                    bias: true,
+                    ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                };
+                check(g, &case, 21);
+            }
+            for bias in [false, true] {
+                let case = Case {
+                    bias,
+                    accumulate: true,
+                    ..Case::new(shape, layout, DType::BF16, DType::F32, DType::F32)
+                };
+                check(g, &case, 22);
+            }
+        }
+    }
+}
+
+#[test]
+fn coop_kernel_matches_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping the cooperative-matrix kernel: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let shapes = [
+        (1, 1, 1),
+        (7, 33, 129),
+        (65, 129, 7),
+        (33, 34, 65),
+        (129, 65, 33),
+        (128, 128, 64),
+        (200, 257, 300),
+    ];
+    for (s, &shape) in shapes.iter().enumerate() {
+        for layout in LAYOUTS {
+            for c in DType::ALL {
+                let case = Case {
+                    kernel: MatmulKernel::Coop,
+                    ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                };
+                check(g, &case, 40 + s as u64);
+            }
+            let case = Case {
+                kernel: MatmulKernel::Coop,
+                bias: true,
+                accumulate: true,
+                ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
+            };
+            check(g, &case, 50 + s as u64);
+        }
+    }
+}
+
+#[test]
+fn kernel_choice_follows_adapter_and_dtypes() {
+    if std::env::var("HALFGRAD_MATMUL").is_ok_and(|v| !v.is_empty()) {
+        eprintln!("skipping: HALFGRAD_MATMUL is set");
+        return;
+    }
+    let g = gpu();
+    let auto = MatmulOptions::default();
+    let coop = MatmulOptions {
+        kernel: MatmulKernel::Coop,
+        ..auto
+    };
+    let tiled = MatmulOptions {
+        kernel: MatmulKernel::Tiled,
+        ..auto
+    };
+    for dt in [DType::F32, DType::BF16] {
+        assert_eq!(chosen_kernel(g, dt, dt, &auto).unwrap(), "tiled");
+    }
+    assert_eq!(
+        chosen_kernel(g, DType::F16, DType::F16, &tiled).unwrap(),
+        "tiled"
+    );
+    if g.caps().cooperative_matrix.is_some() {
+        assert_eq!(
+            chosen_kernel(g, DType::F16, DType::F16, &auto).unwrap(),
+            "coop"
+        );
+        assert!(matches!(
+            chosen_kernel(g, DType::BF16, DType::F16, &coop),
+            Err(Error::DTypeMismatch { .. })
+        ));
+    } else {
+        assert_eq!(
+            chosen_kernel(g, DType::F16, DType::F16, &auto).unwrap(),
+            "tiled"
+        );
+        assert!(matches!(
+            chosen_kernel(g, DType::F16, DType::F16, &coop),
+            Err(Error::MissingFeature { .. })
+        ));
+    }
+}
+
+#[test]
+fn bad_shapes_and_dtypes_are_typed_errors() {
+    let g = gpu();
+    let t = |shape: &[usize], dt| Tensor::zeros(g, shape, dt).unwrap();
+    let opts = MatmulOptions::default();
+    let a = t(&[4, 3], DType::F16);
+    let b = t(&[3, 5], DType::F16);
+    let c = t(&[4, 5], DType::F32);
+    let shape_err = |r: halfgrad::Result<_>| matches!(r, Err(Error::ShapeMismatch { .. }));
+
+    // Inner dimensions differ (and transposing the wrong operand makes them differ).
+    assert!(shape_err(matmul(
+        g,
+        &a,
+        &t(&[4, 5], DType::F16),
+        &c,
+        None,
+        None,
+        &opts
+    )));
+    let trans_b = MatmulOptions {
+        trans_b: true,
+        ..opts
+    };
+    assert!(shape_err(matmul(g, &a, &b, &c, None, None, &trans_b)));
+    // C of the wrong shape.
+    assert!(shape_err(matmul(
+        g,
+        &a,
+        &b,
+        &t(&[5, 4], DType::F32),
+        None,
+        None,
+        &opts
+    )));
+    // Bias of the wrong length, or not f32.
+    let bias4 = t(&[4], DType::F32);
+    assert!(shape_err(matmul(g, &a, &b, &c, Some(&bias4), None, &opts)));
+    assert!(matches!(
+        matmul(g, &a, &b, &c, Some(&t(&[5], DType::F16)), None, &opts),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    // Rank other than 2.
+    assert!(shape_err(matmul(
+        g,
+        &t(&[2, 2, 3], DType::F16),
+        &b,
+        &c,
+        None,
+        None,
+        &opts
+    )));
+    assert!(shape_err(matmul(
+        g,
+        &a,
+        &t(&[15], DType::F16),
+        &c,
+        None,
+        None,
+        &opts
+    )));
+    // Accumulating into a 16-bit C.
+    let accumulate = MatmulOptions {
+        accumulate: true,
+        ..opts
+    };
+    assert!(matches!(
+        matmul(g, &a, &b, &t(&[4, 5], DType::F16), None, None, &accumulate),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    // Zero-size operands cannot be made, let alone multiplied.
+    assert!(matches!(
+        Tensor::zeros(g, &[0, 3], DType::F16),
+        Err(Error::Empty { .. })
+    ));
+    // The good case works.
+    matmul(g, &a, &b, &c, None, None, &opts).unwrap();
+}
+
+#[test]
+fn f16_output_overflow_raises_found_inf() {
+    let g = gpu();
+    let (m, n, k) = (3, 7, 129);
+    let a = Tensor::full(g, &[m, k], DType::F16, 1000.0).unwrap();
+    let b = Tensor::full(g, &[k, n], DType::F16, 1.0).unwrap();
+    let c = Tensor::full(g, &[m, n], DType::F16, f32::NAN).unwrap();
+    let flag = OverflowFlag::new(g).unwrap();
+    let d = matmul(g, &a, &b, &c, None, Some(&flag), &MatmulOptions::default()).unwrap();
+    g.run(&[&d]).unwrap();
+    assert!(flag.is_raised_blocking(g).unwrap());
+    let out = c.to_f32_vec().unwrap();
+    assert!(out.iter().all(|&x| x == f32::INFINITY), "{out:?}");
+}
+
+#[test]
+fn in_range_f16_output_leaves_found_inf_clear() {
+    // Odd M * N: the last output word's upper half is padding and must not raise it.
+    let g = gpu();
+    let (m, n, k) = (5, 7, 33);
+    let mut r = rng(3);
+    for c_dt in [DType::F16, DType::BF16] {
+        let a = Tensor::from_f32(g, &[m, k], &random_vec(&mut r, m * k, 1.0), DType::F16).unwrap();
+        let b = Tensor::from_f32(g, &[k, n], &random_vec(&mut r, k * n, 1.0), DType::F16).unwrap();
+        let c = Tensor::full(g, &[m, n], c_dt, f32::NAN).unwrap();
+        let flag = OverflowFlag::new(g).unwrap();
+        let d = matmul(g, &a, &b, &c, None, Some(&flag), &MatmulOptions::default()).unwrap();
+        g.run(&[&d]).unwrap();
+        assert!(!flag.is_raised_blocking(g).unwrap(), "{c_dt}");
+    }
+}
+
+/// GPU-free: the shared shader test translates each variant with the default pipeline
+/// constants only; this one covers every layout and tile constant the op sets, so the
+/// cooperative-matrix kernel (which lavapipe cannot run) reaches naga's SPIR-V writer in
+/// every form it is dispatched in.
+#[test]
+fn every_matmul_pipeline_form_translates_to_spirv() {
+    use halfgrad::kernels::{compose, Variant};
+    use halfgrad::ops::matmul::{COOP, TILED};
+    use naga::back::spv;
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+    let translate = |source: &str, constants: &[(&str, f64)]| -> Result<(), String> {
+        let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::all());
+        let info = validator.validate(&module).map_err(|e| format!("{e:?}"))?;
+        let constants: naga::back::PipelineConstants =
+            constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, "main")),
+            &constants,
+        )
+        .map_err(|e| format!("overrides: {e:?}"))?;
+        let pipeline = spv::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: "main".into(),
+        };
+        match std::panic::catch_unwind(|| {
+            spv::write_vec(&module, &info, &spv::Options::default(), Some(&pipeline)).map(|_| ())
+        }) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("SPIR-V: {e:?}")),
+            Err(_) => Err("SPIR-V writer panicked".into()),
+        }
+    };
+    let mut failures = Vec::new();
+    for c in DType::ALL {
+        let coop = compose(&COOP, &Variant::new(&[DType::F16, DType::F16, c], true)).unwrap();
+        let tiled = compose(&TILED, &Variant::new(&[DType::F16, DType::BF16, c], true)).unwrap();
+        for (ta, tb) in LAYOUTS {
+            let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+            for sg in [16.0, 32.0, 64.0] {
+                let constants = [("TRANS_A", ta), ("TRANS_B", tb), ("SG", sg)];
+                if let Err(e) = translate(&coop, &constants) {
+                    failures.push(format!("coop {c} {constants:?}: {e}"));
+                }
+            }
+            for (tm, bk) in [(4.0, 16.0), (8.0, 8.0)] {
+                let constants = [
+                    ("TRANS_A", ta),
+                    ("TRANS_B", tb),
+                    ("TM", tm),
+                    ("TN", tm),
+                    ("BK", bk),
+                ];
+                if let Err(e) = translate(&tiled, &constants) {
+                    failures.push(format!("tiled {c} {constants:?}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
