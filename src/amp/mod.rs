@@ -84,6 +84,8 @@ impl OverflowFlag {
     }
 }
 
+pub mod policy;
 pub mod scaler;
 
+pub use policy::{constant_scale, LossScaling, OpClass, OpPrecision, Policy};
 pub use scaler::{LossScaler, OptimStats, ScalerConfig};

@@ -12,7 +12,8 @@ pub struct Param {
     /// f16 / bf16 copy read by matrix products in F16 / BF16 mode; written only by the
     /// optimizer step (never accumulated into). `None` when compute reads the master.
     pub low: Option<Tensor>,
-    /// f32 gradient, same shape. Accumulated by backward, cleared by the optimizer.
+    /// f32 gradient, same shape. Overwritten by each backward (or added into under
+    /// `GradMode::Accumulate`, when the optimizer clears it after the step).
     pub grad: Tensor,
 }
 
@@ -38,6 +39,16 @@ impl Param {
             low,
             grad,
         })
+    }
+
+    /// Overwrites the master weights from host values, and the low-precision copy with
+    /// the same values rounded to its dtype (queued; ordered before the next submission).
+    pub fn write_f32(&self, values: &[f32]) -> Result<()> {
+        self.master.write_f32(values)?;
+        if let Some(low) = &self.low {
+            low.write_f32(values)?;
+        }
+        Ok(())
     }
 
     /// The tensor matrix products read: the low-precision copy, or the master in F32 mode.

@@ -1,10 +1,14 @@
 //! Operations: one module per kernel family. Each checks shapes and dtypes, computes the
 //! grid, and returns a [`Dispatch`](crate::kernels::Dispatch) to encode into a step.
 
+pub mod activation;
 pub mod adam;
 pub mod cast;
+pub mod layernorm;
 pub mod loss_scale;
 pub mod matmul;
+pub mod reduce;
+pub mod softmax_xent;
 
 use crate::kernels::KernelDef;
 
@@ -15,6 +19,19 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         &cast::CAST,
         &matmul::TILED,
         &matmul::COOP,
+        &activation::GELU_FORWARD,
+        &activation::GELU_BACKWARD,
+        &activation::RELU_FORWARD,
+        &activation::RELU_BACKWARD,
+        &reduce::COL_SUM,
+        &layernorm::FORWARD_STATS,
+        &layernorm::FORWARD_APPLY,
+        &layernorm::BACKWARD_ROWS,
+        &layernorm::BACKWARD_INPUT,
+        &layernorm::BACKWARD_PARAMS,
+        &softmax_xent::FORWARD_ROWS,
+        &softmax_xent::FORWARD_MEAN,
+        &softmax_xent::BACKWARD,
         &loss_scale::CHECK,
         &loss_scale::UPDATE,
         &adam::FINALIZE,

@@ -1,0 +1,205 @@
+// Layer normalisation over the last dimension: y = (x - mean) * rstd * gamma + beta with
+// rstd = 1 / sqrt(var + eps), biased variance (as PyTorch). Statistics, affine parameters
+// and their gradients are f32; x, y, dy and dx are in the activation dtype.
+//
+// Per-row statistics are reduced by one workgroup per row; the elementwise parts run over
+// pairs of the flat (B, C) array instead, because with an odd C one packed 16-bit word
+// holds the end of one row and the start of the next, and only one invocation may write it.
+
+struct Params {
+    rows: u32,       // B
+    cols: u32,       // C
+    eps: f32,
+    accumulate: u32, // parameter gradients: 1 adds into dgamma / dbeta, 0 overwrites them
+}
+
+override WG: u32 = 256;
+const ROW_WG: u32 = 256u; // invocations per row in the row reductions
+var<workgroup> scratch: array<f32, 256>; // ROW_WG (or COLS * LANES)
+
+// Sum of `v` over the workgroup (call from uniform control flow).
+fn wg_sum(v: f32, li: u32) -> f32 {
+    scratch[li] = v;
+    workgroupBarrier();
+    for (var s = ROW_WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            scratch[li] += scratch[li + s];
+        }
+        workgroupBarrier();
+    }
+    let total = scratch[0];
+    workgroupBarrier(); // the next call reuses scratch
+    return total;
+}
+
+// Row and column of flat element i.
+fn row_of(i: u32) -> u32 {
+    return i / params.cols;
+}
+fn col_of(i: u32) -> u32 {
+    return i % params.cols;
+}
+
+//!kernel forward_stats
+// x: (B, C) any dtype
+// mean: (B) f32, written
+// rstd: (B) f32, written: 1 / sqrt(var + eps)
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let row = wg_id.y * num_wg.x + wg_id.x; // one workgroup per row (uniform)
+    if (row >= params.rows) {
+        return;
+    }
+    let base = row * params.cols;
+    let n = f32(params.cols);
+    var s = 0.0;
+    for (var j = li; j < params.cols; j += ROW_WG) {
+        s += load_x(base + j);
+    }
+    let row_mean = wg_sum(s, li) / n;
+    // Two passes: sum (x - mean)^2 rather than E[x^2] - mean^2, which cancels badly when
+    // |mean| >> std. Inputs ~300 give var ~9e4, beyond f16 but nothing for f32.
+    var q = 0.0;
+    for (var j = li; j < params.cols; j += ROW_WG) {
+        let d = load_x(base + j) - row_mean;
+        q += d * d;
+    }
+    let variance = wg_sum(q, li) / n;
+    if (li == 0u) {
+        store_mean(row, row_mean);
+        store_rstd(row, 1.0 / sqrt(variance + params.eps));
+    }
+}
+
+//!kernel forward_apply
+// x: (B, C) any dtype
+// mean: (B) f32, rstd: (B) f32, from forward_stats
+// gamma: (C) f32, beta: (C) f32
+// y: (B, C) any dtype, written
+// found_inf: (1) atomic flag raised by 16-bit stores of inf / NaN
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let p = flat_index(wg_id, num_wg, li, WG);
+    let n = params.rows * params.cols;
+    if (2u * p >= n) {
+        return;
+    }
+    var v = vec2<f32>(0.0);
+    for (var k = 0u; k < 2u; k++) {
+        let i = 2u * p + k;
+        if (i < n) {
+            let r = row_of(i);
+            let c = col_of(i);
+            v[k] = (load_x(i) - load_mean(r)) * load_rstd(r) * load_gamma(c) + load_beta(c);
+        }
+    }
+    store2_y(p, v);
+}
+
+//!kernel backward_rows
+// x: (B, C) any dtype, the forward input
+// dy: (B, C) any dtype
+// mean: (B) f32, rstd: (B) f32, gamma: (C) f32
+// row_terms: (B, 2) f32, written: [mean_j(g_j), mean_j(g_j * xhat_j)] with g = dy * gamma
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let row = wg_id.y * num_wg.x + wg_id.x;
+    if (row >= params.rows) {
+        return;
+    }
+    let base = row * params.cols;
+    let row_mean = load_mean(row);
+    let row_rstd = load_rstd(row);
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var j = li; j < params.cols; j += ROW_WG) {
+        let g = load_dy(base + j) * load_gamma(j);
+        sg += g;
+        sgx += g * (load_x(base + j) - row_mean) * row_rstd;
+    }
+    let n = f32(params.cols);
+    let mean_g = wg_sum(sg, li) / n;
+    let mean_gx = wg_sum(sgx, li) / n;
+    if (li == 0u) {
+        store_row_terms(2u * row, mean_g);
+        store_row_terms(2u * row + 1u, mean_gx);
+    }
+}
+
+//!kernel backward_input
+// x: (B, C) any dtype, dy: (B, C) any dtype
+// mean: (B) f32, rstd: (B) f32, gamma: (C) f32, row_terms: (B, 2) f32 from backward_rows
+// dx: (B, C) any dtype, written: rstd * (g - mean(g) - xhat * mean(g * xhat))
+// found_inf: (1) atomic flag raised by 16-bit stores of inf / NaN
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let p = flat_index(wg_id, num_wg, li, WG);
+    let n = params.rows * params.cols;
+    if (2u * p >= n) {
+        return;
+    }
+    var v = vec2<f32>(0.0);
+    for (var k = 0u; k < 2u; k++) {
+        let i = 2u * p + k;
+        if (i < n) {
+            let r = row_of(i);
+            let c = col_of(i);
+            let row_rstd = load_rstd(r);
+            let xhat = (load_x(i) - load_mean(r)) * row_rstd;
+            let g = load_dy(i) * load_gamma(c);
+            v[k] = row_rstd * (g - load_row_terms(2u * r) - xhat * load_row_terms(2u * r + 1u));
+        }
+    }
+    store2_dx(p, v);
+}
+
+//!kernel backward_params
+// x: (B, C) any dtype, dy: (B, C) any dtype, mean: (B) f32, rstd: (B) f32
+// dgamma: (C) f32 = sum over rows of dy * xhat (+ dgamma when accumulating)
+// dbeta: (C) f32 = sum over rows of dy (+ dbeta when accumulating)
+@compute @workgroup_size(32, 8)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    // As reduce.wgsl's col_sum: 32 adjacent columns, rows split over 8 lanes; the lanes'
+    // partial sums of dgamma and then of dbeta go through `scratch`.
+    let group = wg_id.y * num_wg.x + wg_id.x;
+    let c = group * 32u + lid.x;
+    var sg = 0.0;
+    var sb = 0.0;
+    if (c < params.cols) {
+        for (var r = lid.y; r < params.rows; r += 8u) {
+            let i = r * params.cols + c;
+            let g_out = load_dy(i);
+            sg += g_out * (load_x(i) - load_mean(r)) * load_rstd(r);
+            sb += g_out;
+        }
+    }
+    let slot = lid.y * 32u + lid.x;
+    scratch[slot] = sg;
+    workgroupBarrier();
+    var total_g = 0.0;
+    if (lid.y == 0u) {
+        for (var l = 0u; l < 8u; l++) {
+            total_g += scratch[l * 32u + lid.x];
+        }
+    }
+    workgroupBarrier();
+    scratch[slot] = sb;
+    workgroupBarrier();
+    if (lid.y == 0u && c < params.cols) {
+        var total_b = 0.0;
+        for (var l = 0u; l < 8u; l++) {
+            total_b += scratch[l * 32u + lid.x];
+        }
+        if (params.accumulate != 0u) {
+            total_g += load_dgamma(c);
+            total_b += load_dbeta(c);
+        }
+        store_dgamma(c, total_g);
+        store_dbeta(c, total_b);
+    }
+}

@@ -1,0 +1,39 @@
+//! Seeded parameter initialisation, drawn from the crate's SplitMix64 stream
+//! ([`crate::data::SplitMix64`]), so library code needs no `rand` dependency and the same
+//! seed gives the same parameters on every platform.
+
+pub use crate::data::SplitMix64;
+
+/// Uniform in [0, 1) with 53 random bits.
+pub fn unit_f64(rng: &mut SplitMix64) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// `n` values uniform in [-bound, bound), computed in f64 and rounded once to f32.
+pub fn uniform_vec(rng: &mut SplitMix64, n: usize, bound: f32) -> Vec<f32> {
+    let b = bound as f64;
+    (0..n)
+        .map(|_| (-b + 2.0 * b * unit_f64(rng)) as f32)
+        .collect()
+}
+
+/// PyTorch `nn.Linear`'s default bound for weight and bias: `kaiming_uniform_(a=sqrt(5))`
+/// on the weight gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias uses the same.
+pub fn linear_bound(fan_in: usize) -> f32 {
+    1.0 / (fan_in.max(1) as f32).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_stays_in_range_and_is_centred() {
+        let mut r = SplitMix64::new(3);
+        let v = uniform_vec(&mut r, 10_000, 0.25);
+        assert!(v.iter().all(|&x| (-0.25..=0.25).contains(&x)));
+        let mean: f32 = v.iter().sum::<f32>() / v.len() as f32;
+        assert!(mean.abs() < 0.01);
+        assert_eq!(linear_bound(4), 0.5);
+    }
+}

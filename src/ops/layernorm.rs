@@ -1,0 +1,282 @@
+//! Layer normalisation over the last dimension, forward and backward. Statistics and
+//! affine parameters (and their gradients) are f32; x, y, dy, dx any dtype.
+
+use crate::amp::OverflowFlag;
+use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY, F32_ONLY};
+use crate::ops::reduce::{column_grid, matrix_dims};
+use crate::{DType, Error, Gpu, Result, Tensor};
+
+const SOURCE: &str = include_str!("../../shaders/layernorm.wgsl");
+const FOUND_INF: Slot = Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite);
+
+const fn def(name: &'static str, section: &'static str, slots: &'static [Slot]) -> KernelDef {
+    KernelDef {
+        name,
+        source: SOURCE,
+        section,
+        slots,
+        params: true,
+        cooperative_matrix: false,
+        needs_f16: false,
+    }
+}
+
+pub static FORWARD_STATS: KernelDef = def(
+    "layernorm/forward_stats",
+    "forward_stats",
+    &[
+        Slot::read("x", ANY),
+        Slot::write("mean", F32_ONLY),
+        Slot::write("rstd", F32_ONLY),
+    ],
+);
+pub static FORWARD_APPLY: KernelDef = def(
+    "layernorm/forward_apply",
+    "forward_apply",
+    &[
+        Slot::read("x", ANY),
+        Slot::read("mean", F32_ONLY),
+        Slot::read("rstd", F32_ONLY),
+        Slot::read("gamma", F32_ONLY),
+        Slot::read("beta", F32_ONLY),
+        Slot::write("y", ANY),
+        FOUND_INF,
+    ],
+);
+pub static BACKWARD_ROWS: KernelDef = def(
+    "layernorm/backward_rows",
+    "backward_rows",
+    &[
+        Slot::read("x", ANY),
+        Slot::read("dy", ANY),
+        Slot::read("mean", F32_ONLY),
+        Slot::read("rstd", F32_ONLY),
+        Slot::read("gamma", F32_ONLY),
+        Slot::write("row_terms", F32_ONLY),
+    ],
+);
+pub static BACKWARD_INPUT: KernelDef = def(
+    "layernorm/backward_input",
+    "backward_input",
+    &[
+        Slot::read("x", ANY),
+        Slot::read("dy", ANY),
+        Slot::read("mean", F32_ONLY),
+        Slot::read("rstd", F32_ONLY),
+        Slot::read("gamma", F32_ONLY),
+        Slot::read("row_terms", F32_ONLY),
+        Slot::write("dx", ANY),
+        FOUND_INF,
+    ],
+);
+pub static BACKWARD_PARAMS: KernelDef = def(
+    "layernorm/backward_params",
+    "backward_params",
+    &[
+        Slot::read("x", ANY),
+        Slot::read("dy", ANY),
+        Slot::read("mean", F32_ONLY),
+        Slot::read("rstd", F32_ONLY),
+        Slot::write("dgamma", F32_ONLY),
+        Slot::write("dbeta", F32_ONLY),
+    ],
+);
+
+/// PyTorch's default epsilon.
+pub const DEFAULT_EPS: f32 = 1e-5;
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    accumulate: u32,
+}
+
+/// The f32 statistics layer norm saves for its backward.
+// mean: (B) f32
+// rstd: (B) f32, 1 / sqrt(var + eps)
+#[derive(Debug, Clone)]
+pub struct Stats<'a> {
+    pub mean: &'a Tensor,
+    pub rstd: &'a Tensor,
+}
+
+fn expect(op: &'static str, t: &Tensor, shape: &[usize], f32_only: bool) -> Result<()> {
+    if t.shape() != shape {
+        return Err(Error::shape(
+            op,
+            format!("{shape:?}"),
+            format!("{:?}", t.shape()),
+        ));
+    }
+    if f32_only && t.dtype() != DType::F32 {
+        return Err(Error::DTypeMismatch {
+            op,
+            expected: "f32".into(),
+            got: t.dtype(),
+        });
+    }
+    Ok(())
+}
+
+fn check(
+    op: &'static str,
+    x: &Tensor,
+    stats: &Stats<'_>,
+    gamma: &Tensor,
+    others: &[&Tensor],
+) -> Result<(u32, u32)> {
+    let (b, c) = matrix_dims(op, x)?;
+    let (bu, cu) = (b as usize, c as usize);
+    expect(op, stats.mean, &[bu], true)?;
+    expect(op, stats.rstd, &[bu], true)?;
+    expect(op, gamma, &[cu], true)?;
+    for t in others {
+        expect(op, t, &[bu, cu], false)?;
+    }
+    Ok((b, c))
+}
+
+fn params(rows: u32, cols: u32, eps: f32, accumulate: bool) -> Params {
+    Params {
+        rows,
+        cols,
+        eps,
+        accumulate: accumulate as u32,
+    }
+}
+
+fn pair_grid(gpu: &Gpu, rows: u32, cols: u32) -> [u32; 3] {
+    gpu.grid_1d((rows as u64 * cols as u64).div_ceil(2), WG)
+}
+
+/// Forward: two dispatches, the f32 row statistics then the normalised, affine output.
+// x: (B, C) any dtype
+// gamma, beta: (C) f32
+// stats: mean, rstd (B) f32, written (saved for backward)
+// y: (B, C) any dtype, written
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    stats: Stats<'_>,
+    y: &Tensor,
+    found_inf: &OverflowFlag,
+) -> Result<[Dispatch; 2]> {
+    let (b, c) = check("layernorm forward", x, &stats, gamma, &[y])?;
+    expect("layernorm forward", beta, &[c as usize], true)?;
+    let p = params(b, c, eps, false);
+    let rows = gpu.dispatch(
+        &FORWARD_STATS,
+        &[
+            Bind::Tensor(x),
+            Bind::Tensor(stats.mean),
+            Bind::Tensor(stats.rstd),
+        ],
+        bytemuck::bytes_of(&p),
+        &[],
+        gpu.grid_1d(b as u64, 1),
+    )?;
+    let apply = gpu.dispatch(
+        &FORWARD_APPLY,
+        &[
+            Bind::Tensor(x),
+            Bind::Tensor(stats.mean),
+            Bind::Tensor(stats.rstd),
+            Bind::Tensor(gamma),
+            Bind::Tensor(beta),
+            Bind::Tensor(y),
+            Bind::Buffer(found_inf.buffer()),
+        ],
+        bytemuck::bytes_of(&p),
+        &[("WG", WG as u64)],
+        pair_grid(gpu, b, c),
+    )?;
+    Ok([rows, apply])
+}
+
+/// Backward for the input (two dispatches: per-row terms, then dx) and the parameters
+/// (one dispatch: dgamma, dbeta column sums, overwritten or accumulated).
+// x: (B, C) any dtype, the forward input
+// dy: (B, C) any dtype
+// gamma: (C) f32
+// stats: mean, rstd (B) f32 from forward
+// row_terms: (B, 2) f32 scratch
+// dx: (B, C) any dtype, written; None skips the input gradient
+// dgamma, dbeta: (C) f32
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    dy: &Tensor,
+    gamma: &Tensor,
+    stats: Stats<'_>,
+    row_terms: &Tensor,
+    dx: Option<&Tensor>,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+    accumulate_param_grads: bool,
+    found_inf: &OverflowFlag,
+) -> Result<Vec<Dispatch>> {
+    let op = "layernorm backward";
+    let (b, c) = check(op, x, &stats, gamma, &[dy])?;
+    expect(op, row_terms, &[b as usize, 2], true)?;
+    expect(op, dgamma, &[c as usize], true)?;
+    expect(op, dbeta, &[c as usize], true)?;
+    let p = params(b, c, 0.0, accumulate_param_grads);
+    let mut out = Vec::with_capacity(3);
+    if let Some(dx) = dx {
+        expect(op, dx, &[b as usize, c as usize], false)?;
+        out.push(gpu.dispatch(
+            &BACKWARD_ROWS,
+            &[
+                Bind::Tensor(x),
+                Bind::Tensor(dy),
+                Bind::Tensor(stats.mean),
+                Bind::Tensor(stats.rstd),
+                Bind::Tensor(gamma),
+                Bind::Tensor(row_terms),
+            ],
+            bytemuck::bytes_of(&p),
+            &[],
+            gpu.grid_1d(b as u64, 1),
+        )?);
+        out.push(gpu.dispatch(
+            &BACKWARD_INPUT,
+            &[
+                Bind::Tensor(x),
+                Bind::Tensor(dy),
+                Bind::Tensor(stats.mean),
+                Bind::Tensor(stats.rstd),
+                Bind::Tensor(gamma),
+                Bind::Tensor(row_terms),
+                Bind::Tensor(dx),
+                Bind::Buffer(found_inf.buffer()),
+            ],
+            bytemuck::bytes_of(&p),
+            &[("WG", WG as u64)],
+            pair_grid(gpu, b, c),
+        )?);
+    }
+    out.push(gpu.dispatch(
+        &BACKWARD_PARAMS,
+        &[
+            Bind::Tensor(x),
+            Bind::Tensor(dy),
+            Bind::Tensor(stats.mean),
+            Bind::Tensor(stats.rstd),
+            Bind::Tensor(dgamma),
+            Bind::Tensor(dbeta),
+        ],
+        bytemuck::bytes_of(&p),
+        &[],
+        column_grid(gpu, c),
+    )?);
+    Ok(out)
+}
