@@ -24,6 +24,10 @@ pub struct TrainArgs {
     /// Train until this many steps in total (a resumed run continues from its step).
     #[arg(long, default_value_t = 1500)]
     steps: u64,
+    /// Stop after this many steps of this invocation, as an interruption would (save with
+    /// --checkpoint, continue later with --resume); the schedule still spans --steps.
+    #[arg(long)]
+    stop_after: Option<u64>,
     /// Samples per step [default: 64].
     #[arg(long)]
     batch: Option<usize>,
@@ -253,17 +257,20 @@ fn train_loop(
     out: &Output,
 ) -> Result<()> {
     let mut window = (trainer.steps(), Instant::now());
-    while trainer.steps() < args.steps {
+    let end = args.stop_after.map_or(args.steps, |k| {
+        trainer.steps().saturating_add(k).min(args.steps)
+    });
+    while trainer.steps() < end {
         trainer.step_from(train)?;
         let step = trainer.steps();
         let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every);
-        if step.is_multiple_of(STATS_EVERY) || step == args.steps || eval_now {
+        if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
             let stats = trainer.stats_blocking()?;
             let rate = (step - window.0) as f64 / window.1.elapsed().as_secs_f64().max(1e-9);
             window = (step, Instant::now());
             bar.set_position(step);
             bar.set_message(stats_line(&stats, rate));
-            if eval_now && step < args.steps {
+            if eval_now && step < end {
                 let eval = trainer.evaluate_blocking(test)?;
                 bar.suspend(|| {
                     out.text(&format!(
@@ -278,7 +285,7 @@ fn train_loop(
             }
         }
         if let Some(path) = &args.checkpoint {
-            if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < args.steps {
+            if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
                 trainer.save(path)?;
             }
         }
