@@ -11,11 +11,14 @@
 //! order of [`Checkpoint::tensors`]. The JSON keys come out sorted, so the same
 //! checkpoint always gives the same bytes.
 //!
-//! Reading never panics and never allocates more than the input's size: the header
-//! length is checked against the file before it is trusted, safetensors' parser checks
-//! offsets, shapes and dtype sizes with overflow-checked arithmetic, and the tensor
-//! bytes must cover the rest of the file exactly. Every failure is an
-//! [`Error::Checkpoint`] naming the file (or [`Error::Io`] for the file system).
+//! Reading never panics and allocates at most a small multiple of the input's size (the
+//! tensor bytes once, plus names, shapes and metadata strings; `cargo xtask fuzz`
+//! measures it): the header length is checked against the file before it is trusted,
+//! the header is parsed in one typed pass (no generic JSON values, shapes of at most
+//! [`MAX_RANK`] dimensions), offsets, shapes and dtype sizes are checked with
+//! overflow-checked arithmetic, and the tensor bytes must cover the rest of the file
+//! exactly. Every failure is an [`Error::Checkpoint`] naming the file (or [`Error::Io`]
+//! for the file system).
 //!
 //! safetensors has no checksum, so a flipped bit in the tensor data would load silently.
 //! [`Checkpoint::to_bytes`] therefore adds the metadata entry `halfgrad.checksum`
@@ -35,11 +38,15 @@
 
 use crate::optim::{StateData, StateTensor};
 use crate::{DType, Error, Result};
-use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::tensor::TensorInfo;
 use std::collections::BTreeMap;
 
 /// Longest JSON header accepted (safetensors' own limit).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// Most dimensions a tensor's shape may have in a file (safetensors sets no limit; a
+/// cap keeps a hostile header from turning a few bytes per dimension into eight).
+pub const MAX_RANK: usize = 64;
 
 /// The metadata key safetensors reserves for the string map; no tensor may use it.
 const METADATA_KEY: &str = "__metadata__";
@@ -96,16 +103,6 @@ impl TensorDType {
             TensorDType::F16 => Some(DType::F16),
             TensorDType::BF16 => Some(DType::BF16),
             TensorDType::U32 => None,
-        }
-    }
-
-    fn from_safetensors(dtype: safetensors::Dtype) -> Option<TensorDType> {
-        match dtype {
-            safetensors::Dtype::F32 => Some(TensorDType::F32),
-            safetensors::Dtype::F16 => Some(TensorDType::F16),
-            safetensors::Dtype::BF16 => Some(TensorDType::BF16),
-            safetensors::Dtype::U32 => Some(TensorDType::U32),
-            _ => None,
         }
     }
 }
@@ -296,7 +293,8 @@ impl NamedTensor {
 /// Named tensors plus string metadata; see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
-    /// The tensors, in file order.
+    /// The tensors, in file order. (Zero-size tensors that share an offset load in name
+    /// order: a safetensors header cannot record theirs.)
     pub tensors: Vec<NamedTensor>,
     /// Free-form string metadata (safetensors' `__metadata__`), e.g. `step`, `precision`.
     pub metadata: BTreeMap<String, String>,
@@ -560,49 +558,197 @@ impl Checkpoint {
         let (header, data) = rest.split_at(header_len as usize);
         let header =
             std::str::from_utf8(header).map_err(|e| err(format!("header is not UTF-8: {e}")))?;
-        // safetensors' Metadata checks that offsets are contiguous from 0 and that each
-        // tensor's byte range matches shape x dtype, with checked arithmetic.
-        let metadata: Metadata =
+        let parsed: header::Header =
             serde_json::from_str(header).map_err(|e| err(format!("bad header: {e}")))?;
-        if metadata.data_len() != data.len() {
+        let header::Header {
+            metadata,
+            mut tensors,
+        } = parsed;
+
+        // A name twice is ambiguous (JSON parsers keep either one): refuse it. Sorting
+        // keeps this O(n log n) for headers with very many entries.
+        let mut names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(err(format!("duplicate tensor name `{}`", w[0])));
+        }
+        drop(names);
+
+        // File order is offset order; zero-size tensors sharing an offset go by name
+        // (the order `digest` uses, so a checksum never depends on JSON key order).
+        tensors.sort_by(|(na, a), (nb, b)| {
+            (a.data_offsets, na.as_str()).cmp(&(b.data_offsets, nb.as_str()))
+        });
+        let mut end = 0usize;
+        for (name, info) in &tensors {
+            let dtype = match &info.dtype {
+                header::RawDType::Supported(d) => *d,
+                header::RawDType::Other(other) => {
+                    return Err(err(format!(
+                        "tensor `{name}` has dtype {other:?}; only F32, F16, BF16 and U32 are supported"
+                    )))
+                }
+            };
+            let (start, stop) = info.data_offsets;
+            if start != end || stop < start {
+                return Err(err(format!(
+                    "tensor `{name}`: offsets {start}..{stop} do not continue at byte {end} \
+                     (tensors must be back to back, without gaps or overlaps)"
+                )));
+            }
+            let bytes = numel(&info.shape).and_then(|n| n.checked_mul(dtype.size_bytes()));
+            if bytes != Some(stop - start) {
+                return Err(err(format!(
+                    "tensor `{name}`: offsets {start}..{stop} do not hold shape {:?} of {dtype}",
+                    info.shape
+                )));
+            }
+            end = stop;
+        }
+        if end != data.len() {
             return Err(err(format!(
-                "header describes {} bytes of tensor data but the file holds {}",
-                metadata.data_len(),
+                "header describes {end} bytes of tensor data but the file holds {}",
                 data.len()
             )));
         }
 
-        let mut checkpoint = Checkpoint {
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, stop) = info.data_offsets;
+                let dtype = match info.dtype {
+                    header::RawDType::Supported(d) => d,
+                    header::RawDType::Other(_) => unreachable!("checked above"),
+                };
+                NamedTensor {
+                    name,
+                    shape: info.shape,
+                    dtype,
+                    data: data[start..stop].to_vec(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let checkpoint = Checkpoint {
+            tensors,
+            metadata: metadata.unwrap_or_default(),
             origin: origin.to_string(),
-            ..Default::default()
         };
-        for name in metadata.offset_keys() {
-            let info = metadata
-                .info(&name)
-                .ok_or_else(|| err(format!("tensor `{name}` vanished from the header")))?;
-            let dtype = TensorDType::from_safetensors(info.dtype).ok_or_else(|| {
-                err(format!(
-                    "tensor `{name}` has dtype {:?}; only F32, F16, BF16 and U32 are supported",
-                    info.dtype
-                ))
-            })?;
-            let (start, end) = info.data_offsets;
-            let tensor_bytes = data.get(start..end).ok_or_else(|| {
-                err(format!(
-                    "tensor `{name}`: offsets {start}..{end} out of range"
-                ))
-            })?;
-            checkpoint.push(NamedTensor {
-                name,
-                shape: info.shape.clone(),
-                dtype,
-                data: tensor_bytes.to_vec(),
-            })?;
-        }
-        if let Some(meta) = metadata.metadata() {
-            checkpoint.metadata = meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for t in &checkpoint.tensors {
+            t.check(origin)?;
         }
         Ok(checkpoint)
+    }
+}
+
+/// The safetensors header, parsed in one pass without intermediate JSON values: every
+/// allocation is a name, a dtype or shape of a tensor entry or a metadata string, so
+/// the memory a header costs stays a small multiple of its size. (serde's `flatten`,
+/// which safetensors' own `Metadata` uses, first buffers the whole header as generic
+/// values: tens of times its size for adversarial input.)
+mod header {
+    use super::TensorDType;
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    pub(super) struct Header {
+        /// The `__metadata__` string map, if present (JSON `null` counts as absent).
+        pub metadata: Option<BTreeMap<String, String>>,
+        /// Tensor entries in JSON order.
+        pub tensors: Vec<(String, Info)>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Info {
+        #[serde(deserialize_with = "dtype")]
+        pub dtype: RawDType,
+        #[serde(deserialize_with = "shape")]
+        pub shape: Vec<usize>,
+        pub data_offsets: (usize, usize),
+    }
+
+    /// A dtype name: one halfgrad reads, or another (kept for the error message).
+    pub(super) enum RawDType {
+        Supported(TensorDType),
+        Other(String),
+    }
+
+    fn dtype<'de, D: Deserializer<'de>>(d: D) -> Result<RawDType, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDType;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a safetensors dtype name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDType, E> {
+                Ok(match s {
+                    "F32" => RawDType::Supported(TensorDType::F32),
+                    "F16" => RawDType::Supported(TensorDType::F16),
+                    "BF16" => RawDType::Supported(TensorDType::BF16),
+                    "U32" => RawDType::Supported(TensorDType::U32),
+                    other => RawDType::Other(other.to_string()),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+
+    fn shape<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<usize>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a shape of at most {} dimensions", super::MAX_RANK)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<usize>, A::Error> {
+                let mut dims = Vec::new();
+                while let Some(d) = seq.next_element::<usize>()? {
+                    if dims.len() == super::MAX_RANK {
+                        return Err(de::Error::custom(format!(
+                            "shape has more than {} dimensions",
+                            super::MAX_RANK
+                        )));
+                    }
+                    dims.push(d);
+                }
+                Ok(dims)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+
+    impl<'de> Deserialize<'de> for Header {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Header, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Header;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a JSON object of tensor entries and `__metadata__`")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+                    let mut header = Header {
+                        metadata: None,
+                        tensors: Vec::new(),
+                    };
+                    let mut seen_metadata = false;
+                    while let Some(key) = map.next_key::<String>()? {
+                        if key == super::METADATA_KEY {
+                            if seen_metadata {
+                                return Err(de::Error::custom("`__metadata__` appears twice"));
+                            }
+                            seen_metadata = true;
+                            header.metadata = map.next_value()?;
+                        } else {
+                            let info: Info = map.next_value()?;
+                            header.tensors.push((key, info));
+                        }
+                    }
+                    Ok(header)
+                }
+            }
+            d.deserialize_map(V)
+        }
     }
 }
 
@@ -731,7 +877,7 @@ impl Checkpoint {
             d.bytes(v.as_bytes());
         }
         d.word(self.tensors.len() as u64);
-        for t in &self.tensors {
+        for t in self.file_order() {
             d.bytes(t.name.as_bytes());
             d.bytes(t.dtype.name().as_bytes());
             d.word(t.shape.len() as u64);
@@ -741,6 +887,26 @@ impl Checkpoint {
             d.bytes(&t.data);
         }
         d.0
+    }
+}
+
+impl Checkpoint {
+    /// The tensors in the order a load returns them: by byte offset in the file, which is
+    /// [`Checkpoint::tensors`]' order, except that zero-size tensors sharing an offset go
+    /// by name (the file cannot record their order: safetensors headers are key-sorted).
+    fn file_order(&self) -> Vec<&NamedTensor> {
+        let mut offset = 0usize;
+        let mut keyed: Vec<((usize, usize), &NamedTensor)> = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let start = offset;
+                offset = offset.saturating_add(t.data.len());
+                ((start, offset), t)
+            })
+            .collect();
+        keyed.sort_by(|(a, ta), (b, tb)| (a, &ta.name).cmp(&(b, &tb.name)));
+        keyed.into_iter().map(|(_, t)| t).collect()
     }
 }
 

@@ -439,8 +439,26 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
 }
 
+thread_local! {
+    /// Dispatches encoded on this thread while a [`record_dispatches`] capture is open.
+    static RECORDER: std::cell::RefCell<Option<Vec<Dispatch>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` and returns, in order, every [`Dispatch`] it encoded on this thread.
+/// The benchmark uses it to time a training step kernel by kernel.
+pub fn record_dispatches(encode: impl FnOnce()) -> Vec<Dispatch> {
+    RECORDER.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    encode();
+    RECORDER.with(|r| r.borrow_mut().take()).unwrap_or_default()
+}
+
 impl Dispatch {
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        RECORDER.with(|r| {
+            if let Some(list) = r.borrow_mut().as_mut() {
+                list.push(self.clone());
+            }
+        });
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;

@@ -646,6 +646,68 @@ fn ten_thousand_mutated_files_never_panic() {
 }
 
 #[test]
+fn zero_size_tensors_sharing_an_offset_load_every_time() {
+    // Their order cannot be recorded in a key-sorted header; they load by name and the
+    // checksum is computed in that order, so the load never depends on hashing.
+    let mut c = Checkpoint::new();
+    c.push_f32("w", &[1], &[1.0]).unwrap();
+    c.push_f32("zb", &[0], &[]).unwrap();
+    c.push_f32("za", &[0, 2], &[]).unwrap();
+    c.push_f32("x", &[1], &[2.0]).unwrap();
+    let bytes = c.to_bytes().unwrap();
+    for _ in 0..20 {
+        let loaded = Checkpoint::from_bytes(&bytes, ORIGIN).unwrap();
+        let names: Vec<&str> = loaded.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["w", "za", "zb", "x"]);
+    }
+}
+
+#[test]
+fn ambiguous_or_oversized_headers_are_errors() {
+    let entry = r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let rank = |r: usize| {
+        let shape = vec!["1"; r].join(",");
+        craft(
+            &format!(r#"{{"a":{{"dtype":"F32","shape":[{shape}],"data_offsets":[0,4]}}}}"#),
+            4,
+        )
+    };
+    let cases = [
+        (
+            "a name twice",
+            craft(&format!(r#"{{"a":{entry},"a":{entry}}}"#), 4),
+        ),
+        (
+            "__metadata__ twice",
+            craft(r#"{"__metadata__":{},"__metadata__":{}}"#, 0),
+        ),
+        (
+            "rank past MAX_RANK",
+            rank(halfgrad::checkpoint::MAX_RANK + 1),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let r = Checkpoint::from_bytes_unverified(&bytes, ORIGIN);
+        assert!(is_checkpoint_err(&r), "{what}: {r:?}");
+    }
+    assert!(
+        Checkpoint::from_bytes_unverified(&rank(halfgrad::checkpoint::MAX_RANK), ORIGIN).is_ok()
+    );
+    // Unknown fields of an entry are ignored (other writers add their own).
+    let extra = craft(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"note":[[],{}]}}"#,
+        4,
+    );
+    assert_eq!(
+        Checkpoint::from_bytes_unverified(&extra, ORIGIN)
+            .unwrap()
+            .tensors[0]
+            .shape,
+        [1]
+    );
+}
+
+#[test]
 fn u32_tensors_round_trip_exactly() {
     use halfgrad::checkpoint::TensorDType;
     use halfgrad::optim::StateTensor;

@@ -87,26 +87,30 @@ struct Params {
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_TRANS_A: u32 = 4;
+const FLAG_TRANS_B: u32 = 8;
 
 /// Tile shape of the tiled kernel (see the comments in `shaders/matmul.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TiledConfig {
     wg_m: u32,
     wg_n: u32,
-    tm: u32,
-    tn: u32,
     bk: u32,
 }
 
+/// Rows and columns of C per invocation (fixed in the shader: an explicit register tile).
+const TILED_REGS: u32 = 8;
+
 impl TiledConfig {
     fn bm(&self) -> u32 {
-        self.wg_m * self.tm
+        self.wg_m * TILED_REGS
     }
     fn bn(&self) -> u32 {
-        self.wg_n * self.tn
+        self.wg_n * TILED_REGS
     }
+    /// a_tile + b_tile (8 extra columns) + the straddle partial sums, all f32.
     fn workgroup_bytes(&self) -> u32 {
-        4 * self.bk * (self.bm() + self.bn() + 4)
+        4 * (self.bk * (self.bm() + self.bn() + 8) + self.wg_m * self.wg_n)
     }
 }
 
@@ -116,31 +120,27 @@ pub enum TiledTile {
     /// 128 x 128 for products of at least 512 x 512 on hardware adapters, else 64 x 64.
     #[default]
     Auto,
-    /// 64 x 64 workgroup tile, 4 x 4 per invocation, K slices of 16.
+    /// 64 x 64 workgroup tile (8 x 8 invocations), K slices of 16.
     Small,
-    /// 128 x 128 workgroup tile, 8 x 8 per invocation, K slices of 8.
+    /// 128 x 128 workgroup tile (16 x 16 invocations), K slices of 8.
     Large,
 }
 
 impl TiledTile {
     const SMALL: TiledConfig = TiledConfig {
-        wg_m: 16,
-        wg_n: 16,
-        tm: 4,
-        tn: 4,
+        wg_m: 8,
+        wg_n: 8,
         bk: 16,
     };
     const LARGE: TiledConfig = TiledConfig {
         wg_m: 16,
         wg_n: 16,
-        tm: 8,
-        tn: 8,
         bk: 8,
     };
 
-    /// Large tiles give twice the FMAs per workgroup-memory load; small ones waste less
-    /// on small or ragged shapes and need fewer registers. Both use 256 invocations (the
-    /// WebGPU minimum limit) and under 9 KB of workgroup memory.
+    /// Each invocation holds an 8 x 8 register tile in both. Large tiles keep more
+    /// invocations per workgroup (256, the WebGPU minimum limit); small ones waste less
+    /// on small or ragged shapes. Both need under 10 KB of workgroup memory.
     fn config(self, gpu: &Gpu, m: usize, n: usize) -> TiledConfig {
         match self {
             TiledTile::Small => Self::SMALL,
@@ -157,26 +157,42 @@ impl TiledTile {
     }
 }
 
-/// Tile shape of the coop kernel: SG_M x SG_N subgroups, each a 32 x 32 block.
-const COOP_SG_M: u32 = 2;
-const COOP_SG_N: u32 = 2;
+/// K per staged slice of the coop kernel.
 const COOP_BK: u32 = 32;
 
-fn coop_tile() -> (u32, u32) {
-    (COOP_SG_M * 32, COOP_SG_N * 32)
+/// Tuning knobs for benchmarks and tests; [`matmul`] uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulTuning {
+    /// Tile shape of the tiled kernel.
+    pub tiled: TiledTile,
+    /// Subgroups (along M, along N) of a coop workgroup; each owns a 32 x 32 block.
+    pub coop_subgroups: (u32, u32),
 }
 
-/// Workgroup memory of the coop kernel: two padded f16 slices and the f32 tile.
-fn coop_workgroup_bytes() -> u32 {
-    let (bm, bn) = coop_tile();
+impl Default for MatmulTuning {
+    /// Coop 1 x 2 subgroups (32 x 64 tiles): on an H200 at 4096^3 f16, 34 TFLOP/s against
+    /// 24 to 26 for 1 x 1, 2 x 1, 2 x 2, 4 x 1 and 1 x 4 (2026-11-28).
+    fn default() -> Self {
+        MatmulTuning {
+            tiled: TiledTile::Auto,
+            coop_subgroups: (1, 2),
+        }
+    }
+}
+
+/// Workgroup memory of the coop kernel: two padded f16 slices, the f32 tile and the
+/// odd-N partial sums.
+fn coop_workgroup_bytes((sg_m, sg_n): (u32, u32)) -> u32 {
+    let (bm, bn) = (32 * sg_m, 32 * sg_n);
     let slice = |rows: u32, cols: u32| 2 * rows * (cols + 8);
     let a = slice(bm, COOP_BK).max(slice(COOP_BK, bm));
-    let b = slice(COOP_BK, bn).max(slice(bn, COOP_BK));
-    a + b + 4 * bm * bn
+    let b = slice(COOP_BK, bn + 8).max(slice(bn + 8, COOP_BK));
+    a + b + 4 * bm * bn + 8 * bm
 }
 
-/// Ok(subgroup size the kernel is built for) where this device can run the coop kernel.
-fn coop_support(gpu: &Gpu) -> Result<u32> {
+/// Ok(subgroup size the kernel is built for) where this device can run the coop kernel
+/// with `subgroups` (along M, along N) a workgroup.
+fn coop_support(gpu: &Gpu, subgroups: (u32, u32)) -> Result<u32> {
     let caps = gpu.caps();
     let missing = |feature| Error::MissingFeature {
         op: "matmul (coop kernel)",
@@ -193,13 +209,21 @@ fn coop_support(gpu: &Gpu) -> Result<u32> {
     let Some((_, sg_max)) = caps.subgroups else {
         return Err(missing("SUBGROUP"));
     };
-    if sg_max * COOP_SG_M * COOP_SG_N > caps.max_compute_invocations_per_workgroup {
-        return Err(missing(
-            "max_compute_invocations_per_workgroup >= 4 x the subgroup size",
+    let (sg_m, sg_n) = subgroups;
+    if sg_m == 0 || sg_n == 0 {
+        return Err(Error::InvalidArgument(
+            "matmul: coop subgroups must be at least 1 x 1".into(),
         ));
     }
-    if coop_workgroup_bytes() > caps.max_compute_workgroup_storage_size {
-        return Err(missing("max_compute_workgroup_storage_size >= 26 KiB"));
+    if sg_max * sg_m * sg_n > caps.max_compute_invocations_per_workgroup {
+        return Err(missing(
+            "max_compute_invocations_per_workgroup >= subgroups x the subgroup size",
+        ));
+    }
+    if coop_workgroup_bytes(subgroups) > caps.max_compute_workgroup_storage_size {
+        return Err(missing(
+            "max_compute_workgroup_storage_size for this coop tile (17 KiB for 1 x 2)",
+        ));
     }
     Ok(sg_max)
 }
@@ -231,10 +255,11 @@ pub fn chosen_kernel(
         k => k,
     };
     let f16_operands = a_dtype == DType::F16 && b_dtype == DType::F16;
+    let subgroups = MatmulTuning::default().coop_subgroups;
     match requested {
         MatmulKernel::Tiled => Ok("tiled"),
         MatmulKernel::Coop => {
-            coop_support(gpu)?;
+            coop_support(gpu, subgroups)?;
             if !f16_operands {
                 let got = if a_dtype != DType::F16 {
                     a_dtype
@@ -249,12 +274,36 @@ pub fn chosen_kernel(
             }
             Ok("coop")
         }
-        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu).is_ok() {
+        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
             "coop"
         } else {
             "tiled"
         }),
     }
+}
+
+/// The kernel [`matmul`] uses for this product: [`chosen_kernel`], except that `Auto`
+/// keeps the tiled kernel where the coop kernel would have to stage every tile through
+/// workgroup memory (odd N, or a stored row of A or B that is not a multiple of 8
+/// elements, so its fragments are not 16-byte aligned): there the tiled kernel is faster
+/// (on an H200: about 3 TFLOP/s staged coop against 13 to 19 tiled).
+pub fn kernel_for_shape(
+    gpu: &Gpu,
+    a_dtype: DType,
+    b_dtype: DType,
+    (m, n, k): (usize, usize, usize),
+    opts: &MatmulOptions,
+) -> Result<&'static str> {
+    let kernel = chosen_kernel(gpu, a_dtype, b_dtype, opts)?;
+    let forced = opts.kernel != MatmulKernel::Auto || kernel_from_env()? != MatmulKernel::Auto;
+    let a_row = if opts.trans_a { m } else { k };
+    let b_row = if opts.trans_b { k } else { n };
+    let direct = n % 2 == 0 && a_row % 8 == 0 && b_row % 8 == 0;
+    Ok(if kernel == "coop" && !forced && !direct {
+        "tiled"
+    } else {
+        kernel
+    })
 }
 
 fn matrix_dims(what: &'static str, t: &Tensor) -> Result<(usize, usize)> {
@@ -288,13 +337,21 @@ pub fn matmul(
     found_inf: Option<&OverflowFlag>,
     opts: &MatmulOptions,
 ) -> Result<Dispatch> {
-    matmul_with_tile(gpu, a, b, c, bias, found_inf, opts, TiledTile::Auto)
+    matmul_tuned(
+        gpu,
+        a,
+        b,
+        c,
+        bias,
+        found_inf,
+        opts,
+        &MatmulTuning::default(),
+    )
 }
 
-/// [`matmul`] with the tiled kernel's tile shape chosen by the caller (benchmarks,
-/// tests); `tile` is ignored when the coop kernel runs.
+/// [`matmul`] with tile shapes chosen by the caller (benchmarks, tests).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_with_tile(
+pub fn matmul_tuned(
     gpu: &Gpu,
     a: &Tensor,
     b: &Tensor,
@@ -302,7 +359,7 @@ pub fn matmul_with_tile(
     bias: Option<&Tensor>,
     found_inf: Option<&OverflowFlag>,
     opts: &MatmulOptions,
-    tile: TiledTile,
+    tuning: &MatmulTuning,
 ) -> Result<Dispatch> {
     let (ar, ac) = matrix_dims("a", a)?;
     let (br, bc) = matrix_dims("b", b)?;
@@ -355,34 +412,31 @@ pub fn matmul_with_tile(
         )));
     }
 
-    let kernel = chosen_kernel(gpu, a.dtype(), b.dtype(), opts)?;
+    let kernel = kernel_for_shape(gpu, a.dtype(), b.dtype(), (m, n, k), opts)?;
     let trans = |t: bool| u64::from(t);
     let (def, overrides, (bm, bn)) = if kernel == "coop" {
-        let sg = coop_support(gpu)?;
+        let (sg_m, sg_n) = tuning.coop_subgroups;
+        let sg = coop_support(gpu, (sg_m, sg_n))?;
         let overrides = vec![
             ("TRANS_A", trans(opts.trans_a)),
             ("TRANS_B", trans(opts.trans_b)),
             ("SG", sg as u64),
-            ("SG_M", COOP_SG_M as u64),
-            ("SG_N", COOP_SG_N as u64),
+            ("SG_M", sg_m as u64),
+            ("SG_N", sg_n as u64),
             ("CBK", COOP_BK as u64),
         ];
-        (&COOP, overrides, coop_tile())
+        (&COOP, overrides, (32 * sg_m, 32 * sg_n))
     } else {
-        let t = tile.config(gpu, m, n);
+        let t = tuning.tiled.config(gpu, m, n);
         if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
             return Err(Error::MissingFeature {
                 op: "matmul (tiled kernel)",
-                feature: "max_compute_workgroup_storage_size >= 9 KiB",
+                feature: "max_compute_workgroup_storage_size >= 10 KiB",
             });
         }
         let overrides = vec![
-            ("TRANS_A", trans(opts.trans_a)),
-            ("TRANS_B", trans(opts.trans_b)),
             ("WG_M", t.wg_m as u64),
             ("WG_N", t.wg_n as u64),
-            ("TM", t.tm as u64),
-            ("TN", t.tn as u64),
             ("BK", t.bk as u64),
         ];
         (&TILED, overrides, (t.bm(), t.bn()))
@@ -417,8 +471,15 @@ pub fn matmul_with_tile(
         m: m as u32,
         n: n as u32,
         k: k as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
-            | if opts.accumulate { FLAG_ACCUMULATE } else { 0 },
+        flags: [
+            (bias.is_some(), FLAG_BIAS),
+            (opts.accumulate, FLAG_ACCUMULATE),
+            (opts.trans_a, FLAG_TRANS_A),
+            (opts.trans_b, FLAG_TRANS_B),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit),
     };
     gpu.dispatch(
         def,
