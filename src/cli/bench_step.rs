@@ -341,7 +341,8 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({"bench": "copy", "bytes": bytes, "copy_ms": copy_ms, "copy_gb_s": copy_gbs,
-                "cast_f32_f16_ms": cast_ms, "cast_gb_s": cast_gbs, "cast_ratio": cast_gbs / copy_gbs,
+                "copy_kernel_gb_s": kcopy_gbs,
+                "cast_f32_f16_ms": cast_ms, "cast_gb_s": cast_gbs, "cast_ratio": cast_gbs / kcopy_gbs,
                 "timing": timing.method, "adapter": gpu.adapter().name})
         );
     } else {
