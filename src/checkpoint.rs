@@ -11,11 +11,14 @@
 //! order of [`Checkpoint::tensors`]. The JSON keys come out sorted, so the same
 //! checkpoint always gives the same bytes.
 //!
-//! Reading never panics and never allocates more than the input's size: the header
-//! length is checked against the file before it is trusted, safetensors' parser checks
-//! offsets, shapes and dtype sizes with overflow-checked arithmetic, and the tensor
-//! bytes must cover the rest of the file exactly. Every failure is an
-//! [`Error::Checkpoint`] naming the file (or [`Error::Io`] for the file system).
+//! Reading never panics and allocates at most a small multiple of the input's size (the
+//! tensor bytes once, plus names, shapes and metadata strings; `cargo xtask fuzz`
+//! measures it): the header length is checked against the file before it is trusted,
+//! the header is parsed in one typed pass (no generic JSON values, shapes of at most
+//! [`MAX_RANK`] dimensions), offsets, shapes and dtype sizes are checked with
+//! overflow-checked arithmetic, and the tensor bytes must cover the rest of the file
+//! exactly. Every failure is an [`Error::Checkpoint`] naming the file (or [`Error::Io`]
+//! for the file system).
 //!
 //! safetensors has no checksum, so a flipped bit in the tensor data would load silently.
 //! [`Checkpoint::to_bytes`] therefore adds the metadata entry `halfgrad.checksum`
@@ -24,16 +27,26 @@
 //! verifies it, then removes it from [`Checkpoint::metadata`]. Safetensors files from
 //! other tools load with [`Checkpoint::from_bytes_unverified`].
 //!
+//! Element types: F32, F16 and BF16 (weights, activations, optimizer moments) and U32
+//! (counters such as the optimizer step, stored exactly: a u32 kept as f32 would lose
+//! integers past 2^24, and one kept as f32 bits could be mangled by NaN handling), see
+//! [`TensorDType`]. Any other safetensors dtype is refused with an [`Error::Checkpoint`].
+//!
 //! Saving (native only) is atomic: a temporary file in the same folder is written,
 //! flushed to disk, then renamed over the target (and the folder flushed on unix), so a
 //! crash or a failed save leaves the previous checkpoint intact.
 
+use crate::optim::{StateData, StateTensor};
 use crate::{DType, Error, Result};
-use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::tensor::TensorInfo;
 use std::collections::BTreeMap;
 
 /// Longest JSON header accepted (safetensors' own limit).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// Most dimensions a tensor's shape may have in a file (safetensors sets no limit; a
+/// cap keeps a hostile header from turning a few bytes per dimension into eight).
+pub const MAX_RANK: usize = 64;
 
 /// The metadata key safetensors reserves for the string map; no tensor may use it.
 const METADATA_KEY: &str = "__metadata__";
@@ -44,6 +57,78 @@ pub const CHECKSUM_KEY: &str = "halfgrad.checksum";
 /// Origin used in error messages for checkpoints built in memory.
 const IN_MEMORY: &str = "<in-memory checkpoint>";
 
+/// The element type of a checkpoint tensor: a compute [`DType`] or `U32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TensorDType {
+    F32,
+    F16,
+    BF16,
+    /// Unsigned 32-bit integers (step counters and other exact integer state).
+    U32,
+}
+
+impl TensorDType {
+    /// Bytes per element.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            TensorDType::F16 | TensorDType::BF16 => 2,
+            TensorDType::F32 | TensorDType::U32 => 4,
+        }
+    }
+
+    /// Lower-case name (`f32`, `f16`, `bf16`, `u32`); part of the checksum.
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorDType::F32 => "f32",
+            TensorDType::F16 => "f16",
+            TensorDType::BF16 => "bf16",
+            TensorDType::U32 => "u32",
+        }
+    }
+
+    /// The safetensors dtype with the same bytes.
+    pub fn safetensors(self) -> safetensors::Dtype {
+        match self {
+            TensorDType::F32 => safetensors::Dtype::F32,
+            TensorDType::F16 => safetensors::Dtype::F16,
+            TensorDType::BF16 => safetensors::Dtype::BF16,
+            TensorDType::U32 => safetensors::Dtype::U32,
+        }
+    }
+
+    /// The floating-point [`DType`], or `None` for `U32`.
+    pub fn float(self) -> Option<DType> {
+        match self {
+            TensorDType::F32 => Some(DType::F32),
+            TensorDType::F16 => Some(DType::F16),
+            TensorDType::BF16 => Some(DType::BF16),
+            TensorDType::U32 => None,
+        }
+    }
+}
+
+impl From<DType> for TensorDType {
+    fn from(d: DType) -> TensorDType {
+        match d {
+            DType::F32 => TensorDType::F32,
+            DType::F16 => TensorDType::F16,
+            DType::BF16 => TensorDType::BF16,
+        }
+    }
+}
+
+impl PartialEq<DType> for TensorDType {
+    fn eq(&self, other: &DType) -> bool {
+        *self == TensorDType::from(*other)
+    }
+}
+
+impl std::fmt::Display for TensorDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One tensor: a name, a row-major shape, a dtype and its little-endian bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedTensor {
@@ -51,8 +136,8 @@ pub struct NamedTensor {
     pub name: String,
     /// Row-major dimensions; `[]` is a scalar (one element).
     pub shape: Vec<usize>,
-    /// Element type; F32 for master weights and optimizer state.
-    pub dtype: DType,
+    /// Element type; F32 for master weights and optimizer moments, U32 for counters.
+    pub dtype: TensorDType,
     /// `numel * dtype.size_bytes()` little-endian bytes.
     pub data: Vec<u8>,
 }
@@ -86,9 +171,69 @@ impl NamedTensor {
         Ok(NamedTensor {
             name: name.into(),
             shape: shape.to_vec(),
-            dtype,
+            dtype: dtype.into(),
             data: dtype.encode(values),
         })
+    }
+
+    /// A U32 tensor from host values (`values.len()` must equal the shape's product).
+    pub fn from_u32(name: impl Into<String>, shape: &[usize], values: &[u32]) -> Result<Self> {
+        let expected = numel(shape).ok_or_else(|| Error::DataLength {
+            shape: shape.to_vec(),
+            expected: usize::MAX,
+            got: values.len(),
+        })?;
+        if values.len() != expected {
+            return Err(Error::DataLength {
+                shape: shape.to_vec(),
+                expected,
+                got: values.len(),
+            });
+        }
+        Ok(NamedTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            dtype: TensorDType::U32,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+
+    /// An optimizer / scaler state tensor (F32 or U32, bits preserved).
+    pub fn from_state(state: &StateTensor) -> Result<Self> {
+        match &state.data {
+            StateData::F32(v) => NamedTensor::from_f32(state.name.clone(), &state.shape, v),
+            StateData::U32(v) => NamedTensor::from_u32(state.name.clone(), &state.shape, v),
+        }
+    }
+
+    /// This tensor as optimizer / scaler state: F32 and U32 tensors, bits preserved;
+    /// 16-bit tensors are refused (state is never stored in 16 bits).
+    pub fn to_state(&self) -> Result<StateTensor> {
+        self.check(IN_MEMORY)?;
+        match self.dtype {
+            TensorDType::F32 => Ok(StateTensor::f32(
+                self.name.clone(),
+                &self.shape,
+                DType::F32.decode(&self.data),
+            )),
+            TensorDType::U32 => Ok(StateTensor::u32(
+                self.name.clone(),
+                &self.shape,
+                self.u32_values(),
+            )),
+            other => Err(Error::DTypeMismatch {
+                op: "optimizer state",
+                expected: format!("f32 or u32 for `{}`", self.name),
+                got: other.float().unwrap_or(DType::F32),
+            }),
+        }
+    }
+
+    fn u32_values(&self) -> Vec<u32> {
+        self.data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
 
     /// Number of elements (product of the shape; 1 for a scalar), `None` on overflow.
@@ -96,10 +241,29 @@ impl NamedTensor {
         numel(&self.shape)
     }
 
-    /// The values decoded to f32 (exact for every dtype).
+    /// The values decoded to f32 (exact for every floating-point dtype; a U32 tensor is
+    /// an error, see [`NamedTensor::to_u32`]).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         self.check(IN_MEMORY)?;
-        Ok(self.dtype.decode(&self.data))
+        match self.dtype.float() {
+            Some(d) => Ok(d.decode(&self.data)),
+            None => Err(bad(
+                IN_MEMORY,
+                format!("tensor `{}` is u32, not floating point", self.name),
+            )),
+        }
+    }
+
+    /// The values of a U32 tensor (a floating-point tensor is an error).
+    pub fn to_u32(&self) -> Result<Vec<u32>> {
+        self.check(IN_MEMORY)?;
+        if self.dtype != TensorDType::U32 {
+            return Err(bad(
+                IN_MEMORY,
+                format!("tensor `{}` is {}, not u32", self.name, self.dtype),
+            ));
+        }
+        Ok(self.u32_values())
     }
 
     /// Checks the name and that the data length matches shape and dtype.
@@ -129,7 +293,8 @@ impl NamedTensor {
 /// Named tensors plus string metadata; see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
-    /// The tensors, in file order.
+    /// The tensors, in file order. (Zero-size tensors that share an offset load in name
+    /// order: a safetensors header cannot record theirs.)
     pub tensors: Vec<NamedTensor>,
     /// Free-form string metadata (safetensors' `__metadata__`), e.g. `step`, `precision`.
     pub metadata: BTreeMap<String, String>,
@@ -180,6 +345,11 @@ impl Checkpoint {
         self.push(NamedTensor::from_f32(name, shape, values)?)
     }
 
+    /// Appends a U32 tensor from host values.
+    pub fn push_u32(&mut self, name: &str, shape: &[usize], values: &[u32]) -> Result<()> {
+        self.push(NamedTensor::from_u32(name, shape, values)?)
+    }
+
     /// Sets a metadata entry (replacing an old value).
     pub fn set_meta(&mut self, key: impl Into<String>, value: impl ToString) {
         self.metadata.insert(key.into(), value.to_string());
@@ -212,7 +382,29 @@ impl Checkpoint {
             ));
         }
         t.check(self.origin())?;
-        Ok(t.dtype.decode(&t.data))
+        Ok(DType::F32.decode(&t.data))
+    }
+
+    /// The values of U32 tensor `name`, which must have exactly `expected_shape`.
+    pub fn get_u32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<u32>> {
+        let t = self.tensor(name)?;
+        if t.shape != expected_shape {
+            return Err(bad(
+                self.origin(),
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {expected_shape:?}",
+                    t.shape
+                ),
+            ));
+        }
+        if t.dtype != TensorDType::U32 {
+            return Err(bad(
+                self.origin(),
+                format!("tensor `{name}` is {}, expected u32", t.dtype),
+            ));
+        }
+        t.check(self.origin())?;
+        Ok(t.u32_values())
     }
 
     /// Checks that the checkpoint holds exactly the tensors `names` (any order): none
@@ -320,7 +512,7 @@ impl Checkpoint {
 
     /// Parses a checkpoint written by [`Checkpoint::to_bytes`] and verifies its
     /// `halfgrad.checksum`. `origin` (a path or a description) goes into errors.
-    /// Accepts F32, F16 and BF16 tensors; any malformation or corruption is an
+    /// Accepts F32, F16, BF16 and U32 tensors; any malformation or corruption is an
     /// [`Error::Checkpoint`].
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Checkpoint> {
         let mut checkpoint = Self::from_bytes_unverified(bytes, origin)?;
@@ -343,7 +535,7 @@ impl Checkpoint {
         Ok(checkpoint)
     }
 
-    /// Parses any safetensors file with F32, F16 and BF16 tensors, without requiring or
+    /// Parses any safetensors file with F32, F16, BF16 and U32 tensors, without requiring or
     /// checking `halfgrad.checksum` (it stays in `metadata` if present). Structural
     /// checks are the same as [`Checkpoint::from_bytes`]'s; only data corruption that
     /// keeps the structure intact goes unnoticed.
@@ -366,53 +558,197 @@ impl Checkpoint {
         let (header, data) = rest.split_at(header_len as usize);
         let header =
             std::str::from_utf8(header).map_err(|e| err(format!("header is not UTF-8: {e}")))?;
-        // safetensors' Metadata checks that offsets are contiguous from 0 and that each
-        // tensor's byte range matches shape x dtype, with checked arithmetic.
-        let metadata: Metadata =
+        let parsed: header::Header =
             serde_json::from_str(header).map_err(|e| err(format!("bad header: {e}")))?;
-        if metadata.data_len() != data.len() {
+        let header::Header {
+            metadata,
+            mut tensors,
+        } = parsed;
+
+        // A name twice is ambiguous (JSON parsers keep either one): refuse it. Sorting
+        // keeps this O(n log n) for headers with very many entries.
+        let mut names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(err(format!("duplicate tensor name `{}`", w[0])));
+        }
+        drop(names);
+
+        // File order is offset order; zero-size tensors sharing an offset go by name
+        // (the order `digest` uses, so a checksum never depends on JSON key order).
+        tensors.sort_by(|(na, a), (nb, b)| {
+            (a.data_offsets, na.as_str()).cmp(&(b.data_offsets, nb.as_str()))
+        });
+        let mut end = 0usize;
+        for (name, info) in &tensors {
+            let dtype = match &info.dtype {
+                header::RawDType::Supported(d) => *d,
+                header::RawDType::Other(other) => {
+                    return Err(err(format!(
+                        "tensor `{name}` has dtype {other:?}; only F32, F16, BF16 and U32 are supported"
+                    )))
+                }
+            };
+            let (start, stop) = info.data_offsets;
+            if start != end || stop < start {
+                return Err(err(format!(
+                    "tensor `{name}`: offsets {start}..{stop} do not continue at byte {end} \
+                     (tensors must be back to back, without gaps or overlaps)"
+                )));
+            }
+            let bytes = numel(&info.shape).and_then(|n| n.checked_mul(dtype.size_bytes()));
+            if bytes != Some(stop - start) {
+                return Err(err(format!(
+                    "tensor `{name}`: offsets {start}..{stop} do not hold shape {:?} of {dtype}",
+                    info.shape
+                )));
+            }
+            end = stop;
+        }
+        if end != data.len() {
             return Err(err(format!(
-                "header describes {} bytes of tensor data but the file holds {}",
-                metadata.data_len(),
+                "header describes {end} bytes of tensor data but the file holds {}",
                 data.len()
             )));
         }
 
-        let mut checkpoint = Checkpoint {
-            origin: origin.to_string(),
-            ..Default::default()
-        };
-        for name in metadata.offset_keys() {
-            let info = metadata
-                .info(&name)
-                .ok_or_else(|| err(format!("tensor `{name}` vanished from the header")))?;
-            let dtype = match info.dtype {
-                safetensors::Dtype::F32 => DType::F32,
-                safetensors::Dtype::F16 => DType::F16,
-                safetensors::Dtype::BF16 => DType::BF16,
-                other => {
-                    return Err(err(format!(
-                        "tensor `{name}` has dtype {other:?}; only F32, F16 and BF16 are supported"
-                    )))
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, stop) = info.data_offsets;
+                let dtype = match info.dtype {
+                    header::RawDType::Supported(d) => d,
+                    header::RawDType::Other(_) => unreachable!("checked above"),
+                };
+                NamedTensor {
+                    name,
+                    shape: info.shape,
+                    dtype,
+                    data: data[start..stop].to_vec(),
                 }
-            };
-            let (start, end) = info.data_offsets;
-            let tensor_bytes = data.get(start..end).ok_or_else(|| {
-                err(format!(
-                    "tensor `{name}`: offsets {start}..{end} out of range"
-                ))
-            })?;
-            checkpoint.push(NamedTensor {
-                name,
-                shape: info.shape.clone(),
-                dtype,
-                data: tensor_bytes.to_vec(),
-            })?;
-        }
-        if let Some(meta) = metadata.metadata() {
-            checkpoint.metadata = meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            })
+            .collect::<Vec<_>>();
+        let checkpoint = Checkpoint {
+            tensors,
+            metadata: metadata.unwrap_or_default(),
+            origin: origin.to_string(),
+        };
+        for t in &checkpoint.tensors {
+            t.check(origin)?;
         }
         Ok(checkpoint)
+    }
+}
+
+/// The safetensors header, parsed in one pass without intermediate JSON values: every
+/// allocation is a name, a dtype or shape of a tensor entry or a metadata string, so
+/// the memory a header costs stays a small multiple of its size. (serde's `flatten`,
+/// which safetensors' own `Metadata` uses, first buffers the whole header as generic
+/// values: tens of times its size for adversarial input.)
+mod header {
+    use super::TensorDType;
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    pub(super) struct Header {
+        /// The `__metadata__` string map, if present (JSON `null` counts as absent).
+        pub metadata: Option<BTreeMap<String, String>>,
+        /// Tensor entries in JSON order.
+        pub tensors: Vec<(String, Info)>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Info {
+        #[serde(deserialize_with = "dtype")]
+        pub dtype: RawDType,
+        #[serde(deserialize_with = "shape")]
+        pub shape: Vec<usize>,
+        pub data_offsets: (usize, usize),
+    }
+
+    /// A dtype name: one halfgrad reads, or another (kept for the error message).
+    pub(super) enum RawDType {
+        Supported(TensorDType),
+        Other(String),
+    }
+
+    fn dtype<'de, D: Deserializer<'de>>(d: D) -> Result<RawDType, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDType;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a safetensors dtype name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDType, E> {
+                Ok(match s {
+                    "F32" => RawDType::Supported(TensorDType::F32),
+                    "F16" => RawDType::Supported(TensorDType::F16),
+                    "BF16" => RawDType::Supported(TensorDType::BF16),
+                    "U32" => RawDType::Supported(TensorDType::U32),
+                    other => RawDType::Other(other.to_string()),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+
+    fn shape<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<usize>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a shape of at most {} dimensions", super::MAX_RANK)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<usize>, A::Error> {
+                let mut dims = Vec::new();
+                while let Some(d) = seq.next_element::<usize>()? {
+                    if dims.len() == super::MAX_RANK {
+                        return Err(de::Error::custom(format!(
+                            "shape has more than {} dimensions",
+                            super::MAX_RANK
+                        )));
+                    }
+                    dims.push(d);
+                }
+                Ok(dims)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+
+    impl<'de> Deserialize<'de> for Header {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Header, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Header;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a JSON object of tensor entries and `__metadata__`")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+                    let mut header = Header {
+                        metadata: None,
+                        tensors: Vec::new(),
+                    };
+                    let mut seen_metadata = false;
+                    while let Some(key) = map.next_key::<String>()? {
+                        if key == super::METADATA_KEY {
+                            if seen_metadata {
+                                return Err(de::Error::custom("`__metadata__` appears twice"));
+                            }
+                            seen_metadata = true;
+                            header.metadata = map.next_value()?;
+                        } else {
+                            let info: Info = map.next_value()?;
+                            header.tensors.push((key, info));
+                        }
+                    }
+                    Ok(header)
+                }
+            }
+            d.deserialize_map(V)
+        }
     }
 }
 
@@ -541,7 +877,7 @@ impl Checkpoint {
             d.bytes(v.as_bytes());
         }
         d.word(self.tensors.len() as u64);
-        for t in &self.tensors {
+        for t in self.file_order() {
             d.bytes(t.name.as_bytes());
             d.bytes(t.dtype.name().as_bytes());
             d.word(t.shape.len() as u64);
@@ -551,6 +887,26 @@ impl Checkpoint {
             d.bytes(&t.data);
         }
         d.0
+    }
+}
+
+impl Checkpoint {
+    /// The tensors in the order a load returns them: by byte offset in the file, which is
+    /// [`Checkpoint::tensors`]' order, except that zero-size tensors sharing an offset go
+    /// by name (the file cannot record their order: safetensors headers are key-sorted).
+    fn file_order(&self) -> Vec<&NamedTensor> {
+        let mut offset = 0usize;
+        let mut keyed: Vec<((usize, usize), &NamedTensor)> = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let start = offset;
+                offset = offset.saturating_add(t.data.len());
+                ((start, offset), t)
+            })
+            .collect();
+        keyed.sort_by(|(a, ta), (b, tb)| (a, &ta.name).cmp(&(b, &tb.name)));
+        keyed.into_iter().map(|(_, t)| t).collect()
     }
 }
 

@@ -446,6 +446,12 @@ impl Gpu {
     pub async fn read_buffer(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         self.check()?;
         let padded = bytes.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT;
+        if padded > src.size() {
+            return Err(Error::InvalidArgument(format!(
+                "read_buffer: {bytes} bytes asked of a buffer of {} bytes",
+                src.size()
+            )));
+        }
         let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("halfgrad readback"),
             size: padded.max(4),

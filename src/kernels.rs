@@ -25,6 +25,9 @@ pub enum SlotKind {
     Tensor(&'static [DType]),
     /// A raw `array<u32>` (class labels, counters).
     U32,
+    /// A raw `array<vec4<u32>>`: 16-byte words, for kernels that copy 16-bit data in
+    /// vector loads (the cooperative-matrix tile kernel).
+    U32x4,
     /// A raw `array<f32>` that is not a model tensor (statistics, scaler state).
     F32,
     /// An `array<atomic<u32>>` (flags such as found-inf).
@@ -192,6 +195,10 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
             }
             SlotKind::U32 => out.push_str(&format!(
                 "@group(0) @binding({binding}) var<storage, {access}> {}: array<u32>;\n",
+                slot.name
+            )),
+            SlotKind::U32x4 => out.push_str(&format!(
+                "@group(0) @binding({binding}) var<storage, {access}> {}: array<vec4<u32>>;\n",
                 slot.name
             )),
             SlotKind::F32 => out.push_str(&format!(
@@ -439,8 +446,26 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
 }
 
+thread_local! {
+    /// Dispatches encoded on this thread while a [`record_dispatches`] capture is open.
+    static RECORDER: std::cell::RefCell<Option<Vec<Dispatch>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` and returns, in order, every [`Dispatch`] it encoded on this thread.
+/// The benchmark uses it to time a training step kernel by kernel.
+pub fn record_dispatches(encode: impl FnOnce()) -> Vec<Dispatch> {
+    RECORDER.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    encode();
+    RECORDER.with(|r| r.borrow_mut().take()).unwrap_or_default()
+}
+
 impl Dispatch {
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        RECORDER.with(|r| {
+            if let Some(list) = r.borrow_mut().as_mut() {
+                list.push(self.clone());
+            }
+        });
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;

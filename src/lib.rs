@@ -25,5 +25,6 @@ pub mod data;
 pub mod nn;
 pub mod optim;
 pub mod selfcheck;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -98,27 +98,58 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
-/// Elements in a shape; rank 0 is a scalar (one element).
+/// Elements in a shape; rank 0 is a scalar (one element). A shape whose product
+/// overflows `usize` gives `usize::MAX` (never a panic); [`checked_numel`] tells the two
+/// apart.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape).unwrap_or(usize::MAX)
+}
+
+/// Elements in a shape, `None` when the product overflows `usize` (a shape with a zero
+/// dimension has 0 elements whatever its other dimensions).
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// The most elements a tensor may have: kernels index elements with `u32`.
+pub const MAX_ELEMENTS: u64 = u32::MAX as u64;
+
+/// `numel * size` bytes of a shape, or an error for a shape too big to count.
+fn shape_bytes(shape: &[usize], dtype: DType) -> Result<usize> {
+    checked_numel(shape)
+        .and_then(|n| n.checked_mul(dtype.size_bytes()))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "shape {shape:?} of {dtype} has more bytes than fit in a usize"
+            ))
+        })
 }
 
 impl Tensor {
     /// A tensor with unspecified contents (a pooled buffer may hold old data).
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
         gpu.check()?;
-        let n = numel(shape);
+        let bytes = shape_bytes(shape, dtype)? as u64;
+        let n = bytes / dtype.size_bytes() as u64;
         if n == 0 {
             return Err(Error::Empty {
                 what: "tensor",
                 shape: shape.to_vec(),
             });
         }
-        let bytes = (n as u64)
-            .checked_mul(dtype.size_bytes() as u64)
-            .ok_or_else(|| Error::InvalidArgument(format!("shape {shape:?} overflows")))?;
         let padded = bytes.div_ceil(BUFFER_ALIGN) * BUFFER_ALIGN;
         let caps = gpu.caps();
+        if n > MAX_ELEMENTS {
+            return Err(Error::TooLarge {
+                what: "tensor",
+                bytes,
+                limit_name: "u32 element index (kernels address at most 2^32 - 1 elements)",
+                limit: MAX_ELEMENTS * dtype.size_bytes() as u64,
+            });
+        }
         for (limit_name, limit) in [
             (
                 "max_storage_buffer_binding_size",
@@ -147,11 +178,11 @@ impl Tensor {
 
     /// Uploads raw little-endian bytes of `dtype` (exactly `numel * size` bytes).
     pub fn from_bytes(gpu: &Gpu, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
-        let n = numel(shape);
-        if bytes.len() != n * dtype.size_bytes() {
+        let expected = shape_bytes(shape, dtype)?;
+        if bytes.len() != expected {
             return Err(Error::DataLength {
                 shape: shape.to_vec(),
-                expected: n,
+                expected: expected / dtype.size_bytes(),
                 got: bytes.len() / dtype.size_bytes(),
             });
         }
@@ -178,14 +209,11 @@ impl Tensor {
 
     /// Every element set to `value` (rounded to the dtype).
     pub fn full(gpu: &Gpu, shape: &[usize], dtype: DType, value: f32) -> Result<Tensor> {
-        let n = numel(shape);
-        if n == 0 {
-            return Err(Error::Empty {
-                what: "tensor",
-                shape: shape.to_vec(),
-            });
-        }
-        Tensor::from_f32(gpu, shape, &vec![value; n], dtype)
+        // The device checks (empty, overflow, limits) come before the host vector, so an
+        // absurd shape is an error, never a host allocation failure.
+        let t = Tensor::empty(gpu, shape, dtype)?;
+        t.write_f32(&vec![value; t.len()])?;
+        Ok(t)
     }
 
     pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -304,7 +332,11 @@ impl Tensor {
 }
 
 fn check_len(shape: &[usize], got: usize) -> Result<()> {
-    let expected = numel(shape);
+    let expected = checked_numel(shape).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "shape {shape:?} has more elements than fit in a usize"
+        ))
+    })?;
     if expected == 0 {
         return Err(Error::Empty {
             what: "tensor",

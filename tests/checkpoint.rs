@@ -644,3 +644,105 @@ fn ten_thousand_mutated_files_never_panic() {
     assert_eq!(ok + err, 10_000);
     assert!(err > 9_000, "{ok} mutated files loaded");
 }
+
+#[test]
+fn zero_size_tensors_sharing_an_offset_load_every_time() {
+    // Their order cannot be recorded in a key-sorted header; they load by name and the
+    // checksum is computed in that order, so the load never depends on hashing.
+    let mut c = Checkpoint::new();
+    c.push_f32("w", &[1], &[1.0]).unwrap();
+    c.push_f32("zb", &[0], &[]).unwrap();
+    c.push_f32("za", &[0, 2], &[]).unwrap();
+    c.push_f32("x", &[1], &[2.0]).unwrap();
+    let bytes = c.to_bytes().unwrap();
+    for _ in 0..20 {
+        let loaded = Checkpoint::from_bytes(&bytes, ORIGIN).unwrap();
+        let names: Vec<&str> = loaded.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["w", "za", "zb", "x"]);
+    }
+}
+
+#[test]
+fn ambiguous_or_oversized_headers_are_errors() {
+    let entry = r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let rank = |r: usize| {
+        let shape = vec!["1"; r].join(",");
+        craft(
+            &format!(r#"{{"a":{{"dtype":"F32","shape":[{shape}],"data_offsets":[0,4]}}}}"#),
+            4,
+        )
+    };
+    let cases = [
+        (
+            "a name twice",
+            craft(&format!(r#"{{"a":{entry},"a":{entry}}}"#), 4),
+        ),
+        (
+            "__metadata__ twice",
+            craft(r#"{"__metadata__":{},"__metadata__":{}}"#, 0),
+        ),
+        (
+            "rank past MAX_RANK",
+            rank(halfgrad::checkpoint::MAX_RANK + 1),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let r = Checkpoint::from_bytes_unverified(&bytes, ORIGIN);
+        assert!(is_checkpoint_err(&r), "{what}: {r:?}");
+    }
+    assert!(
+        Checkpoint::from_bytes_unverified(&rank(halfgrad::checkpoint::MAX_RANK), ORIGIN).is_ok()
+    );
+    // Unknown fields of an entry are ignored (other writers add their own).
+    let extra = craft(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"note":[[],{}]}}"#,
+        4,
+    );
+    assert_eq!(
+        Checkpoint::from_bytes_unverified(&extra, ORIGIN)
+            .unwrap()
+            .tensors[0]
+            .shape,
+        [1]
+    );
+}
+
+#[test]
+fn u32_tensors_round_trip_exactly() {
+    use halfgrad::checkpoint::TensorDType;
+    use halfgrad::optim::StateTensor;
+    let mut c = Checkpoint::new();
+    let counters = [0u32, 1, 16_777_217, u32::MAX, 0x7FC0_0001];
+    c.push_u32("optim.step", &[5], &counters).unwrap();
+    c.push_f32("w", &[2], &[1.5, -0.0]).unwrap();
+    let bytes = c.to_bytes().unwrap();
+    let back = Checkpoint::from_bytes(&bytes, ORIGIN).unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.get_u32("optim.step", &[5]).unwrap(), counters);
+    assert_eq!(back.tensor("optim.step").unwrap().dtype, TensorDType::U32);
+    // Type confusion is an error either way.
+    assert!(is_checkpoint_err(&back.get_f32("optim.step", &[5])));
+    assert!(is_checkpoint_err(&back.get_u32("w", &[2])));
+    assert!(is_checkpoint_err(&back.get_u32("optim.step", &[4])));
+    assert!(back.tensor("optim.step").unwrap().to_f32().is_err());
+    // The safetensors crate reads it as U32.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = st.tensor("optim.step").unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::U32);
+    // State tensors convert both ways with their bits.
+    let state = back.tensor("optim.step").unwrap().to_state().unwrap();
+    assert_eq!(
+        state,
+        StateTensor::u32("optim.step", &[5], counters.to_vec())
+    );
+    assert_eq!(
+        NamedTensor::from_state(&state).unwrap(),
+        *back.tensor("optim.step").unwrap()
+    );
+    // A flipped bit in u32 data is caught by the checksum.
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 9; // inside the u32 tensor's bytes (stored first)
+    damaged[last] ^= 1;
+    let r = Checkpoint::from_bytes(&damaged, ORIGIN);
+    assert!(is_checkpoint_err(&r), "{r:?}");
+}

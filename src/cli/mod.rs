@@ -1,4 +1,6 @@
 //! Subcommands of the `halfgrad` binary, one module each.
 
 pub mod bench;
+pub mod bench_step;
 pub mod info;
+pub mod train;

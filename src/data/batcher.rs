@@ -25,6 +25,16 @@ pub struct BatcherState {
     pub position: u64,
 }
 
+fn check_position(position: u64) -> Result<()> {
+    if position > Batcher::MAX_POSITION {
+        return Err(Error::InvalidArgument(format!(
+            "batcher position {position} is past the largest accepted position {}",
+            Batcher::MAX_POSITION
+        )));
+    }
+    Ok(())
+}
+
 /// Shuffled mini-batches of sample indices from a seed. See the module docs for the
 /// exact sequence.
 #[derive(Debug, Clone)]
@@ -42,6 +52,11 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// The furthest stream position a batcher starts from (2^62 samples: centuries of
+    /// training), so that counting on from it can never overflow. A saved state past it
+    /// is damaged, not old.
+    pub const MAX_POSITION: u64 = 1 << 62;
+
     /// A batcher at step 0 over `len` samples, `batch` at a time (`1 <= batch <= len`).
     pub fn new(len: usize, batch: usize, seed: u64) -> Result<Batcher> {
         Batcher::from_state(BatcherState {
@@ -65,6 +80,7 @@ impl Batcher {
                 "batcher needs 1 <= batch <= len (got batch {batch}, len {len})"
             )));
         }
+        check_position(position)?;
         Ok(Batcher {
             len,
             batch,
@@ -89,12 +105,14 @@ impl Batcher {
     /// Moves to the start of batch `step` (0-based): the next batch is the one a fresh
     /// batcher returns after `step` calls. Works backwards as well as forwards.
     pub fn skip_to(&mut self, step: u64) -> Result<()> {
-        self.position = step.checked_mul(self.batch as u64).ok_or_else(|| {
+        let position = step.checked_mul(self.batch as u64).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "batcher step {step} x batch {} overflows",
                 self.batch
             ))
         })?;
+        check_position(position)?;
+        self.position = position;
         Ok(())
     }
 

@@ -83,11 +83,11 @@ impl StateTensor {
         shape: &[usize],
         bytes: &[u8],
     ) -> Result<StateTensor> {
-        let n: usize = shape.iter().product();
-        if bytes.len() != n * 4 {
+        let n = crate::tensor::checked_numel(shape).filter(|n| n.checked_mul(4).is_some());
+        if n.map(|n| n * 4) != Some(bytes.len()) {
             return Err(Error::DataLength {
                 shape: shape.to_vec(),
-                expected: n,
+                expected: n.unwrap_or(usize::MAX),
                 got: bytes.len() / 4,
             });
         }
@@ -121,7 +121,7 @@ fn find<'a>(
         .ok_or_else(|| Error::MissingTensor {
             name: name.to_string(),
         })?;
-    let n: usize = shape.iter().product();
+    let n = crate::tensor::numel(shape);
     if t.shape != shape || t.data.len() != n || t.data.kind() != expected {
         return Err(Error::shape(
             "load_state",

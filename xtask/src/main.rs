@@ -5,6 +5,7 @@
 //! root, and otherwise print the one command to run. Installs already present are skipped.
 //! Standard library only, so the first `cargo xtask` builds in seconds.
 
+mod reliability;
 mod web;
 
 use std::env;
@@ -35,10 +36,15 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("web") => web::web(&args[1..]),
         Some("-h") | Some("--help") | None => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", reliability::USAGE);
             Ok(())
         }
-        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        Some(other) => reliability::run(other, &args[1..]).unwrap_or_else(|| {
+            Err(format!(
+                "unknown command `{other}`\n\n{USAGE}{}",
+                reliability::USAGE
+            ))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,149 @@
+//! Device limits: a tensor or buffer past the storage-binding limit is refused with an
+//! error that names the limit and the size, at the tensor, op, parameter and optimizer
+//! level; everything up to the limit works. The limit is lowered artificially
+//! (`GpuOptions::max_storage_binding_override`) so the tests stay small.
+
+mod common;
+
+use halfgrad::amp::{LossScaler, ScalerConfig};
+use halfgrad::kernels::Bind;
+use halfgrad::nn::Param;
+use halfgrad::ops::{cast, loss_scale};
+use halfgrad::optim::{AdamConfig, AdamW};
+use halfgrad::{DType, Error, Gpu, GpuOptions, Tensor};
+
+const LIMIT: u64 = 4096;
+const LIMIT_NAME: &str = "max_storage_buffer_binding_size";
+
+fn limited(bytes: u64) -> Gpu {
+    Gpu::with_options_blocking(GpuOptions {
+        max_storage_binding_override: Some(bytes),
+        ..GpuOptions::from_env()
+    })
+    .expect("a GPU adapter (lavapipe in CI)")
+}
+
+/// The error is TooLarge for `bytes` against the binding limit, and its message says
+/// both numbers and the limit's name.
+fn assert_too_large<T: std::fmt::Debug>(r: halfgrad::Result<T>, bytes: u64, limit: u64) {
+    match r {
+        Err(e @ Error::TooLarge { .. }) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            let Error::TooLarge {
+                bytes: b,
+                limit: l,
+                limit_name,
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!((b, l, limit_name), (bytes, limit, LIMIT_NAME));
+            for part in [bytes.to_string(), limit.to_string(), LIMIT_NAME.to_string()] {
+                assert!(msg.contains(&part), "{msg:?} does not name {part}");
+            }
+        }
+        other => panic!("expected TooLarge({bytes} > {limit}), got {other:?}"),
+    }
+}
+
+#[test]
+fn the_override_lowers_the_limit_and_never_raises_it() {
+    let real = common::gpu().caps().max_storage_buffer_binding_size;
+    assert_eq!(limited(LIMIT).caps().max_storage_buffer_binding_size, LIMIT);
+    assert_eq!(
+        limited(u64::MAX).caps().max_storage_buffer_binding_size,
+        real
+    );
+}
+
+#[test]
+fn tensors_and_params_past_the_limit_are_refused_at_creation() {
+    let g = limited(LIMIT);
+    // Exactly at the limit: fine, and a cast over all of it is correct to the last element.
+    let n = (LIMIT / 4) as usize;
+    let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let x = Tensor::from_f32(&g, &[n], &values, DType::F32).unwrap();
+    let y = cast::cast_to(&g, &x, DType::BF16).unwrap();
+    let z = cast::cast_to(&g, &y, DType::F32).unwrap();
+    let expect: Vec<f32> = values.iter().map(|&v| DType::BF16.round(v)).collect();
+    assert_eq!(z.to_f32_vec().unwrap(), expect);
+    // An odd f16 length that pads up to exactly the limit is fine too.
+    Tensor::zeros(&g, &[(LIMIT / 2) as usize - 3], DType::F16).unwrap();
+
+    // One element more: refused, naming the limit and the padded size.
+    for dt in DType::ALL {
+        let over = (LIMIT as usize / dt.size_bytes()) + 1;
+        let bytes = (over * dt.size_bytes()).next_multiple_of(16) as u64;
+        assert_too_large(Tensor::empty(&g, &[over], dt), bytes, LIMIT);
+        assert_too_large(Tensor::zeros(&g, &[over], dt), bytes, LIMIT);
+        assert_too_large(Tensor::full(&g, &[1, over], dt, 1.0), bytes, LIMIT);
+        assert_too_large(
+            Tensor::from_f32(&g, &[over], &vec![0.0; over], dt),
+            bytes,
+            LIMIT,
+        );
+        // A parameter (f32 master) of that many elements, whatever its compute dtype.
+        let master_bytes = (over * 4).next_multiple_of(16) as u64;
+        assert_too_large(
+            Param::from_f32(&g, "w", &[over], &vec![0.5; over], dt),
+            master_bytes,
+            LIMIT,
+        );
+    }
+    // The largest parameter that fits trains: AdamW's kernels bind it whole.
+    let scaler = LossScaler::new(&g, ScalerConfig::default()).unwrap();
+    let p = Param::from_f32(&g, "w", &[n], &vec![1.0; n], DType::F16).unwrap();
+    let opt = AdamW::new(&g, &[&p], AdamConfig::default(), &scaler).unwrap();
+    p.grad.write_f32(&vec![65536.0; n]).unwrap();
+    opt.submit_step().unwrap();
+    let w = p.master.to_f32_vec().unwrap();
+    assert!(w.iter().all(|&v| (v - 0.999).abs() < 1e-6), "{:?}", &w[..4]);
+    assert_eq!(opt.stats_blocking().unwrap().steps, 1);
+    g.check().unwrap();
+}
+
+#[test]
+fn ops_and_the_optimizer_refuse_raw_buffers_past_the_limit() {
+    // 64 bytes: the scaler's own 64-byte state still fits, little else does.
+    let g = limited(64);
+    let scaler = LossScaler::new(&g, ScalerConfig::default()).unwrap();
+    let grad = Tensor::zeros(&g, &[4], DType::F32).unwrap();
+    let big = g.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("partials past the limit"),
+        size: 80,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    assert_too_large(
+        loss_scale::check(&g, &grad, scaler.scale_buffer(), &big, 0, scaler.flag()),
+        80,
+        64,
+    );
+    assert_too_large(
+        g.dispatch(
+            &loss_scale::UPDATE,
+            &[Bind::Buffer(&big), Bind::Buffer(scaler.flag().buffer())],
+            &[0u8; 32],
+            &[],
+            [1, 1, 1],
+        ),
+        80,
+        64,
+    );
+    // 17 one-element parameters need 17 partial sums (80 padded bytes): AdamW says so
+    // instead of building a step that could not bind them.
+    let params: Vec<Param> = (0..17)
+        .map(|i| Param::from_f32(&g, &format!("p{i}"), &[1], &[0.0], DType::F32).unwrap())
+        .collect();
+    let refs: Vec<&Param> = params.iter().collect();
+    assert_too_large(
+        AdamW::new(&g, &refs, AdamConfig::default(), &scaler),
+        80,
+        64,
+    );
+    // 16 fit.
+    AdamW::new(&g, &refs[..16], AdamConfig::default(), &scaler).unwrap();
+    g.check().unwrap();
+}
