@@ -73,7 +73,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         if (label < params.cols) {
             store_losses(row, row_lse - load_logits(base + label));
         } else {
-            store_losses(row, bitcast<f32>(F32_QUIET_NAN));
+            // Through a `let`: a NaN-valued constant expression is a shader-creation
+            // error in WGSL (browsers' Tint rejects it; naga lets it through).
+            let nan_bits = F32_QUIET_NAN;
+            store_losses(row, bitcast<f32>(nan_bits));
         }
     }
 }

@@ -1,11 +1,19 @@
 //! The wasm-bindgen surface the browser demo (`web/`) calls. Built only for wasm32.
 //!
-//! Everything that reads from the GPU returns a `Promise`: the tab never blocks. A
-//! [`Session`] owns one open device; after a device loss the page drops it and opens a new
-//! one. Results cross to JavaScript as JSON strings (one `JSON.parse` on the page), so the
-//! surface stays small and needs no generated TypeScript types.
+//! The page trains with the same [`Trainer`] as `halfgrad train`, on the same embedded
+//! digits. [`Session::step`] only encodes and submits (no readback), so the page calls it
+//! a few times per animation frame; everything that reads from the GPU returns a
+//! `Promise`, so the tab never blocks. A [`Session`] owns one open device; after a device
+//! loss the page drops it and opens a new one from the last checkpoint. Results cross to
+//! JavaScript as JSON strings (one `JSON.parse` on the page), so the surface stays small.
 
+use crate::amp::Precision;
+use crate::checkpoint::Checkpoint;
+use crate::data::{Dataset, Digits, InMemory};
+use crate::train::{LrSchedule, TrainConfig, Trainer};
 use crate::{selfcheck, Gpu, GpuOptions};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, js_sys};
 
@@ -49,10 +57,59 @@ fn js_json(v: serde_json::Value) -> JsValue {
     JsValue::from_str(&v.to_string())
 }
 
-/// One open WebGPU device and what runs on it.
+/// The trainer slot. An async call takes the trainer out while it awaits and puts it back
+/// after, so an overlapping call finds the slot empty and fails with a message instead of
+/// racing it (the page runs its calls one at a time anyway).
+type Slot = Rc<RefCell<Option<Trainer>>>;
+
+fn no_trainer() -> JsValue {
+    JsError::new("no model yet (press Start), or another call is using it").into()
+}
+
+/// Runs `f` on the trainer inside a `Promise` that resolves to `f`'s JSON as a string.
+fn with_trainer<F>(slot: &Slot, f: F) -> js_sys::Promise
+where
+    F: AsyncFnOnce(&mut Trainer) -> crate::Result<JsValue> + 'static,
+{
+    let slot = slot.clone();
+    future_to_promise(async move {
+        let mut trainer = slot.borrow_mut().take().ok_or_else(no_trainer)?;
+        let result = f(&mut trainer).await;
+        *slot.borrow_mut() = Some(trainer);
+        result.map_err(|e| js_error(e).into())
+    })
+}
+
+/// What the page shows about a trainer: precision, matrix-product path, policy, model.
+fn describe(t: &Trainer) -> JsValue {
+    js_json(serde_json::json!({
+        "precision": t.config().precision.name(),
+        "step": t.steps(),
+        "path": format!("{} \u{b7} {}", t.describe_path(), t.policy()),
+        "model": t.model().config().to_string(),
+        "params": t.num_params(),
+        "batch": t.config().batch,
+        "schedule": t.config().schedule.to_string(),
+        // Where the learning-rate schedule ends: the page pauses there, as the CLI stops.
+        "total_steps": match t.config().schedule {
+            LrSchedule::WarmupCosine { total, .. } => Some(total),
+            LrSchedule::Constant => None,
+        },
+    }))
+}
+
+/// The embedded digits, split as the CLI splits them.
+struct Digits8x8 {
+    train: InMemory,
+    test: InMemory,
+}
+
+/// One open WebGPU device and what runs on it: at most one trainer of the digits MLP.
 #[wasm_bindgen]
 pub struct Session {
     gpu: Gpu,
+    trainer: Slot,
+    data: Rc<Digits8x8>,
 }
 
 #[wasm_bindgen]
@@ -65,8 +122,13 @@ impl Session {
             disable_f16: force_packed,
             ..GpuOptions::default()
         };
+        let (train, test) = Digits::load().map_err(js_error)?;
         let gpu = Gpu::with_options(opts).await.map_err(js_error)?;
-        Ok(Session { gpu })
+        Ok(Session {
+            gpu,
+            trainer: Rc::new(RefCell::new(None)),
+            data: Rc::new(Digits8x8 { train, test }),
+        })
     }
 
     /// Adapter facts and precision paths, as a JSON object string.
@@ -126,5 +188,136 @@ impl Session {
     #[wasm_bindgen(js_name = simulateDeviceLoss)]
     pub fn simulate_device_loss(&self) {
         self.gpu.simulate_device_loss();
+    }
+
+    /// Replaces any trainer with a fresh one: `precision` is `"f16"`, `"bf16"` or
+    /// `"f32"`, everything else the CLI's digits defaults, initialised from `seed`.
+    /// Resolves to the trainer's description (JSON: precision, path, model, params).
+    #[wasm_bindgen(js_name = newTrainer)]
+    pub fn new_trainer(&self, precision: &str, seed: u32) -> Result<js_sys::Promise, JsError> {
+        let precision: Precision = precision.parse().map_err(js_error)?;
+        let config = TrainConfig {
+            precision,
+            seed: u64::from(seed),
+            ..TrainConfig::default()
+        };
+        let (gpu, slot, data) = (self.gpu.clone(), self.trainer.clone(), self.data.clone());
+        Ok(future_to_promise(async move {
+            slot.borrow_mut().take();
+            let trainer = Trainer::new(&gpu, config, &data.train)
+                .await
+                .map_err(js_error)?;
+            let d = describe(&trainer);
+            *slot.borrow_mut() = Some(trainer);
+            Ok(d)
+        }))
+    }
+
+    /// Drops the trainer (Reset).
+    #[wasm_bindgen(js_name = dropTrainer)]
+    pub fn drop_trainer(&self) {
+        self.trainer.borrow_mut().take();
+    }
+
+    /// Encodes and submits `n` training steps on the next batches; waits for nothing.
+    pub fn step(&self, n: u32) -> Result<(), JsError> {
+        let mut slot = self
+            .trainer
+            .try_borrow_mut()
+            .map_err(|_| JsError::new("the trainer is busy"))?;
+        let trainer = slot
+            .as_mut()
+            .ok_or_else(|| JsError::new("no model yet (press Start)"))?;
+        for _ in 0..n {
+            trainer.step_from(&self.data.train).map_err(js_error)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the statistics (one readback). Resolves to JSON: step, loss (`null` before
+    /// the first step), loss_scale, skipped_steps, nonfinite_steps, grad_norm.
+    pub fn stats(&self) -> js_sys::Promise {
+        with_trainer(&self.trainer, async |t: &mut Trainer| {
+            let s = t.stats().await?;
+            Ok(js_json(serde_json::json!({
+                "step": s.step,
+                "loss": s.loss,
+                "loss_scale": s.loss_scale,
+                "skipped_steps": s.skipped_steps,
+                "nonfinite_steps": s.nonfinite_steps,
+                "grad_norm": s.grad_norm,
+                "lr": t.lr(),
+            })))
+        })
+    }
+
+    /// Loss and accuracy on the 360 test digits. Resolves to JSON: loss, accuracy,
+    /// correct, total.
+    pub fn evaluate(&self) -> js_sys::Promise {
+        let data = self.data.clone();
+        with_trainer(&self.trainer, async move |t: &mut Trainer| {
+            let e = t.evaluate(&data.test).await?;
+            Ok(js_json(serde_json::json!({
+                "loss": e.loss,
+                "accuracy": e.accuracy,
+                "correct": e.correct,
+                "total": e.total,
+            })))
+        })
+    }
+
+    /// The first `count` test digits with their labels and the model's predictions.
+    /// Resolves to JSON: images (rows of 64 pixels), labels, predictions.
+    #[wasm_bindgen(js_name = testDigits)]
+    pub fn test_digits(&self, count: u32) -> js_sys::Promise {
+        let data = self.data.clone();
+        with_trainer(&self.trainer, async move |t: &mut Trainer| {
+            let n = (count as usize).clamp(1, data.test.len());
+            let f = data.test.features();
+            let x = &data.test.inputs()[..n * f];
+            let predictions = t.predict(x).await?;
+            Ok(js_json(serde_json::json!({
+                "images": x.chunks(f).collect::<Vec<_>>(),
+                "labels": &data.test.labels()[..n],
+                "predictions": predictions,
+            })))
+        })
+    }
+
+    /// The trainer's checkpoint as safetensors bytes (`halfgrad train --resume` reads it).
+    pub fn checkpoint(&self) -> js_sys::Promise {
+        with_trainer(&self.trainer, async |t: &mut Trainer| {
+            let bytes = t.checkpoint().await?.to_bytes()?;
+            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// Replaces any trainer with one restored from checkpoint bytes (a download of this
+    /// page or a file the CLI wrote). Resolves to the trainer's description.
+    #[wasm_bindgen(js_name = loadCheckpoint)]
+    pub fn load_checkpoint(&self, bytes: Vec<u8>) -> js_sys::Promise {
+        let (gpu, slot, data) = (self.gpu.clone(), self.trainer.clone(), self.data.clone());
+        future_to_promise(async move {
+            let ck = Checkpoint::from_bytes(&bytes, "the uploaded file").map_err(js_error)?;
+            let trainer = Trainer::from_checkpoint(&gpu, &ck)
+                .await
+                .map_err(js_error)?;
+            if trainer.features() != data.train.features()
+                || trainer.classes() != data.train.classes()
+            {
+                return Err(JsError::new(&format!(
+                    "this checkpoint holds a model for {} inputs and {} classes; the demo \
+                     trains the 8x8 digits ({} inputs, {} classes)",
+                    trainer.features(),
+                    trainer.classes(),
+                    data.train.features(),
+                    data.train.classes()
+                ))
+                .into());
+            }
+            let d = describe(&trainer);
+            *slot.borrow_mut() = Some(trainer);
+            Ok(d)
+        })
     }
 }

@@ -2,30 +2,39 @@
 // per animation frame (submissions only: nothing waits on the GPU), reads statistics every
 // few steps asynchronously, and draws them.
 //
+// A run is `halfgrad train`'s default run (same config, seed and data), so a downloaded
+// checkpoint continues with `halfgrad train --resume FILE`: it pauses where the learning-rate
+// schedule ends (1,500 steps) unless told otherwise.
+//
 // URL parameters (for tests and tinkering): `precision=f16|bf16|f32`, `packed=1` (packed
 // f16 even with shader-f16), `autostart=1`, `max_steps=N` (pause at step N), `stats=N`
-// (read statistics every N steps), `eval=N` (evaluate and checkpoint every N steps),
-// `per_frame=N` (steps submitted per frame), `seed=N`.
+// (read statistics every N steps), `eval=N` (evaluate and checkpoint at most every N steps
+// and every second), `per_frame=N` (steps submitted per frame; adaptive otherwise),
+// `seed=N`.
 
 import init, { Session } from './pkg/halfgrad.js';
 import { LineChart } from './chart.js';
 
 const params = new URLSearchParams(location.search);
-const intParam = (name, fallback) => {
+const intParam = (name, fallback, min = 1) => {
   const v = Number.parseInt(params.get(name) ?? '', 10);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
+  return Number.isFinite(v) && v >= min ? v : fallback;
 };
 const config = {
   statsEvery: intParam('stats', 10),
-  evalEvery: intParam('eval', 100),
-  perFrame: intParam('per_frame', 2),
-  maxSteps: intParam('max_steps', Infinity),
-  seed: intParam('seed', 1),
+  evalEvery: intParam('eval', 25),
+  evalMinMs: 1000,
+  perFrame: intParam('per_frame', undefined), // undefined: adapt to the adapter's speed
+  maxSteps: intParam('max_steps', null), // null: where the trainer's schedule ends
+  seed: intParam('seed', 0, 0), // the CLI's default: the same run as `halfgrad train`
   selfCheckRandom: 100000,
   digits: 30,
 };
 
 const $ = (id) => document.getElementById(id);
+
+/** The step where training pauses by itself. */
+const maxSteps = () => config.maxSteps ?? state.totalSteps;
 
 /** Everything the page knows; `window.halfgrad.state` lets tests read it. */
 const state = {
@@ -35,6 +44,7 @@ const state = {
   hasTrainer: false, // a trainer exists on the current session
   precision: params.get('precision') ?? 'f16',
   path: '',
+  totalSteps: Infinity, // the end of the trainer's learning-rate schedule
   step: 0,
   stats: null, // last {step, loss, loss_scale, skipped_steps}
   eval: null, // last {step, loss, accuracy}
@@ -43,11 +53,17 @@ const state = {
   stepsPerSecond: 0,
   losses: [], // [step, loss] as read
   errors: [],
+  restarts: [], // {lostAt, from}: device-loss restarts and the step each resumed from
 };
 window.halfgrad = {
   state,
   config,
   simulateDeviceLoss: () => state.session?.simulateDeviceLoss(),
+  /** Moves the pause-at step (tests); `Infinity` trains until Pause. */
+  setMaxSteps: (n) => {
+    config.maxSteps = n;
+    render();
+  },
 };
 
 const charts = {
@@ -153,7 +169,7 @@ function render() {
   const running = state.phase === 'running';
   const usable = ['ready', 'running', 'paused'].includes(state.phase);
   const trainingBuilt = typeof Session.prototype.newTrainer === 'function';
-  $('start').disabled = !usable || running || !trainingBuilt || state.step >= config.maxSteps;
+  $('start').disabled = !usable || running || !trainingBuilt || state.step >= maxSteps();
   $('pause').disabled = !running;
   $('reset').disabled = !usable || running || !state.hasTrainer;
   $('download').disabled = !usable || !state.hasTrainer;
@@ -168,8 +184,10 @@ function render() {
 
   const parts = [`step ${state.step}`];
   if (running && state.stepsPerSecond) parts.push(`${state.stepsPerSecond.toFixed(1)} steps/s`);
+  if (state.hasTrainer && Number.isFinite(maxSteps())) parts[0] += ` of ${maxSteps()}`;
   if (state.stats) {
-    parts.push(`loss ${state.stats.loss.toFixed(4)}`);
+    if (Number.isFinite(state.stats.loss)) parts.push(`loss ${state.stats.loss.toFixed(4)}`);
+    parts.push(`lr ${state.stats.lr.toExponential(2)}`);
     parts.push(`loss scale ${formatScale(state.stats.loss_scale)}`);
     parts.push(`skipped ${state.stats.skipped_steps}`);
   }
@@ -314,7 +332,7 @@ async function readStats() {
   state.lastStatsTime = now;
   state.stats = s;
   state.step = s.step;
-  state.losses.push([s.step, s.loss]);
+  if (Number.isFinite(s.loss)) state.losses.push([s.step, s.loss]);
   charts.loss.push(0, s.step, s.loss);
   if (state.precision === 'f16' || s.loss_scale !== 1) charts.scale.push(0, s.step, s.loss_scale);
   charts.skipped.push(0, s.step, s.skipped_steps);
@@ -323,7 +341,7 @@ async function readStats() {
 
 async function evaluate() {
   const e = JSON.parse(await state.session.evaluate());
-  state.eval = { step: state.step, ...e };
+  state.eval = { step: state.step, time: performance.now(), ...e };
   charts.loss.push(1, state.step, e.loss);
   charts.acc.push(0, state.step, e.accuracy);
   charts.loss.draw();
@@ -340,6 +358,7 @@ async function newTrainer() {
   const d = JSON.parse(await state.session.newTrainer(state.precision, config.seed));
   state.hasTrainer = true;
   state.path = d.path;
+  state.totalSteps = d.total_steps ?? Infinity;
   state.step = 0;
   state.stats = null;
   state.eval = null;
@@ -359,13 +378,19 @@ function startLoop() {
   loopDone = trainLoop();
 }
 
+/** Steps submitted per frame: fixed by `per_frame=N`, otherwise adapted so a frame's
+ * work (encoding, plus the awaited statistics read when one is due) stays near one
+ * display frame: a slow adapter gets one step a frame, a fast one dozens. */
+let perFrame = config.perFrame ?? 1;
+
 async function trainLoop() {
   let sinceStats = 0;
   while (state.phase === 'running') {
+    const frameStart = performance.now();
     const ok = await exclusive(async () => {
       if (state.phase !== 'running') return false;
-      const remaining = config.maxSteps - state.step - sinceStats;
-      const k = Math.min(config.perFrame, remaining);
+      const remaining = maxSteps() - state.step - sinceStats;
+      const k = Math.min(perFrame, remaining);
       if (k > 0) {
         // Encodes and submits k steps; returns at once (no readback).
         state.session.step(k);
@@ -375,8 +400,8 @@ async function trainLoop() {
       if (sinceStats >= config.statsEvery || atEnd) {
         await readStats();
         sinceStats = 0;
-        const evalDue = Math.floor(state.step / config.evalEvery) >
-          Math.floor((state.eval?.step ?? 0) / config.evalEvery);
+        const evalDue = state.step - (state.eval?.step ?? 0) >= config.evalEvery &&
+          performance.now() - (state.eval?.time ?? 0) >= config.evalMinMs;
         if (evalDue || atEnd) {
           await evaluate();
           await snapshot();
@@ -394,6 +419,11 @@ async function trainLoop() {
       return false;
     });
     if (!ok) break;
+    if (config.perFrame === undefined) {
+      const ms = performance.now() - frameStart;
+      if (ms < 10) perFrame = Math.min(perFrame + 1, 64);
+      else if (ms > 40) perFrame = Math.max(1, Math.floor(perFrame * 0.7));
+    }
     await nextFrame();
   }
 }
@@ -426,8 +456,8 @@ $('reset').addEventListener('click', () =>
   exclusive(async () => {
     state.session.dropTrainer();
     Object.assign(state, {
-      hasTrainer: false, path: '', step: 0, stats: null, eval: null, lastCheckpoint: null,
-      stepsPerSecond: 0, phase: 'ready',
+      hasTrainer: false, path: '', totalSteps: Infinity, step: 0, stats: null, eval: null,
+      lastCheckpoint: null, stepsPerSecond: 0, phase: 'ready',
     });
     clearCharts();
     renderDigits(null);
@@ -480,9 +510,12 @@ $('upload').addEventListener('change', async (ev) => {
 /** Replaces the trainer with one from checkpoint bytes and shows where it stands. */
 async function loadCheckpoint(bytes) {
   const d = JSON.parse(await state.session.loadCheckpoint(bytes));
+  // The recovery point at once: a device lost during the reads below still has it.
+  state.lastCheckpoint = { bytes, step: d.step };
   state.hasTrainer = true;
   state.precision = d.precision;
   state.path = d.path;
+  state.totalSteps = d.total_steps ?? Infinity;
   state.stats = null;
   state.eval = null;
   hideFailure();
@@ -492,7 +525,6 @@ async function loadCheckpoint(bytes) {
     c.data = c.data.map((pts) => pts.filter(([x]) => x <= state.step));
   }
   await evaluate();
-  state.lastCheckpoint = { bytes, step: state.step };
   if (state.phase !== 'running') state.phase = 'paused';
   render();
 }
@@ -501,6 +533,7 @@ $('recover').addEventListener('click', () =>
   exclusive(async () => {
     $('recover').disabled = true;
     const checkpoint = state.lastCheckpoint;
+    state.restarts.push({ lostAt: state.step, from: checkpoint?.step ?? 0 });
     state.phase = 'opening';
     render();
     try {

@@ -4,6 +4,7 @@
 const AXIS = '#8a8f98';
 const GRID = 'rgba(138, 143, 152, 0.18)';
 const TEXT = '#c9ccd1';
+const MAX_POINTS = 4000;
 
 /** Round numbers for tick marks: about `count` steps between lo and hi. */
 function niceTicks(lo, hi, count) {
@@ -38,9 +39,15 @@ export class LineChart {
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
-  /** Appends a point to series `i`. */
+  /** Appends a point to series `i`. Long series are thinned (every other point of the
+   * history dropped) so a long run redraws as fast as a short one. */
   push(i, x, y) {
-    if (Number.isFinite(x) && Number.isFinite(y)) this.data[i].push([x, y]);
+    if (!Number.isFinite(x) || !Number.isFinite(y)) return;
+    const pts = this.data[i];
+    pts.push([x, y]);
+    if (pts.length > MAX_POINTS) {
+      this.data[i] = pts.filter((_, k) => k % 2 === 0 || k === pts.length - 1);
+    }
   }
 
   clear() {
@@ -105,8 +112,12 @@ export class LineChart {
     let y1 = opts.yMax ?? Math.max(...all.map((p) => ty(p[1])));
     if (opts.yMin === undefined && !opts.log2) y0 = Math.min(y0, 0);
     if (y1 - y0 < 1e-9) {
-      y0 -= 1;
-      y1 += 1;
+      // A flat series: counts that are all 0 show 0..1; anything else a band around it.
+      if (y0 === 0 && !opts.log2) y1 = 1;
+      else {
+        y0 -= 1;
+        y1 += 1;
+      }
     }
     const px = (x) => pad.l + ((x - x0) / (x1 - x0)) * pw;
     const py = (y) => pad.t + ph - ((ty(y) - y0) / (y1 - y0)) * ph;

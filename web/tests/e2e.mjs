@@ -4,12 +4,15 @@
 //
 //   node web/tests/e2e.mjs http://127.0.0.1:PORT/ OUT_DIR
 //
-// Checks: the page opens a WebGPU device and names the adapter; the GPU cast self-check
-// passes bit for bit; F16 training (packed path) lowers the loss and passes an accuracy
-// threshold; a checkpoint downloads and uploads again; a simulated device loss shows the
-// message and the restart button, which resumes from the last checkpoint; the console
-// shows no errors beyond the ones the device-loss drill causes. Writes OUT_DIR/screenshot.png
-// (mid-training) and OUT_DIR/report.json.
+// Checks: without WebGPU the page names the browsers that work; the page opens a WebGPU
+// device and names the adapter; the GPU cast self-check passes bit for bit; F16 training
+// (packed path) lowers the loss and passes an accuracy threshold; a checkpoint downloads;
+// BF16 trains from scratch without loss scaling; the F16 checkpoint uploads and resumes;
+// a simulated device loss shows the message and the restart button, which resumes from the
+// last checkpoint; the console shows no errors beyond the ones the device-loss drill causes.
+// Writes OUT_DIR/screenshot.png (mid-training), OUT_DIR/digits.safetensors (the F16
+// checkpoint at step STEPS, which xtask then resumes with the native CLI) and
+// OUT_DIR/report.json.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +27,7 @@ if (!url || !outDir) {
 
 // Steps to train and what they must reach (digits MLP, F16 on the packed path).
 const STEPS = 300;
+const BF16_STEPS = 40;
 const MIN_ACCURACY = 0.85;
 const TOTAL_TIMEOUT_MS = 8 * 60 * 1000;
 
@@ -95,8 +99,24 @@ try {
 log(failed ? 'browser test FAILED' : 'browser test passed');
 process.exit(failed ? 1 : 0);
 
-async function waitState(page, predicate, arg, timeout = 120_000) {
-  await page.waitForFunction(predicate, arg, { timeout, polling: 250 });
+/** Waits until `predicate(arg)` holds in the page; fails at once when the page shows a
+ * failure (unless `allowLost` and the failure is a device loss). */
+async function waitState(page, predicate, arg, timeout = 120_000, allowLost = false) {
+  const done = await page.waitForFunction(
+    ([src, a, lostOk]) => {
+      const phase = window.halfgrad?.state.phase;
+      if (phase === 'failed' || (phase === 'lost' && !lostOk)) return { failed: phase };
+      // eslint-disable-next-line no-new-func
+      return new Function('a', `return (${src})(a)`)(a) ? { ok: true } : false;
+    },
+    [predicate.toString(), arg, allowLost],
+    { timeout, polling: 250 },
+  );
+  const r = await done.jsonValue();
+  if (r.failed) {
+    const text = await page.textContent('#failure-text').catch(() => '');
+    throw new Error(`the page shows a failure (${r.failed}): ${text}`);
+  }
 }
 
 /** The checks; returns whether the build has training. */
@@ -113,7 +133,7 @@ async function runChecks(page, enterLossDrill) {
     ['Chrome', 'Safari', 'Firefox', '--enable-unsafe-webgpu'].every((w) => why.includes(w)));
   await bare.close();
 
-  await page.goto(`${url}?precision=f16&max_steps=${STEPS}&stats=10&eval=100`);
+  await page.goto(`${url}?precision=f16&max_steps=${STEPS}`);
   await waitState(page, () => ['ready', 'failed'].includes(window.halfgrad?.state.phase));
   const info = await page.evaluate(() => window.halfgrad.state.info);
   check('WebGPU device opened', !!info, info ? `${info.adapter} via ${info.backend}` : 'no device');
@@ -163,34 +183,59 @@ async function trainingChecks(page, enterLossDrill) {
   const digits = await page.$$eval('#digits .digit', (d) => d.length);
   check('test digits drawn with predictions', digits > 0, `${digits} digits`);
 
-  // Checkpoint: download, reset, upload: the model comes back at the same step and accuracy.
+  // Checkpoint: download (xtask resumes it with the native CLI afterwards).
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   const ckpt = join(outDir, 'digits.safetensors');
   await download.saveAs(ckpt);
   check('checkpoint downloads as .safetensors', download.suggestedFilename().endsWith('.safetensors'),
     download.suggestedFilename());
+  // BF16 from scratch (Reset, pick BF16): the loss falls and loss scaling stays off.
+  await page.click('#reset');
+  await waitState(page, () => window.halfgrad.state.step === 0 && !window.halfgrad.state.hasTrainer);
+  await page.evaluate((n) => window.halfgrad.setMaxSteps(n), BF16_STEPS);
+  await page.check('input[name=precision][value=bf16]');
+  await page.click('#start');
+  await waitState(page, (n) => window.halfgrad.state.phase === 'paused' && window.halfgrad.state.step >= n,
+    BF16_STEPS, 300_000);
+  const b = await page.evaluate(() => {
+    const st = window.halfgrad.state;
+    return { step: st.step, losses: st.losses, stats: st.stats, path: st.path };
+  });
+  report.bf16 = { steps: b.step, path: b.path, stats: b.stats };
+  check('BF16 trains: loss fell, no loss scaling', b.path.startsWith('bf16') &&
+    b.losses.at(-1)[1] < 0.8 * b.losses[0][1] && b.stats.loss_scale === 1,
+  `${b.path.split(' ')[0]}, ${b.losses[0][1].toFixed(3)} -> ${b.losses.at(-1)[1].toFixed(3)}, scale ${b.stats.loss_scale}`);
+
+  // The F16 checkpoint uploaded: the F16 model comes back at the same step and accuracy.
   await page.click('#reset');
   await waitState(page, () => window.halfgrad.state.step === 0 && !window.halfgrad.state.hasTrainer);
   await page.setInputFiles('#upload', ckpt);
-  await waitState(page, (n) => window.halfgrad.state.step === n && window.halfgrad.state.eval?.step === n, STEPS);
+  await waitState(page, (n) => window.halfgrad.state.phase === 'paused' && window.halfgrad.state.step === n &&
+    window.halfgrad.state.eval?.step === n, STEPS);
   const back = await page.evaluate(() => window.halfgrad.state.eval);
-  check('uploaded checkpoint resumes at the same step and accuracy',
-    Math.abs(back.accuracy - s.eval.accuracy) < 1e-6, `${(back.accuracy * 100).toFixed(1)}%`);
+  const backPrecision = await page.evaluate(() => window.halfgrad.state.precision);
+  check('uploaded checkpoint resumes at the same step, precision and accuracy',
+    Math.abs(back.accuracy - s.eval.accuracy) < 1e-6 && backPrecision === 'f16',
+    `${backPrecision}, ${(back.accuracy * 100).toFixed(1)}%`);
 
-  // Device loss: the message and the restart button appear; restarting continues training.
+  // Device loss: the message and the restart button appear; restarting continues training
+  // from the last checkpoint (the upload's, at step STEPS) up to 20 more steps.
   enterLossDrill();
+  await page.evaluate((n) => window.halfgrad.setMaxSteps(n), STEPS + 20);
   await page.evaluate(() => window.halfgrad.simulateDeviceLoss());
-  await page.evaluate(() => {
-    window.halfgrad.config.maxSteps += 20;
-  });
-  await page.click('#start');
-  await waitState(page, () => window.halfgrad.state.phase === 'lost');
+  await waitState(page, () => window.halfgrad.state.phase === 'lost', undefined, 60_000, true);
   const visible = await page.isVisible('#recover');
   check('device loss shows a message and a restart button', visible,
     (await page.textContent('#failure-text')).split('\n')[0]);
   await page.click('#recover');
   await waitState(page, (n) => window.halfgrad.state.phase === 'paused' && window.halfgrad.state.step >= n,
     STEPS + 20, 300_000);
-  const after = await page.evaluate(() => window.halfgrad.state.step);
-  check('restart from the last checkpoint continues training', after === STEPS + 20, `step ${after}`);
+  const after = await page.evaluate(() => ({
+    step: window.halfgrad.state.step,
+    restarts: window.halfgrad.state.restarts,
+  }));
+  const restart = after.restarts.at(-1);
+  check('restart resumes from the last checkpoint and trains on',
+    restart?.from === STEPS && after.step === STEPS + 20,
+    `resumed at step ${restart?.from}, now step ${after.step}`);
 }

@@ -309,7 +309,20 @@ pub fn browser_test() -> Result {
         node,
     )?;
     println!("    screenshot: {}", out.join("screenshot.png").display());
-    Ok(())
+
+    // The checkpoint the page downloaded (F16 on the packed path, step 300) continues
+    // natively, on whatever f16 path this machine's adapter takes.
+    let mut resume = cargo();
+    resume
+        .args([
+            "run", "--quiet", "--bin", "halfgrad", "--", "train", "--resume",
+        ])
+        .arg(out.join("digits.safetensors"))
+        .args(["--steps", "310"]);
+    step(
+        "native `halfgrad train --resume` of the browser's checkpoint (10 more steps)",
+        resume,
+    )
 }
 
 #[cfg(test)]
