@@ -280,7 +280,10 @@ async function openSession(forcePacked) {
     return false;
   }
   try {
+    const old = state.session;
     state.session = await Session.open(forcePacked);
+    // The old device (lost, or replaced) goes now rather than whenever JS collects it.
+    old?.free();
   } catch (e) {
     state.phase = 'failed';
     showFailure('Could not open a WebGPU device', `${message(e)}\n\n${NO_WEBGPU}`);
@@ -452,17 +455,20 @@ $('pause').addEventListener('click', async () => {
   }).catch(handleError);
 });
 
+/** Forgets the model: no trainer, empty charts, no recovery point. */
+function forgetTraining(phase) {
+  state.session?.dropTrainer();
+  Object.assign(state, {
+    hasTrainer: false, path: '', totalSteps: Infinity, step: 0, stats: null, eval: null,
+    lastCheckpoint: null, stepsPerSecond: 0, phase,
+  });
+  clearCharts();
+  renderDigits(null);
+  render();
+}
+
 $('reset').addEventListener('click', () =>
-  exclusive(async () => {
-    state.session.dropTrainer();
-    Object.assign(state, {
-      hasTrainer: false, path: '', totalSteps: Infinity, step: 0, stats: null, eval: null,
-      lastCheckpoint: null, stepsPerSecond: 0, phase: 'ready',
-    });
-    clearCharts();
-    renderDigits(null);
-    render();
-  }).catch(handleError),
+  exclusive(async () => forgetTraining('ready')).catch(handleError),
 );
 
 for (const r of document.querySelectorAll('input[name=precision]')) {
@@ -475,10 +481,7 @@ for (const r of document.querySelectorAll('input[name=precision]')) {
 
 $('force-packed').addEventListener('change', (ev) =>
   exclusive(async () => {
-    state.session.dropTrainer?.();
-    Object.assign(state, { hasTrainer: false, path: '', step: 0, stats: null, eval: null, phase: 'opening' });
-    clearCharts();
-    render();
+    forgetTraining('opening');
     if (await openSession(ev.target.checked)) {
       state.phase = 'ready';
       render();
