@@ -168,19 +168,18 @@ setInterval(() => {
 function render() {
   const running = state.phase === 'running';
   const usable = ['ready', 'running', 'paused'].includes(state.phase);
-  const trainingBuilt = typeof Session.prototype.newTrainer === 'function';
-  $('start').disabled = !usable || running || !trainingBuilt || state.step >= maxSteps();
+  $('start').disabled = !usable || running || state.step >= maxSteps();
   $('pause').disabled = !running;
   $('reset').disabled = !usable || running || !state.hasTrainer;
   $('download').disabled = !usable || !state.hasTrainer;
-  $('upload').disabled = !usable || running || !trainingBuilt;
+  $('upload').disabled = !usable || running;
   $('upload-label').classList.toggle('disabled', $('upload').disabled);
   for (const r of document.querySelectorAll('input[name=precision]')) {
     r.disabled = state.hasTrainer || !usable;
     r.checked = r.value === state.precision;
   }
   $('force-packed').disabled = !usable || running || !state.info?.shader_f16_available;
-  $('path').textContent = state.path || (trainingBuilt ? '\u00a0' : 'training is not in this build');
+  $('path').textContent = state.path || '\u00a0';
 
   const parts = [`step ${state.step}`];
   if (running && state.stepsPerSecond) parts.push(`${state.stepsPerSecond.toFixed(1)} steps/s`);

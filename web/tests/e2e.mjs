@@ -82,8 +82,7 @@ try {
     log(`page error: ${e.message}`);
   });
 
-  const hasTraining = await runChecks(page, () => (expectErrors = true));
-  report.training = hasTraining;
+  await runChecks(page, () => (expectErrors = true));
   const unexpected = report.console_errors.filter((e) => !e.during_loss_drill);
   check('no console errors', unexpected.length === 0, unexpected.map((e) => e.text).join(' | '));
 } catch (e) {
@@ -119,7 +118,7 @@ async function waitState(page, predicate, arg, timeout = 120_000, allowLost = fa
   }
 }
 
-/** The checks; returns whether the build has training. */
+/** Every check but the console's. */
 async function runChecks(page, enterLossDrill) {
   // A browser without WebGPU gets a message naming the browsers (and flags) that work.
   const bare = await page.context().newPage();
@@ -147,14 +146,7 @@ async function runChecks(page, enterLossDrill) {
   check('GPU cast self-check passes bit for bit', sc.passed === true,
     sc.checks.map((c) => `${c.name}: ${c.mismatches}/${c.checked}`).join('; ') || sc.error);
 
-  const hasTraining = await page.evaluate(() => typeof window.halfgrad.state.session.newTrainer === 'function');
-  if (!hasTraining) {
-    log('SKIP training checks: this build has no Trainer yet');
-    await page.screenshot({ path: join(outDir, 'screenshot.png'), fullPage: true });
-    return false;
-  }
   await trainingChecks(page, enterLossDrill);
-  return true;
 }
 
 async function trainingChecks(page, enterLossDrill) {
