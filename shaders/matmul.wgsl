@@ -1,7 +1,7 @@
 // Matrix products: C = op(A) @ op(B) (+ bias row) (+ old C), f32 accumulation.
 //
-// op(A) is (M, K): A is stored (M, K) row-major, or (K, M) when TRANS_A (read in place,
-// never copied). op(B) is (K, N): B is stored (K, N), or (N, K) when TRANS_B. So a Linear
+// op(A) is (M, K): A is stored (M, K) row-major, or (K, M) when transposed (read in place,
+// never copied). op(B) is (K, N): B is stored (K, N), or (N, K) when transposed. So a Linear
 // layer's forward X W^T, input gradient dY W and weight gradient dY^T X are one dispatch
 // each. C is (M, N), written through the prelude store helpers (16-bit stores round to
 // nearest even; overflow becomes inf and raises found_inf).
@@ -11,50 +11,22 @@
 // word lies inside a row at an even column. When N is odd, words of odd rows start at odd
 // columns, and the word holding an even row's last element (m, N - 1) also holds the next
 // row's first element (m + 1, 0). Both kernels write exactly the words whose first
-// element falls in their tile; the rare second half that lies outside the tile (only for
-// odd N) is computed by `dot_direct` straight from global memory. f32 outputs take the
-// same path (store2 writes the same two elements), so one body serves every dtype.
+// element falls in their tile; each computes the few second halves that lie outside it
+// (only for odd N: one per tile row) from extra staged columns of op(B). f32 outputs take
+// the same path (store2 writes the same two elements), so one body serves every dtype.
 
 struct Params {
     m: u32,     // rows of op(A) and C
     n: u32,     // columns of op(B) and C
     k: u32,     // inner dimension
-    flags: u32, // FLAG_BIAS | FLAG_ACCUMULATE
+    flags: u32, // FLAG_*
 }
 
 const FLAG_BIAS: u32 = 1u;       // add bias[n] to every row
 const FLAG_ACCUMULATE: u32 = 2u; // C += product (C is f32)
 
-// Layouts are pipeline constants, so the compiler drops the untaken branches.
-override TRANS_A: u32 = 0u; // 1: A is stored (K, M)
-override TRANS_B: u32 = 0u; // 1: B is stored (N, K)
-
-// Flat index of op(A)[m, k] in A's storage.
-fn a_index(m: u32, k: u32) -> u32 {
-    if (TRANS_A != 0u) {
-        return k * params.m + m;
-    }
-    return m * params.k + k;
-}
-
-// Flat index of op(B)[k, n] in B's storage.
-fn b_index(k: u32, n: u32) -> u32 {
-    if (TRANS_B != 0u) {
-        return n * params.k + k;
-    }
-    return k * params.n + n;
-}
-
-// One element of the product straight from global memory (K loads of each operand).
-// Only for the second half of an output word that lies outside the invocation's tile,
-// which happens only when N is odd: at most one element per row of a tile.
-fn dot_direct(m: u32, n: u32) -> f32 {
-    var s = 0.0;
-    for (var k = 0u; k < params.k; k += 1u) {
-        s = fma(load_a(a_index(m, k)), load_b(b_index(k, n)), s);
-    }
-    return s;
-}
+const FLAG_TRANS_A: u32 = 4u;    // A is stored (K, M) (tiled kernel; coop: TRANS_A)
+const FLAG_TRANS_B: u32 = 8u;    // B is stored (N, K) (tiled kernel; coop: TRANS_B)
 
 // Writes the output word holding flat elements e (even) and e + 1. x is element e, in
 // column nx; y is element e + 1, in column ny, or padding past the end of C when
@@ -115,50 +87,73 @@ fn fetch4_b(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
 
 //!kernel tiled
 // Portable tiled kernel (every adapter, every dtype, both f16 paths).
-// a: (M, K) or (K, M) if TRANS_A, any dtype
-// b: (K, N) or (N, K) if TRANS_B, any dtype
+// a: (M, K) or (K, M) if FLAG_TRANS_A, any dtype
+// b: (K, N) or (N, K) if FLAG_TRANS_B, any dtype
 // c: (M, N) any dtype (f32 when accumulating)
 // bias: (N) f32 (a dummy unless FLAG_BIAS)
 // found_inf: (1) flag raised by an overflowing 16-bit store
 //
-// A workgroup of WG_M x WG_N invocations computes a BM x BN tile of C (BM = WG_M * TM,
-// BN = WG_N * TN). Each step stages a BM x BK slice of op(A) and a BK x BN slice of op(B)
-// into workgroup memory, converted to f32 once (vec4 loads where the rows are 4-aligned,
+// A workgroup of WG_M x WG_N invocations computes a BM x BN tile of C (BM = 8 WG_M,
+// BN = 8 WG_N). Each step stages a BM x BK slice of op(A) and a BK x BNS slice of op(B)
+// into workgroup memory, converted to f32 once (vec4 loads where rows are 4-aligned,
 // zeros past the edges, so ragged M, N, K need no other care). Each invocation then
-// accumulates a TM x TN register tile: rows ty + i * WG_M (strided: neighbours read one
-// broadcast value of the A slice) and column pairs 2 * (tx + j * WG_N) (one pair per
-// output word).
+// accumulates an 8 x 8 register tile: rows ty + i WG_M (strided, so a subgroup reads
+// one broadcast A value) and four column pairs 2 tx + 2 q WG_N (one pair per output
+// word). The register tile is written out by hand (vec4 FMAs, constant indices only) so
+// compilers keep it in registers; loops over it with a dynamic index can put it in
+// local memory, which costs an order of magnitude.
 //
-// What limits it: f32 FMAs from workgroup memory, one A and one B value loaded per
-// TM / TN FMAs; no tensor cores, no double buffering. On a big GPU it reaches a few
-// percent of the f16 peak; the cooperative-matrix kernel is the fast f16 path.
+// Odd N: odd rows start their words one column later (`shift`, one more staged column),
+// and the word holding an even row's last element also holds the next row's column 0:
+// the last column tile stages op(B)[:, 0] as an extra column and reduces those
+// BM / 2 extra dot products across the workgroup alongside the main loop.
+//
+// What limits it: f32 FMAs fed from workgroup memory (16 loads per 64 FMAs), no tensor
+// cores, no double buffering. Measured on an H200 (Vulkan, 2026-11-28), 4096^3, 128 x 128
+// tiles: 17.5 TFLOP/s f16, 19 bf16, 17 f32 operands (64 x 64 tiles: 12.5); odd shapes
+// (4095 x 4097 x 4093) 13 to 14. The cooperative-matrix kernel is the fast f16 path.
+// The layouts are uniform flags, not pipeline constants: they only steer the staging,
+// and four times fewer pipelines keep compile times (software adapters, CI) short.
 
-override WG_M: u32 = 16u; // invocations along M (even: all rows of an invocation share a parity)
+override WG_M: u32 = 16u; // invocations along M (even: an invocation's rows share a parity)
 override WG_N: u32 = 16u; // invocations along N
-override TM: u32 = 4u;    // rows per invocation, 1 ..= 8
-override TN: u32 = 4u;    // columns per invocation, even, 2 ..= 8
-override BK: u32 = 16u;   // K per staged slice, a multiple of 4
-override BM: u32 = WG_M * TM;
-override BN: u32 = WG_N * TN;
-// Staged columns of op(B): one more than BN because odd rows (odd N) start their words
-// one column later, rounded up to whole groups of 4.
-override BNS: u32 = BN + 4u;
+override BK: u32 = 8u;    // K per staged slice, a multiple of 4
+override BM: u32 = WG_M * 8u;
+override BN: u32 = WG_N * 8u;
+// Staged columns: BN, one more for odd rows' shifted words (group BN / 4), and op(B)'s
+// column 0 at BN + 4 (group BN / 4 + 1) for the even rows' straddling words.
+override BNS: u32 = BN + 8u;
 override WG: u32 = WG_M * WG_N;
+// Straddle sums: BM / 2 even rows, each split over WG / (BM / 2) phases of kk.
+override STRADDLE_PHASES: u32 = WG / (BM / 2u);
 
 var<workgroup> a_tile: array<f32, BK * BM>;  // op(A) slice, [k][m]
 var<workgroup> b_tile: array<f32, BK * BNS>; // op(B) slice, [k][n]
+var<workgroup> straddle_part: array<f32, WG>;
+
+// op(B) column held by staged column `local` of the tile starting at n0.
+fn staged_b_col(n0: u32, local: u32) -> u32 {
+    if (local == BN + 4u) {
+        return 0u;
+    }
+    if (local > BN + 4u) {
+        return params.n; // unused: past the edge, staged as zeros
+    }
+    return n0 + local;
+}
 
 // Stages op(A)[m0 .. m0 + BM, k0 .. k0 + BK] into a_tile, reading along A's stored rows.
 fn stage_a(m0: u32, k0: u32, li: u32) {
-    if (TRANS_A == 0u) {
+    if ((params.flags & FLAG_TRANS_A) == 0u) {
         let groups_per_row = BK / 4u;
         for (var g = li; g < BM * groups_per_row; g += WG) {
             let r = g / groups_per_row;
             let kq = 4u * (g % groups_per_row);
             let v = fetch4_a(m0 + r, k0 + kq, params.m, params.k);
-            for (var e = 0u; e < 4u; e += 1u) {
-                a_tile[(kq + e) * BM + r] = v[e];
-            }
+            a_tile[kq * BM + r] = v.x;
+            a_tile[(kq + 1u) * BM + r] = v.y;
+            a_tile[(kq + 2u) * BM + r] = v.z;
+            a_tile[(kq + 3u) * BM + r] = v.w;
         }
     } else {
         let groups_per_row = BM / 4u;
@@ -166,34 +161,71 @@ fn stage_a(m0: u32, k0: u32, li: u32) {
             let kr = g / groups_per_row;
             let mq = 4u * (g % groups_per_row);
             let v = fetch4_a(k0 + kr, m0 + mq, params.k, params.m);
-            for (var e = 0u; e < 4u; e += 1u) {
-                a_tile[kr * BM + mq + e] = v[e];
-            }
+            let at = kr * BM + mq;
+            a_tile[at] = v.x;
+            a_tile[at + 1u] = v.y;
+            a_tile[at + 2u] = v.z;
+            a_tile[at + 3u] = v.w;
         }
     }
 }
 
-// Stages op(B)[k0 .. k0 + BK, n0 .. n0 + BNS] into b_tile.
+// Stages op(B)[k0 .. k0 + BK, staged columns] into b_tile.
 fn stage_b(n0: u32, k0: u32, li: u32) {
-    if (TRANS_B == 0u) {
+    if ((params.flags & FLAG_TRANS_B) == 0u) {
         let groups_per_row = BNS / 4u;
         for (var g = li; g < BK * groups_per_row; g += WG) {
             let kr = g / groups_per_row;
             let nq = 4u * (g % groups_per_row);
-            let v = fetch4_b(k0 + kr, n0 + nq, params.k, params.n);
-            for (var e = 0u; e < 4u; e += 1u) {
-                b_tile[kr * BNS + nq + e] = v[e];
-            }
+            let v = fetch4_b(k0 + kr, staged_b_col(n0, nq), params.k, params.n);
+            let at = kr * BNS + nq;
+            b_tile[at] = v.x;
+            b_tile[at + 1u] = v.y;
+            b_tile[at + 2u] = v.z;
+            b_tile[at + 3u] = v.w;
         }
     } else {
         let groups_per_row = BK / 4u;
         for (var g = li; g < BNS * groups_per_row; g += WG) {
             let col = g / groups_per_row;
             let kq = 4u * (g % groups_per_row);
-            let v = fetch4_b(n0 + col, k0 + kq, params.n, params.k);
-            for (var e = 0u; e < 4u; e += 1u) {
-                b_tile[(kq + e) * BNS + col] = v[e];
+            let v = fetch4_b(staged_b_col(n0, col), k0 + kq, params.n, params.k);
+            b_tile[kq * BNS + col] = v.x;
+            b_tile[(kq + 1u) * BNS + col] = v.y;
+            b_tile[(kq + 2u) * BNS + col] = v.z;
+            b_tile[(kq + 3u) * BNS + col] = v.w;
+        }
+    }
+}
+
+// Writes row i of an invocation's register tile: lo holds column pairs 0 and 1, hi
+// pairs 2 and 3.
+fn emit_row(i: u32, lo: vec4<f32>, hi: vec4<f32>, m0: u32, n0: u32, tx: u32, ty: u32,
+            shift: u32) {
+    let r = ty + i * WG_M; // tile-local row
+    let m = m0 + r;
+    if (m >= params.m) {
+        return;
+    }
+    var pairs = array<vec2<f32>, 4>(lo.xy, lo.zw, hi.xy, hi.zw);
+    for (var q = 0u; q < 4u; q += 1u) {
+        let n = n0 + shift + 2u * tx + 2u * q * WG_N;
+        if (n >= params.n) {
+            return;
+        }
+        let v = pairs[q];
+        let e = m * params.n + n;
+        if (n + 1u < params.n) {
+            store_word(e, v.x, n, v.y, n + 1u, true);
+        } else if (m + 1u < params.m) {
+            // Even row, odd N: the word's second half is the next row's column 0.
+            var y = 0.0;
+            for (var h = 0u; h < STRADDLE_PHASES; h += 1u) {
+                y += straddle_part[h * (BM / 2u) + r / 2u];
             }
+            store_word(e, v.x, n, y, 0u, true);
+        } else {
+            store_word(e, v.x, n, 0.0, 0u, false);
         }
     }
 }
@@ -206,54 +238,65 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     let n0 = wg_id.x * BN;
     // With odd N, odd rows' words start at odd columns: shift this invocation's columns.
     let shift = select(0u, 1u, (params.n & 1u) == 1u && (ty & 1u) == 1u);
+    // The last column tile of an odd N computes the even rows' straddling halves.
+    let straddles = (params.n & 1u) == 1u && n0 + BN >= params.n;
+    let s_row = 2u * (li % (BM / 2u)) + 1u; // tile-local row of op(A) this invocation reads
+    let s_phase = li / (BM / 2u);
+    var s_sum = 0.0;
 
-    var acc: array<f32, 64>; // [i * 8 + j], TM x TN used
-    var ra: array<f32, 8>;
-    var rb: array<f32, 8>;
+    var acc: array<vec4<f32>, 16>; // row i: acc[2i] = pairs 0, 1; acc[2i + 1] = pairs 2, 3
     for (var k0 = 0u; k0 < params.k; k0 += BK) {
         stage_a(m0, k0, li);
         stage_b(n0, k0, li);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk += 1u) {
-            for (var i = 0u; i < TM; i += 1u) {
-                ra[i] = a_tile[kk * BM + ty + i * WG_M];
-            }
-            for (var j = 0u; j < TN; j += 2u) {
-                let col = kk * BNS + shift + 2u * tx + j * WG_N;
-                rb[j] = b_tile[col];
-                rb[j + 1u] = b_tile[col + 1u];
-            }
-            for (var i = 0u; i < TM; i += 1u) {
-                for (var j = 0u; j < TN; j += 1u) {
-                    acc[i * 8u + j] = fma(ra[i], rb[j], acc[i * 8u + j]);
-                }
+            let ab = kk * BM + ty;
+            let a0 = vec4<f32>(a_tile[ab], a_tile[ab + WG_M], a_tile[ab + 2u * WG_M],
+                               a_tile[ab + 3u * WG_M]);
+            let a1 = vec4<f32>(a_tile[ab + 4u * WG_M], a_tile[ab + 5u * WG_M],
+                               a_tile[ab + 6u * WG_M], a_tile[ab + 7u * WG_M]);
+            let bb = kk * BNS + shift + 2u * tx;
+            let b0 = vec4<f32>(b_tile[bb], b_tile[bb + 1u], b_tile[bb + 2u * WG_N],
+                               b_tile[bb + 2u * WG_N + 1u]);
+            let b1 = vec4<f32>(b_tile[bb + 4u * WG_N], b_tile[bb + 4u * WG_N + 1u],
+                               b_tile[bb + 6u * WG_N], b_tile[bb + 6u * WG_N + 1u]);
+            acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+            acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+            acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+            acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+            acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+            acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+            acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+            acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+            acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+            acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+            acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+            acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+            acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+            acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+            acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+            acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+        }
+        if (straddles) {
+            // (m + 1, 0) for the even row m = m0 + s_row - 1: op(A) row s_row times the
+            // staged column 0, this invocation's share of kk.
+            for (var kk = s_phase; kk < BK; kk += STRADDLE_PHASES) {
+                s_sum = fma(a_tile[kk * BM + s_row], b_tile[kk * BNS + BN + 4u], s_sum);
             }
         }
         workgroupBarrier();
     }
+    straddle_part[li] = s_sum;
+    workgroupBarrier();
 
-    for (var i = 0u; i < TM; i += 1u) {
-        let m = m0 + ty + i * WG_M;
-        if (m >= params.m) {
-            break;
-        }
-        for (var j = 0u; j < TN; j += 2u) {
-            let n = n0 + shift + 2u * tx + j * WG_N;
-            if (n >= params.n) {
-                break;
-            }
-            let e = m * params.n + n;
-            let x = acc[i * 8u + j];
-            if (n + 1u < params.n) {
-                store_word(e, x, n, acc[i * 8u + j + 1u], n + 1u, true);
-            } else if (m + 1u < params.m) {
-                // Even row, odd N: the word's second half is the next row's column 0.
-                store_word(e, x, n, dot_direct(m + 1u, 0u), 0u, true);
-            } else {
-                store_word(e, x, n, 0.0, 0u, false);
-            }
-        }
-    }
+    emit_row(0u, acc[0], acc[1], m0, n0, tx, ty, shift);
+    emit_row(1u, acc[2], acc[3], m0, n0, tx, ty, shift);
+    emit_row(2u, acc[4], acc[5], m0, n0, tx, ty, shift);
+    emit_row(3u, acc[6], acc[7], m0, n0, tx, ty, shift);
+    emit_row(4u, acc[8], acc[9], m0, n0, tx, ty, shift);
+    emit_row(5u, acc[10], acc[11], m0, n0, tx, ty, shift);
+    emit_row(6u, acc[12], acc[13], m0, n0, tx, ty, shift);
+    emit_row(7u, acc[14], acc[15], m0, n0, tx, ty, shift);
 }
 
 //!kernel coop
@@ -266,23 +309,42 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
 //
 // A workgroup of SG_M x SG_N subgroups (SG invocations each: the adapter's largest
 // subgroup size) computes a CBM x CBN tile of C; each subgroup owns a 32 x 32 block held
-// as 2 x 2 f32 accumulator fragments. Each step copies a CBM x CBK slice of op(A) and a
-// CBK x CBN slice of op(B) into workgroup memory as f16, in A's and B's own layouts
-// (zeros past the edges, so any M, N, K works), and the subgroups multiply 16 x 16
-// fragments loaded from there (coopLoadT for row-major slices, coopLoad for transposed
-// ones). At the end each fragment goes through workgroup memory (f32) so the epilogue
-// (bias, accumulate, 16-bit rounding, output words) is shared with the tiled kernel.
+// as 2 x 2 f32 accumulator fragments.
+// - Direct path: a tile that lies inside C, for even N and operand rows that are a
+//   multiple of 8 elements (16-byte aligned fragments), loads its 16 x 16 fragments
+//   straight from A and B (coopLoadT for row-major operands, coopLoad for transposed
+//   ones), 16 of K at a time.
+// - Staged path: edge tiles, odd N, and K's remainder copy a CBM x CBK slice of op(A) and
+//   a CBK x CBNS slice of op(B) into workgroup memory as f16, in the operands' own
+//   layouts with zeros past the edges, and load fragments from there.
+// At the end each fragment goes through workgroup memory (f32) so the epilogue (bias,
+// accumulate, 16-bit rounding, output words) is shared with the tiled kernel.
+//
+// Odd N (staged path only): the slice of op(B) carries two extra columns, n0 + CBN (the
+// second half of odd rows' last word) and column 0 (the second half of the word that
+// holds an even row's last element), and the workgroup reduces those 2 x CBM / 2 extra
+// dot products from the staged slices alongside the fragments.
 //
 // If the driver runs smaller subgroups than SG, the extra subgroups repeat a block's
 // work (subgroup_id modulo the block count) and store identical values: correct, slower.
 //
-// What limits it: scalar f16 copies into workgroup memory (no vector or asynchronous
-// copies in WGSL), no double buffering, and one fragment load per multiply-add; the
-// tiles are pipeline constants to tune per GPU.
+// What limits it: the direct path shares nothing between subgroups through workgroup
+// memory (each loads its own fragments, caches do the rest) and does one fragment load
+// per multiply-add; the staged path copies scalar f16 values (WGSL has no vector or
+// asynchronous copies of f16 into workgroup memory) and waits at two barriers a slice.
+// Neither double-buffers. Tile sizes are pipeline constants to tune per GPU.
+// Measured on an H200 (Vulkan, 2026-11-28), f16, 4096^3 and 8192^3: direct path 34
+// TFLOP/s with 1 x 2 subgroups, 24 to 26 with other grids (cuBLAS: about 770); staged
+// path about 3 TFLOP/s, which is why `Auto` keeps the tiled kernel for odd N or rows that
+// are not a multiple of 8 elements.
 //
 // naga 30's SPIR-V writer needs every coopLoad/coopStore index and stride bound to a
-// `let` (an inline expression such as `&c_tile[r * n + c]` panics: "not cached").
+// `let` (an inline expression such as `&c_tile[r * n + c]` or `params.n` panics: "not
+// cached").
 
+// Layouts are pipeline constants here: they pick coopLoad or coopLoadT.
+override TRANS_A: u32 = 0u; // 1: A is stored (K, M)
+override TRANS_B: u32 = 0u; // 1: B is stored (N, K)
 override SG: u32 = 32u;   // largest subgroup size of the adapter
 override SG_M: u32 = 2u;  // subgroups along M
 override SG_N: u32 = 2u;  // subgroups along N
@@ -290,47 +352,88 @@ override CBK: u32 = 32u;  // K per staged slice, a multiple of 16
 override CBM: u32 = SG_M * 32u;
 override CBN: u32 = SG_N * 32u;
 override CWG: u32 = SG * SG_M * SG_N;
+// Staged op(B) columns: the tile's CBN, then n0 + CBN and column 0 (odd N), padded to 8.
+override CBNS: u32 = CBN + 8u;
 // Row strides of the staged slices, in f16: 8 more than the row (16 bytes) to spread
 // rows over memory banks while keeping every row 16-byte aligned.
 override A_LD: u32 = (1u - TRANS_A) * (CBK + 8u) + TRANS_A * (CBM + 8u);
-override B_LD: u32 = (1u - TRANS_B) * (CBN + 8u) + TRANS_B * (CBK + 8u);
+override B_LD: u32 = (1u - TRANS_B) * (CBNS + 8u) + TRANS_B * (CBK + 8u);
 override A_ROWS: u32 = (1u - TRANS_A) * CBM + TRANS_A * CBK;
-override B_ROWS: u32 = (1u - TRANS_B) * CBK + TRANS_B * CBN;
+override B_ROWS: u32 = (1u - TRANS_B) * CBK + TRANS_B * CBNS;
 
 var<workgroup> a_slice: array<f16, A_ROWS * A_LD>; // A's layout: [m][k], or [k][m] if TRANS_A
 var<workgroup> b_slice: array<f16, B_ROWS * B_LD>; // B's layout: [k][n], or [n][k] if TRANS_B
 var<workgroup> c_tile: array<f32, CBM * CBN>;      // accumulators, [m][n]
+var<workgroup> extra_part: array<f32, 2u * CBM>;   // odd N: [half of K][tile row]
 
-// Copies stored rows row0 .. row0 + A_ROWS, columns col0 .. (slice width) of A into
-// a_slice, zeros outside A (rows x cols).
-fn copy_a(row0: u32, col0: u32, rows: u32, cols: u32, li: u32) {
+// op(B) column held by staged column `local` of the tile starting at n0 (params.n: none).
+fn coop_b_col(n0: u32, local: u32) -> u32 {
+    if (local <= CBN) {
+        return n0 + local;
+    }
+    if (local == CBN + 1u) {
+        return 0u;
+    }
+    return params.n;
+}
+
+// Copies op(A)[m0 .. m0 + CBM, k0 .. k0 + CBK] into a_slice in A's stored layout.
+fn copy_a(m0: u32, k0: u32, li: u32) {
     let width = A_LD - 8u;
     for (var i = li; i < A_ROWS * width; i += CWG) {
         let r = i / width;
         let j = i % width;
         var v = f16(0.0);
-        if (row0 + r < rows && col0 + j < cols) {
-            v = a[(row0 + r) * cols + col0 + j];
+        if (TRANS_A != 0u) {
+            if (k0 + r < params.k && m0 + j < params.m) {
+                v = a[(k0 + r) * params.m + m0 + j];
+            }
+        } else if (m0 + r < params.m && k0 + j < params.k) {
+            v = a[(m0 + r) * params.k + k0 + j];
         }
         a_slice[r * A_LD + j] = v;
     }
 }
 
-fn copy_b(row0: u32, col0: u32, rows: u32, cols: u32, li: u32) {
+// Copies op(B)[k0 .. k0 + CBK, staged columns] into b_slice in B's stored layout.
+fn copy_b(n0: u32, k0: u32, li: u32) {
     let width = B_LD - 8u;
     for (var i = li; i < B_ROWS * width; i += CWG) {
         let r = i / width;
         let j = i % width;
         var v = f16(0.0);
-        if (row0 + r < rows && col0 + j < cols) {
-            v = b[(row0 + r) * cols + col0 + j];
+        if (TRANS_B != 0u) {
+            let col = coop_b_col(n0, r);
+            if (col < params.n && k0 + j < params.k) {
+                v = b[col * params.k + k0 + j];
+            }
+        } else {
+            let col = coop_b_col(n0, j);
+            if (k0 + r < params.k && col < params.n) {
+                v = b[(k0 + r) * params.n + col];
+            }
         }
         b_slice[r * B_LD + j] = v;
     }
 }
 
+// op(A)[r, k] and op(B)[k, c] of the staged slices (tile-local indices).
+fn slice_a(r: u32, k: u32) -> f32 {
+    if (TRANS_A != 0u) {
+        return f32(a_slice[k * A_LD + r]);
+    }
+    return f32(a_slice[r * A_LD + k]);
+}
+
+fn slice_b(k: u32, c: u32) -> f32 {
+    if (TRANS_B != 0u) {
+        return f32(b_slice[c * B_LD + k]);
+    }
+    return f32(b_slice[k * B_LD + c]);
+}
+
 // Fragment (rows m .. m + 16, columns k .. k + 16) of op(A) from a_slice (tile-local).
-fn frag_a(m: u32, k: u32) -> coop_mat16x16<f16, A> {
+fn slice_frag_a(m: u32, k: u32) -> coop_mat16x16<f16, A> {
     let ld = A_LD;
     if (TRANS_A != 0u) {
         let at = k * A_LD + m;
@@ -341,7 +444,7 @@ fn frag_a(m: u32, k: u32) -> coop_mat16x16<f16, A> {
 }
 
 // Fragment (rows k .. k + 16, columns n .. n + 16) of op(B) from b_slice (tile-local).
-fn frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
+fn slice_frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
     let ld = B_LD;
     if (TRANS_B != 0u) {
         let at = n * B_LD + k;
@@ -349,6 +452,30 @@ fn frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
     }
     let at = k * B_LD + n;
     return coopLoadT<coop_mat16x16<f16, B>>(&b_slice[at], ld);
+}
+
+// Fragment of op(A) at global (m, k), straight from A (direct path).
+fn global_frag_a(m: u32, k: u32) -> coop_mat16x16<f16, A> {
+    if (TRANS_A != 0u) {
+        let ld = params.m;
+        let at = k * ld + m;
+        return coopLoad<coop_mat16x16<f16, A>>(&a[at], ld);
+    }
+    let ld = params.k;
+    let at = m * ld + k;
+    return coopLoadT<coop_mat16x16<f16, A>>(&a[at], ld);
+}
+
+// Fragment of op(B) at global (k, n), straight from B (direct path).
+fn global_frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
+    if (TRANS_B != 0u) {
+        let ld = params.k;
+        let at = n * ld + k;
+        return coopLoad<coop_mat16x16<f16, B>>(&b[at], ld);
+    }
+    let ld = params.n;
+    let at = k * ld + n;
+    return coopLoadT<coop_mat16x16<f16, B>>(&b[at], ld);
 }
 
 @compute @workgroup_size(CWG)
@@ -359,35 +486,69 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     let block = sg_id % (SG_M * SG_N);
     let bm = (block / SG_N) * 32u; // this subgroup's block, tile-local
     let bn = (block % SG_N) * 32u;
+    let odd_n = (params.n & 1u) == 1u;
+    let a_row_len = select(params.k, params.m, TRANS_A != 0u);
+    let b_row_len = select(params.n, params.k, TRANS_B != 0u);
+    // Everything below branches on workgroup-uniform values only (cooperative operations
+    // and barriers need uniform control flow). `&`, not `&&`: naga lowers a short-circuit
+    // to branches its uniformity analysis no longer sees through.
+    let direct = !odd_n & (m0 + CBM <= params.m) & (n0 + CBN <= params.n)
+        & ((a_row_len & 7u) == 0u) & ((b_row_len & 7u) == 0u);
 
     var acc00 = coop_mat16x16<f32, C>();
     var acc01 = coop_mat16x16<f32, C>();
     var acc10 = coop_mat16x16<f32, C>();
     var acc11 = coop_mat16x16<f32, C>();
-    // Control flow stays uniform across the workgroup (cooperative operations need it).
-    for (var k0 = 0u; k0 < params.k; k0 += CBK) {
-        if (TRANS_A != 0u) {
-            copy_a(k0, m0, params.k, params.m, li);
-        } else {
-            copy_a(m0, k0, params.m, params.k, li);
+    var k0 = 0u;
+    if (direct) {
+        let k_end = params.k & ~15u;
+        while (k0 < k_end) {
+            let a0 = global_frag_a(m0 + bm, k0);
+            let a1 = global_frag_a(m0 + bm + 16u, k0);
+            let b0 = global_frag_b(k0, n0 + bn);
+            let b1 = global_frag_b(k0, n0 + bn + 16u);
+            acc00 = coopMultiplyAdd(a0, b0, acc00);
+            acc01 = coopMultiplyAdd(a0, b1, acc01);
+            acc10 = coopMultiplyAdd(a1, b0, acc10);
+            acc11 = coopMultiplyAdd(a1, b1, acc11);
+            k0 += 16u;
         }
-        if (TRANS_B != 0u) {
-            copy_b(n0, k0, params.n, params.k, li);
-        } else {
-            copy_b(k0, n0, params.k, params.n, li);
-        }
+    }
+    for (var e = li; e < 2u * CBM; e += CWG) {
+        extra_part[e] = 0.0;
+    }
+    while (k0 < params.k) {
+        copy_a(m0, k0, li);
+        copy_b(n0, k0, li);
         workgroupBarrier();
         for (var kk = 0u; kk < CBK; kk += 16u) {
-            let a0 = frag_a(bm, kk);
-            let a1 = frag_a(bm + 16u, kk);
-            let b0 = frag_b(kk, bn);
-            let b1 = frag_b(kk, bn + 16u);
+            let a0 = slice_frag_a(bm, kk);
+            let a1 = slice_frag_a(bm + 16u, kk);
+            let b0 = slice_frag_b(kk, bn);
+            let b1 = slice_frag_b(kk, bn + 16u);
             acc00 = coopMultiplyAdd(a0, b0, acc00);
             acc01 = coopMultiplyAdd(a0, b1, acc01);
             acc10 = coopMultiplyAdd(a1, b0, acc10);
             acc11 = coopMultiplyAdd(a1, b1, acc11);
         }
+        if (odd_n) {
+            // Element e = h * CBM + r sums half h of the slice's K for tile row r: an odd
+            // row times column n0 + CBN, an even row's successor times column 0.
+            for (var e = li; e < 2u * CBM; e += CWG) {
+                let r = e % CBM;
+                let h = e / CBM;
+                let odd_row = ((m0 + r) & 1u) == 1u;
+                let ar = select(r + 1u, r, odd_row);
+                let bc = select(CBN + 1u, CBN, odd_row);
+                var sum = extra_part[e];
+                for (var kk = h * (CBK / 2u); kk < (h + 1u) * (CBK / 2u); kk += 1u) {
+                    sum = fma(slice_a(ar, kk), slice_b(kk, bc), sum);
+                }
+                extra_part[e] = sum;
+            }
+        }
         workgroupBarrier();
+        k0 += CBK;
     }
 
     let ld = CBN;
@@ -403,7 +564,6 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
 
     // Epilogue: every output word whose first element lies in this tile.
     let half_n = CBN / 2u;
-    let odd_n = (params.n & 1u) == 1u;
     for (var w = li; w < CBM * half_n; w += CWG) {
         let r = w / half_n;
         let m = m0 + r;
@@ -415,16 +575,15 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
         }
         let x = c_tile[r * CBN + cl];
         let e = m * params.n + n;
+        let extra = extra_part[r] + extra_part[CBM + r];
         if (n + 1u < params.n) {
-            var y = 0.0;
+            var y = extra; // an odd row's last word in the tile reaches column n0 + CBN
             if (cl + 1u < CBN) {
                 y = c_tile[r * CBN + cl + 1u];
-            } else {
-                y = dot_direct(m, n + 1u); // odd row: its last word reaches the next tile
             }
             store_word(e, x, n, y, n + 1u, true);
         } else if (m + 1u < params.m) {
-            store_word(e, x, n, dot_direct(m + 1u, 0u), 0u, true);
+            store_word(e, x, n, extra, 0u, true); // even row: (m + 1, 0)
         } else {
             store_word(e, x, n, 0.0, 0u, false);
         }

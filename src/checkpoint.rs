@@ -27,10 +27,16 @@
 //! verifies it, then removes it from [`Checkpoint::metadata`]. Safetensors files from
 //! other tools load with [`Checkpoint::from_bytes_unverified`].
 //!
+//! Element types: F32, F16 and BF16 (weights, activations, optimizer moments) and U32
+//! (counters such as the optimizer step, stored exactly: a u32 kept as f32 would lose
+//! integers past 2^24, and one kept as f32 bits could be mangled by NaN handling), see
+//! [`TensorDType`]. Any other safetensors dtype is refused with an [`Error::Checkpoint`].
+//!
 //! Saving (native only) is atomic: a temporary file in the same folder is written,
 //! flushed to disk, then renamed over the target (and the folder flushed on unix), so a
 //! crash or a failed save leaves the previous checkpoint intact.
 
+use crate::optim::{StateData, StateTensor};
 use crate::{DType, Error, Result};
 use safetensors::tensor::TensorInfo;
 use std::collections::BTreeMap;
@@ -51,6 +57,78 @@ pub const CHECKSUM_KEY: &str = "halfgrad.checksum";
 /// Origin used in error messages for checkpoints built in memory.
 const IN_MEMORY: &str = "<in-memory checkpoint>";
 
+/// The element type of a checkpoint tensor: a compute [`DType`] or `U32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TensorDType {
+    F32,
+    F16,
+    BF16,
+    /// Unsigned 32-bit integers (step counters and other exact integer state).
+    U32,
+}
+
+impl TensorDType {
+    /// Bytes per element.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            TensorDType::F16 | TensorDType::BF16 => 2,
+            TensorDType::F32 | TensorDType::U32 => 4,
+        }
+    }
+
+    /// Lower-case name (`f32`, `f16`, `bf16`, `u32`); part of the checksum.
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorDType::F32 => "f32",
+            TensorDType::F16 => "f16",
+            TensorDType::BF16 => "bf16",
+            TensorDType::U32 => "u32",
+        }
+    }
+
+    /// The safetensors dtype with the same bytes.
+    pub fn safetensors(self) -> safetensors::Dtype {
+        match self {
+            TensorDType::F32 => safetensors::Dtype::F32,
+            TensorDType::F16 => safetensors::Dtype::F16,
+            TensorDType::BF16 => safetensors::Dtype::BF16,
+            TensorDType::U32 => safetensors::Dtype::U32,
+        }
+    }
+
+    /// The floating-point [`DType`], or `None` for `U32`.
+    pub fn float(self) -> Option<DType> {
+        match self {
+            TensorDType::F32 => Some(DType::F32),
+            TensorDType::F16 => Some(DType::F16),
+            TensorDType::BF16 => Some(DType::BF16),
+            TensorDType::U32 => None,
+        }
+    }
+}
+
+impl From<DType> for TensorDType {
+    fn from(d: DType) -> TensorDType {
+        match d {
+            DType::F32 => TensorDType::F32,
+            DType::F16 => TensorDType::F16,
+            DType::BF16 => TensorDType::BF16,
+        }
+    }
+}
+
+impl PartialEq<DType> for TensorDType {
+    fn eq(&self, other: &DType) -> bool {
+        *self == TensorDType::from(*other)
+    }
+}
+
+impl std::fmt::Display for TensorDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One tensor: a name, a row-major shape, a dtype and its little-endian bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedTensor {
@@ -58,8 +136,8 @@ pub struct NamedTensor {
     pub name: String,
     /// Row-major dimensions; `[]` is a scalar (one element).
     pub shape: Vec<usize>,
-    /// Element type; F32 for master weights and optimizer state.
-    pub dtype: DType,
+    /// Element type; F32 for master weights and optimizer moments, U32 for counters.
+    pub dtype: TensorDType,
     /// `numel * dtype.size_bytes()` little-endian bytes.
     pub data: Vec<u8>,
 }
@@ -93,9 +171,69 @@ impl NamedTensor {
         Ok(NamedTensor {
             name: name.into(),
             shape: shape.to_vec(),
-            dtype,
+            dtype: dtype.into(),
             data: dtype.encode(values),
         })
+    }
+
+    /// A U32 tensor from host values (`values.len()` must equal the shape's product).
+    pub fn from_u32(name: impl Into<String>, shape: &[usize], values: &[u32]) -> Result<Self> {
+        let expected = numel(shape).ok_or_else(|| Error::DataLength {
+            shape: shape.to_vec(),
+            expected: usize::MAX,
+            got: values.len(),
+        })?;
+        if values.len() != expected {
+            return Err(Error::DataLength {
+                shape: shape.to_vec(),
+                expected,
+                got: values.len(),
+            });
+        }
+        Ok(NamedTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            dtype: TensorDType::U32,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+
+    /// An optimizer / scaler state tensor (F32 or U32, bits preserved).
+    pub fn from_state(state: &StateTensor) -> Result<Self> {
+        match &state.data {
+            StateData::F32(v) => NamedTensor::from_f32(state.name.clone(), &state.shape, v),
+            StateData::U32(v) => NamedTensor::from_u32(state.name.clone(), &state.shape, v),
+        }
+    }
+
+    /// This tensor as optimizer / scaler state: F32 and U32 tensors, bits preserved;
+    /// 16-bit tensors are refused (state is never stored in 16 bits).
+    pub fn to_state(&self) -> Result<StateTensor> {
+        self.check(IN_MEMORY)?;
+        match self.dtype {
+            TensorDType::F32 => Ok(StateTensor::f32(
+                self.name.clone(),
+                &self.shape,
+                DType::F32.decode(&self.data),
+            )),
+            TensorDType::U32 => Ok(StateTensor::u32(
+                self.name.clone(),
+                &self.shape,
+                self.u32_values(),
+            )),
+            other => Err(Error::DTypeMismatch {
+                op: "optimizer state",
+                expected: format!("f32 or u32 for `{}`", self.name),
+                got: other.float().unwrap_or(DType::F32),
+            }),
+        }
+    }
+
+    fn u32_values(&self) -> Vec<u32> {
+        self.data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
 
     /// Number of elements (product of the shape; 1 for a scalar), `None` on overflow.
@@ -103,10 +241,29 @@ impl NamedTensor {
         numel(&self.shape)
     }
 
-    /// The values decoded to f32 (exact for every dtype).
+    /// The values decoded to f32 (exact for every floating-point dtype; a U32 tensor is
+    /// an error, see [`NamedTensor::to_u32`]).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         self.check(IN_MEMORY)?;
-        Ok(self.dtype.decode(&self.data))
+        match self.dtype.float() {
+            Some(d) => Ok(d.decode(&self.data)),
+            None => Err(bad(
+                IN_MEMORY,
+                format!("tensor `{}` is u32, not floating point", self.name),
+            )),
+        }
+    }
+
+    /// The values of a U32 tensor (a floating-point tensor is an error).
+    pub fn to_u32(&self) -> Result<Vec<u32>> {
+        self.check(IN_MEMORY)?;
+        if self.dtype != TensorDType::U32 {
+            return Err(bad(
+                IN_MEMORY,
+                format!("tensor `{}` is {}, not u32", self.name, self.dtype),
+            ));
+        }
+        Ok(self.u32_values())
     }
 
     /// Checks the name and that the data length matches shape and dtype.
@@ -188,6 +345,11 @@ impl Checkpoint {
         self.push(NamedTensor::from_f32(name, shape, values)?)
     }
 
+    /// Appends a U32 tensor from host values.
+    pub fn push_u32(&mut self, name: &str, shape: &[usize], values: &[u32]) -> Result<()> {
+        self.push(NamedTensor::from_u32(name, shape, values)?)
+    }
+
     /// Sets a metadata entry (replacing an old value).
     pub fn set_meta(&mut self, key: impl Into<String>, value: impl ToString) {
         self.metadata.insert(key.into(), value.to_string());
@@ -220,7 +382,29 @@ impl Checkpoint {
             ));
         }
         t.check(self.origin())?;
-        Ok(t.dtype.decode(&t.data))
+        Ok(DType::F32.decode(&t.data))
+    }
+
+    /// The values of U32 tensor `name`, which must have exactly `expected_shape`.
+    pub fn get_u32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<u32>> {
+        let t = self.tensor(name)?;
+        if t.shape != expected_shape {
+            return Err(bad(
+                self.origin(),
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {expected_shape:?}",
+                    t.shape
+                ),
+            ));
+        }
+        if t.dtype != TensorDType::U32 {
+            return Err(bad(
+                self.origin(),
+                format!("tensor `{name}` is {}, expected u32", t.dtype),
+            ));
+        }
+        t.check(self.origin())?;
+        Ok(t.u32_values())
     }
 
     /// Checks that the checkpoint holds exactly the tensors `names` (any order): none
@@ -328,7 +512,7 @@ impl Checkpoint {
 
     /// Parses a checkpoint written by [`Checkpoint::to_bytes`] and verifies its
     /// `halfgrad.checksum`. `origin` (a path or a description) goes into errors.
-    /// Accepts F32, F16 and BF16 tensors; any malformation or corruption is an
+    /// Accepts F32, F16, BF16 and U32 tensors; any malformation or corruption is an
     /// [`Error::Checkpoint`].
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Checkpoint> {
         let mut checkpoint = Self::from_bytes_unverified(bytes, origin)?;
@@ -351,7 +535,7 @@ impl Checkpoint {
         Ok(checkpoint)
     }
 
-    /// Parses any safetensors file with F32, F16 and BF16 tensors, without requiring or
+    /// Parses any safetensors file with F32, F16, BF16 and U32 tensors, without requiring or
     /// checking `halfgrad.checksum` (it stays in `metadata` if present). Structural
     /// checks are the same as [`Checkpoint::from_bytes`]'s; only data corruption that
     /// keeps the structure intact goes unnoticed.
@@ -401,7 +585,7 @@ impl Checkpoint {
                 header::RawDType::Supported(d) => *d,
                 header::RawDType::Other(other) => {
                     return Err(err(format!(
-                        "tensor `{name}` has dtype {other:?}; only F32, F16 and BF16 are supported"
+                        "tensor `{name}` has dtype {other:?}; only F32, F16, BF16 and U32 are supported"
                     )))
                 }
             };
@@ -462,7 +646,7 @@ impl Checkpoint {
 /// which safetensors' own `Metadata` uses, first buffers the whole header as generic
 /// values: tens of times its size for adversarial input.)
 mod header {
-    use crate::DType;
+    use super::TensorDType;
     use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde::Deserialize;
     use std::collections::BTreeMap;
@@ -486,7 +670,7 @@ mod header {
 
     /// A dtype name: one halfgrad reads, or another (kept for the error message).
     pub(super) enum RawDType {
-        Supported(DType),
+        Supported(TensorDType),
         Other(String),
     }
 
@@ -499,9 +683,10 @@ mod header {
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDType, E> {
                 Ok(match s {
-                    "F32" => RawDType::Supported(DType::F32),
-                    "F16" => RawDType::Supported(DType::F16),
-                    "BF16" => RawDType::Supported(DType::BF16),
+                    "F32" => RawDType::Supported(TensorDType::F32),
+                    "F16" => RawDType::Supported(TensorDType::F16),
+                    "BF16" => RawDType::Supported(TensorDType::BF16),
+                    "U32" => RawDType::Supported(TensorDType::U32),
                     other => RawDType::Other(other.to_string()),
                 })
             }

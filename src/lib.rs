@@ -21,3 +21,4 @@ pub mod data;
 pub mod nn;
 pub mod optim;
 pub mod selfcheck;
+pub mod train;

@@ -22,6 +22,8 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// Benchmarks: `bench matmul` (time per product, TFLOP/s, optional reference check).
     Bench(cli::bench::BenchArgs),
+    /// Train the MLP classifier on the embedded digits (progress, evaluation, checkpoints).
+    Train(cli::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Info(a) => cli::info::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Train(a) => cli::train::run(a),
     };
     match result {
         Ok(code) => code,

@@ -706,3 +706,43 @@ fn ambiguous_or_oversized_headers_are_errors() {
         [1]
     );
 }
+
+#[test]
+fn u32_tensors_round_trip_exactly() {
+    use halfgrad::checkpoint::TensorDType;
+    use halfgrad::optim::StateTensor;
+    let mut c = Checkpoint::new();
+    let counters = [0u32, 1, 16_777_217, u32::MAX, 0x7FC0_0001];
+    c.push_u32("optim.step", &[5], &counters).unwrap();
+    c.push_f32("w", &[2], &[1.5, -0.0]).unwrap();
+    let bytes = c.to_bytes().unwrap();
+    let back = Checkpoint::from_bytes(&bytes, ORIGIN).unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.get_u32("optim.step", &[5]).unwrap(), counters);
+    assert_eq!(back.tensor("optim.step").unwrap().dtype, TensorDType::U32);
+    // Type confusion is an error either way.
+    assert!(is_checkpoint_err(&back.get_f32("optim.step", &[5])));
+    assert!(is_checkpoint_err(&back.get_u32("w", &[2])));
+    assert!(is_checkpoint_err(&back.get_u32("optim.step", &[4])));
+    assert!(back.tensor("optim.step").unwrap().to_f32().is_err());
+    // The safetensors crate reads it as U32.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = st.tensor("optim.step").unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::U32);
+    // State tensors convert both ways with their bits.
+    let state = back.tensor("optim.step").unwrap().to_state().unwrap();
+    assert_eq!(
+        state,
+        StateTensor::u32("optim.step", &[5], counters.to_vec())
+    );
+    assert_eq!(
+        NamedTensor::from_state(&state).unwrap(),
+        *back.tensor("optim.step").unwrap()
+    );
+    // A flipped bit in u32 data is caught by the checksum.
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 9; // inside the u32 tensor's bytes (stored first)
+    damaged[last] ^= 1;
+    let r = Checkpoint::from_bytes(&damaged, ORIGIN);
+    assert!(is_checkpoint_err(&r), "{r:?}");
+}

@@ -774,7 +774,7 @@ fn checkpoint_api_errors_are_typed() {
         c.push(NamedTensor {
             name: "short".into(),
             shape: vec![4],
-            dtype: DType::F16,
+            dtype: DType::F16.into(),
             data: vec![0; 7],
         }),
         Error::Checkpoint { .. }
@@ -802,7 +802,7 @@ fn checkpoint_api_errors_are_typed() {
     let bad_data = NamedTensor {
         name: "x".into(),
         shape: vec![3],
-        dtype: DType::F32,
+        dtype: DType::F32.into(),
         data: vec![0; 4],
     };
     assert_err!(bad_data.to_f32(), Error::Checkpoint { .. });

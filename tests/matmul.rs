@@ -7,7 +7,8 @@ mod common;
 use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol};
 use halfgrad::amp::OverflowFlag;
 use halfgrad::ops::matmul::{
-    chosen_kernel, matmul, matmul_with_tile, MatmulKernel, MatmulOptions, TiledTile,
+    chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, CoopTile, CoopTiles,
+    MatmulKernel, MatmulOptions, MatmulTuning, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Tensor};
 
@@ -34,7 +35,7 @@ struct Case {
     bias: bool,
     accumulate: bool,
     kernel: MatmulKernel,
-    tile: TiledTile,
+    tuning: MatmulTuning,
 }
 
 impl Case {
@@ -57,7 +58,7 @@ impl Case {
             bias: false,
             accumulate: false,
             kernel: MatmulKernel::Tiled,
-            tile: TiledTile::Auto,
+            tuning: MatmulTuning::default(),
         }
     }
 }
@@ -90,7 +91,7 @@ fn run(g: &Gpu, case: &Case, seed: u64) -> f64 {
         accumulate: case.accumulate,
         kernel: case.kernel,
     };
-    let d = matmul_with_tile(
+    let d = matmul_tuned(
         g,
         &a,
         &b,
@@ -98,7 +99,7 @@ fn run(g: &Gpu, case: &Case, seed: u64) -> f64 {
         case.bias.then_some(&bias),
         None,
         &opts,
-        case.tile,
+        &case.tuning,
     )
     .unwrap_or_else(|e| panic!("{case:?}: {e}"));
     g.run(&[&d]).unwrap();
@@ -195,7 +196,10 @@ fn large_tiles_match_reference() {
             for layout in LAYOUTS {
                 for c in [DType::F32, DType::F16] {
                     let case = Case {
-                        tile: TiledTile::Large,
+                        tuning: MatmulTuning {
+                            tiled: TiledTile::Large,
+                            ..MatmulTuning::default()
+                        },
                         ..Case::new(shape, layout, dt, dt, c)
                     };
                     check(g, &case, 11);
@@ -245,8 +249,9 @@ fn coop_kernel_matches_reference() {
         (65, 129, 7),
         (33, 34, 65),
         (129, 65, 33),
-        (128, 128, 64),
-        (200, 257, 300),
+        (128, 128, 64),  // every tile direct (fragments straight from A and B)
+        (200, 256, 72),  // direct interior, staged edge tiles and K remainder
+        (200, 257, 300), // odd N: staged, with the straddle columns
     ];
     for (s, &shape) in shapes.iter().enumerate() {
         for layout in LAYOUTS {
@@ -264,6 +269,98 @@ fn coop_kernel_matches_reference() {
                 ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
             };
             check(g, &case, 50 + s as u64);
+        }
+    }
+}
+
+#[test]
+fn coop_workgroup_shapes_match_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping the cooperative-matrix kernel: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    for coop_subgroups in [(1, 1), (2, 1), (1, 2), (4, 1), (1, 4)] {
+        for &shape in &[(200, 256, 72), (129, 65, 33)] {
+            for layout in LAYOUTS {
+                for c in [DType::F32, DType::F16] {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning: MatmulTuning {
+                            coop_subgroups,
+                            ..MatmulTuning::default()
+                        },
+                        ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                    };
+                    check(g, &case, 60);
+                }
+            }
+        }
+    }
+}
+
+/// The coop tile kernel (products that are whole tiles) in every layout, each tile shape,
+/// every output dtype, with bias and accumulation.
+#[test]
+fn coop_tile_kernel_matches_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping the cooperative-matrix tile kernel: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let tiles = [
+        CoopTile::LARGE,
+        CoopTile::MEDIUM,
+        CoopTile::SMALL,
+        CoopTile {
+            subgroups: (2, 4),
+            frags: (4, 2),
+            bk: 32,
+        },
+        CoopTile {
+            subgroups: (2, 2),
+            frags: (4, 4),
+            bk: 32,
+        },
+        CoopTile {
+            subgroups: (1, 2),
+            frags: (2, 2),
+            bk: 64,
+        },
+    ];
+    for (s, tile) in tiles.into_iter().enumerate() {
+        let (bm, bn) = tile.tile();
+        let (bm, bn) = (bm as usize, bn as usize);
+        let shape = (2 * bm, 3 * bn, 4 * tile.bk as usize);
+        let tuning = MatmulTuning {
+            coop_tile: CoopTiles::Fixed(tile),
+            ..MatmulTuning::default()
+        };
+        let used = coop_tile_for(g, shape, &MatmulOptions::default(), &tuning);
+        assert_eq!(used, Some(tile), "{tile:?} should run {shape:?}");
+        for layout in LAYOUTS {
+            for c in DType::ALL {
+                let case = Case {
+                    kernel: MatmulKernel::Coop,
+                    tuning,
+                    ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                };
+                check(g, &case, 70 + s as u64);
+            }
+            let case = Case {
+                kernel: MatmulKernel::Coop,
+                tuning,
+                bias: true,
+                accumulate: true,
+                ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
+            };
+            check(g, &case, 80 + s as u64);
         }
     }
 }
@@ -291,11 +388,19 @@ fn kernel_choice_follows_adapter_and_dtypes() {
         chosen_kernel(g, DType::F16, DType::F16, &tiled).unwrap(),
         "tiled"
     );
+    let for_shape = |shape, opts: &MatmulOptions| {
+        kernel_for_shape(g, DType::F16, DType::F16, shape, opts).unwrap()
+    };
     if g.caps().cooperative_matrix.is_some() {
         assert_eq!(
             chosen_kernel(g, DType::F16, DType::F16, &auto).unwrap(),
             "coop"
         );
+        // Auto keeps the tiled kernel where coop would stage every tile.
+        assert_eq!(for_shape((64, 64, 64), &auto), "coop");
+        assert_eq!(for_shape((64, 63, 64), &auto), "tiled");
+        assert_eq!(for_shape((64, 64, 60), &auto), "tiled");
+        assert_eq!(for_shape((64, 63, 64), &coop), "coop");
         assert!(matches!(
             chosen_kernel(g, DType::BF16, DType::F16, &coop),
             Err(Error::DTypeMismatch { .. })
@@ -309,6 +414,7 @@ fn kernel_choice_follows_adapter_and_dtypes() {
             chosen_kernel(g, DType::F16, DType::F16, &coop),
             Err(Error::MissingFeature { .. })
         ));
+        assert_eq!(for_shape((64, 64, 64), &auto), "tiled");
     }
 }
 
@@ -424,13 +530,14 @@ fn in_range_f16_output_leaves_found_inf_clear() {
 }
 
 /// GPU-free: the shared shader test translates each variant with the default pipeline
-/// constants only; this one covers every layout and tile constant the op sets, so the
+/// constants only; this one covers every layout and tile constant the op sets (and
+/// subgroup sizes 16, 32, 64), so the
 /// cooperative-matrix kernel (which lavapipe cannot run) reaches naga's SPIR-V writer in
 /// every form it is dispatched in.
 #[test]
 fn every_matmul_pipeline_form_translates_to_spirv() {
     use halfgrad::kernels::{compose, Variant};
-    use halfgrad::ops::matmul::{COOP, TILED};
+    use halfgrad::ops::matmul::{COOP, COOP_TILE, TILED};
     use naga::back::spv;
     use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -471,17 +578,35 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                     failures.push(format!("coop {c} {constants:?}: {e}"));
                 }
             }
-            for (tm, bk) in [(4.0, 16.0), (8.0, 8.0)] {
+        }
+        let tile = compose(&COOP_TILE, &Variant::new(&[c], true)).unwrap();
+        for (ta, tb) in LAYOUTS {
+            let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+            for (sgm, sgn, fm, f_n, bk) in [
+                (2.0, 2.0, 4.0, 4.0, 32.0),
+                (2.0, 2.0, 2.0, 4.0, 32.0),
+                (2.0, 2.0, 2.0, 2.0, 32.0),
+                (2.0, 4.0, 4.0, 2.0, 32.0),
+                (1.0, 1.0, 1.0, 3.0, 64.0),
+            ] {
                 let constants = [
                     ("TRANS_A", ta),
                     ("TRANS_B", tb),
-                    ("TM", tm),
-                    ("TN", tm),
-                    ("BK", bk),
+                    ("SG_M", sgm),
+                    ("SG_N", sgn),
+                    ("FM", fm),
+                    ("FN", f_n),
+                    ("CBK", bk),
                 ];
-                if let Err(e) = translate(&tiled, &constants) {
-                    failures.push(format!("tiled {c} {constants:?}: {e}"));
+                if let Err(e) = translate(&tile, &constants) {
+                    failures.push(format!("coop_tile {c} {constants:?}: {e}"));
                 }
+            }
+        }
+        for (wg, bk) in [(8.0, 16.0), (16.0, 8.0)] {
+            let constants = [("WG_M", wg), ("WG_N", wg), ("BK", bk)];
+            if let Err(e) = translate(&tiled, &constants) {
+                failures.push(format!("tiled {c} {constants:?}: {e}"));
             }
         }
     }

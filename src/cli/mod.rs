@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod bench_step;
 pub mod info;
+pub mod train;

@@ -50,6 +50,24 @@ pub static COOP: KernelDef = KernelDef {
     needs_f16: true,
 };
 
+/// The cooperative-matrix tile kernel (f16 operands read as 16-byte words, shapes that
+/// are whole tiles; see `shaders/matmul_coop.wgsl`).
+pub static COOP_TILE: KernelDef = KernelDef {
+    name: "matmul/coop_tile",
+    source: include_str!("../../shaders/matmul_coop.wgsl"),
+    section: "tile",
+    slots: &[
+        Slot::raw("a", SlotKind::U32x4, Access::Read),
+        Slot::raw("b", SlotKind::U32x4, Access::Read),
+        Slot::write("c", ANY),
+        Slot::raw("bias", SlotKind::F32, Access::Read),
+        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+    ],
+    params: true,
+    cooperative_matrix: true,
+    needs_f16: true,
+};
+
 /// Which kernel computes a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
@@ -87,26 +105,30 @@ struct Params {
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_TRANS_A: u32 = 4;
+const FLAG_TRANS_B: u32 = 8;
 
 /// Tile shape of the tiled kernel (see the comments in `shaders/matmul.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TiledConfig {
     wg_m: u32,
     wg_n: u32,
-    tm: u32,
-    tn: u32,
     bk: u32,
 }
 
+/// Rows and columns of C per invocation (fixed in the shader: an explicit register tile).
+const TILED_REGS: u32 = 8;
+
 impl TiledConfig {
     fn bm(&self) -> u32 {
-        self.wg_m * self.tm
+        self.wg_m * TILED_REGS
     }
     fn bn(&self) -> u32 {
-        self.wg_n * self.tn
+        self.wg_n * TILED_REGS
     }
+    /// a_tile + b_tile (8 extra columns) + the straddle partial sums, all f32.
     fn workgroup_bytes(&self) -> u32 {
-        4 * self.bk * (self.bm() + self.bn() + 4)
+        4 * (self.bk * (self.bm() + self.bn() + 8) + self.wg_m * self.wg_n)
     }
 }
 
@@ -116,31 +138,27 @@ pub enum TiledTile {
     /// 128 x 128 for products of at least 512 x 512 on hardware adapters, else 64 x 64.
     #[default]
     Auto,
-    /// 64 x 64 workgroup tile, 4 x 4 per invocation, K slices of 16.
+    /// 64 x 64 workgroup tile (8 x 8 invocations), K slices of 16.
     Small,
-    /// 128 x 128 workgroup tile, 8 x 8 per invocation, K slices of 8.
+    /// 128 x 128 workgroup tile (16 x 16 invocations), K slices of 8.
     Large,
 }
 
 impl TiledTile {
     const SMALL: TiledConfig = TiledConfig {
-        wg_m: 16,
-        wg_n: 16,
-        tm: 4,
-        tn: 4,
+        wg_m: 8,
+        wg_n: 8,
         bk: 16,
     };
     const LARGE: TiledConfig = TiledConfig {
         wg_m: 16,
         wg_n: 16,
-        tm: 8,
-        tn: 8,
         bk: 8,
     };
 
-    /// Large tiles give twice the FMAs per workgroup-memory load; small ones waste less
-    /// on small or ragged shapes and need fewer registers. Both use 256 invocations (the
-    /// WebGPU minimum limit) and under 9 KB of workgroup memory.
+    /// Each invocation holds an 8 x 8 register tile in both. Large tiles keep more
+    /// invocations per workgroup (256, the WebGPU minimum limit); small ones waste less
+    /// on small or ragged shapes. Both need under 10 KB of workgroup memory.
     fn config(self, gpu: &Gpu, m: usize, n: usize) -> TiledConfig {
         match self {
             TiledTile::Small => Self::SMALL,
@@ -157,26 +175,145 @@ impl TiledTile {
     }
 }
 
-/// Tile shape of the coop kernel: SG_M x SG_N subgroups, each a 32 x 32 block.
-const COOP_SG_M: u32 = 2;
-const COOP_SG_N: u32 = 2;
+/// K per staged slice of the coop kernel.
 const COOP_BK: u32 = 32;
 
-fn coop_tile() -> (u32, u32) {
-    (COOP_SG_M * 32, COOP_SG_N * 32)
+/// Shape of the cooperative-matrix tile kernel's workgroup tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoopTile {
+    /// Subgroups along M and along N.
+    pub subgroups: (u32, u32),
+    /// 16 x 16 accumulator fragments per subgroup along M and along N (1 to 4 each).
+    pub frags: (u32, u32),
+    /// K per slice staged in workgroup memory (a multiple of 16).
+    pub bk: u32,
 }
 
-/// Workgroup memory of the coop kernel: two padded f16 slices and the f32 tile.
-fn coop_workgroup_bytes() -> u32 {
-    let (bm, bn) = coop_tile();
+impl CoopTile {
+    /// 128 x 128 tile: 2 x 4 subgroups of 64 x 32 (8 fragments each), K slices of 16.
+    /// Best measured on an H200 at 4096^3 (58 TFLOP/s; with K slices of 32: 45 in every
+    /// layout; 2 x 2 subgroups of 64 x 64: 28). Small slices leave workgroup memory for
+    /// more resident workgroups.
+    pub const LARGE: CoopTile = CoopTile {
+        subgroups: (2, 4),
+        frags: (4, 2),
+        bk: 16,
+    };
+    /// 64 x 128 tile: 2 x 4 subgroups of 32 x 32 (K slices of 32: with 16 the copies do
+    /// not spread over all 256 invocations). H200: 35 to 42 TFLOP/s.
+    pub const MEDIUM: CoopTile = CoopTile {
+        subgroups: (2, 4),
+        frags: (2, 2),
+        bk: 32,
+    };
+    /// 64 x 64 tile: 2 x 2 subgroups of 32 x 32. H200, 4096^3: 44 TFLOP/s (24 with K
+    /// slices of 32).
+    pub const SMALL: CoopTile = CoopTile {
+        subgroups: (2, 2),
+        frags: (2, 2),
+        bk: 16,
+    };
+
+    /// Rows and columns of C per workgroup.
+    pub fn tile(&self) -> (u32, u32) {
+        (
+            16 * self.subgroups.0 * self.frags.0,
+            16 * self.subgroups.1 * self.frags.1,
+        )
+    }
+
+    /// Workgroup memory: two padded f16 slices of each operand and a 16 x 16 f32
+    /// scratch fragment per subgroup.
+    fn workgroup_bytes(&self, trans_a: bool, trans_b: bool) -> u32 {
+        let (bm, bn) = self.tile();
+        let slice = |rows: u32, halves: u32| rows * (halves + 8) * 2;
+        let a = if trans_a {
+            slice(self.bk, bm)
+        } else {
+            slice(bm, self.bk)
+        };
+        let b = if trans_b {
+            slice(bn, self.bk)
+        } else {
+            slice(self.bk, bn)
+        };
+        2 * (a + b) + 1024 * self.subgroups.0 * self.subgroups.1
+    }
+
+    /// Whether this tile shape is one the shader supports with `sg` lanes a subgroup
+    /// (16-byte copies spread evenly, at most 8 an invocation per operand).
+    fn valid(&self, sg: u32) -> bool {
+        let (sg_m, sg_n) = self.subgroups;
+        let (fm, f_n) = self.frags;
+        let (bm, bn) = self.tile();
+        let threads = sg * sg_m * sg_n;
+        let copies = |halves: u32| {
+            let vecs = halves / 8;
+            threads > 0
+                && halves.is_multiple_of(8)
+                && vecs.is_multiple_of(threads)
+                && (1..=8).contains(&(vecs / threads))
+        };
+        sg_m >= 1
+            && sg_n >= 1
+            && (1..=4).contains(&fm)
+            && (1..=4).contains(&f_n)
+            && self.bk >= 16
+            && self.bk.is_multiple_of(16)
+            && copies(bm * self.bk)
+            && copies(bn * self.bk)
+    }
+}
+
+/// Which tile shape the coop tile kernel uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoopTiles {
+    /// Largest of [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product; the
+    /// general coop kernel otherwise.
+    #[default]
+    Auto,
+    /// Never: always the general coop kernel.
+    Off,
+    /// This shape where it divides the product, else the general coop kernel.
+    Fixed(CoopTile),
+}
+
+/// Tuning knobs for benchmarks and tests; [`matmul`] uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulTuning {
+    /// Tile shape of the tiled kernel.
+    pub tiled: TiledTile,
+    /// Subgroups (along M, along N) of a general coop workgroup; each owns a 32 x 32 block.
+    pub coop_subgroups: (u32, u32),
+    /// The coop tile kernel's tile, for products that are whole tiles.
+    pub coop_tile: CoopTiles,
+}
+
+impl Default for MatmulTuning {
+    /// Coop 1 x 2 subgroups (32 x 64 tiles): on an H200 at 4096^3 f16, 34 TFLOP/s against
+    /// 24 to 26 for 1 x 1, 2 x 1, 2 x 2, 4 x 1 and 1 x 4 (2026-11-28).
+    fn default() -> Self {
+        MatmulTuning {
+            tiled: TiledTile::Auto,
+            coop_subgroups: (1, 2),
+            coop_tile: CoopTiles::Auto,
+        }
+    }
+}
+
+/// Workgroup memory of the coop kernel: two padded f16 slices, the f32 tile and the
+/// odd-N partial sums.
+fn coop_workgroup_bytes((sg_m, sg_n): (u32, u32)) -> u32 {
+    let (bm, bn) = (32 * sg_m, 32 * sg_n);
     let slice = |rows: u32, cols: u32| 2 * rows * (cols + 8);
     let a = slice(bm, COOP_BK).max(slice(COOP_BK, bm));
-    let b = slice(COOP_BK, bn).max(slice(bn, COOP_BK));
-    a + b + 4 * bm * bn
+    let b = slice(COOP_BK, bn + 8).max(slice(bn + 8, COOP_BK));
+    a + b + 4 * bm * bn + 8 * bm
 }
 
-/// Ok(subgroup size the kernel is built for) where this device can run the coop kernel.
-fn coop_support(gpu: &Gpu) -> Result<u32> {
+/// Ok(subgroup size the kernel is built for) where this device can run the coop kernel
+/// with `subgroups` (along M, along N) a workgroup.
+fn coop_support(gpu: &Gpu, subgroups: (u32, u32)) -> Result<u32> {
     let caps = gpu.caps();
     let missing = |feature| Error::MissingFeature {
         op: "matmul (coop kernel)",
@@ -193,15 +330,55 @@ fn coop_support(gpu: &Gpu) -> Result<u32> {
     let Some((_, sg_max)) = caps.subgroups else {
         return Err(missing("SUBGROUP"));
     };
-    if sg_max * COOP_SG_M * COOP_SG_N > caps.max_compute_invocations_per_workgroup {
-        return Err(missing(
-            "max_compute_invocations_per_workgroup >= 4 x the subgroup size",
+    let (sg_m, sg_n) = subgroups;
+    if sg_m == 0 || sg_n == 0 {
+        return Err(Error::InvalidArgument(
+            "matmul: coop subgroups must be at least 1 x 1".into(),
         ));
     }
-    if coop_workgroup_bytes() > caps.max_compute_workgroup_storage_size {
-        return Err(missing("max_compute_workgroup_storage_size >= 26 KiB"));
+    if sg_max * sg_m * sg_n > caps.max_compute_invocations_per_workgroup {
+        return Err(missing(
+            "max_compute_invocations_per_workgroup >= subgroups x the subgroup size",
+        ));
+    }
+    if coop_workgroup_bytes(subgroups) > caps.max_compute_workgroup_storage_size {
+        return Err(missing(
+            "max_compute_workgroup_storage_size for this coop tile (17 KiB for 1 x 2)",
+        ));
     }
     Ok(sg_max)
+}
+
+/// The coop tile kernel's tile for this product, or None where the general coop kernel
+/// runs it (a shape that is not whole tiles, or a device without room for the tile).
+pub fn coop_tile_for(
+    gpu: &Gpu,
+    (m, n, k): (usize, usize, usize),
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Option<CoopTile> {
+    let caps = gpu.caps();
+    let (_, sg) = caps.subgroups?;
+    let fits = |t: &CoopTile| {
+        let (bm, bn) = t.tile();
+        let (bm, bn, bk) = (bm as usize, bn as usize, t.bk as usize);
+        t.valid(sg)
+            && m % bm == 0
+            && n % bn == 0
+            && k % bk == 0
+            && sg * t.subgroups.0 * t.subgroups.1 <= caps.max_compute_invocations_per_workgroup
+            && t.workgroup_bytes(opts.trans_a, opts.trans_b)
+                <= caps.max_compute_workgroup_storage_size
+    };
+    match tuning.coop_tile {
+        CoopTiles::Off => None,
+        CoopTiles::Fixed(t) => fits(&t).then_some(t),
+        // The largest tile that divides the product: on an H200 the 128 x 128 tile beat
+        // 64 x 128 even on (2048 x 1024) outputs that give it only 128 workgroups.
+        CoopTiles::Auto => [CoopTile::LARGE, CoopTile::MEDIUM, CoopTile::SMALL]
+            .into_iter()
+            .find(fits),
+    }
 }
 
 /// `HALFGRAD_MATMUL`: `tiled`, `coop`, or unset / `auto`.
@@ -231,10 +408,11 @@ pub fn chosen_kernel(
         k => k,
     };
     let f16_operands = a_dtype == DType::F16 && b_dtype == DType::F16;
+    let subgroups = MatmulTuning::default().coop_subgroups;
     match requested {
         MatmulKernel::Tiled => Ok("tiled"),
         MatmulKernel::Coop => {
-            coop_support(gpu)?;
+            coop_support(gpu, subgroups)?;
             if !f16_operands {
                 let got = if a_dtype != DType::F16 {
                     a_dtype
@@ -249,12 +427,36 @@ pub fn chosen_kernel(
             }
             Ok("coop")
         }
-        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu).is_ok() {
+        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
             "coop"
         } else {
             "tiled"
         }),
     }
+}
+
+/// The kernel [`matmul`] uses for this product: [`chosen_kernel`], except that `Auto`
+/// keeps the tiled kernel where the coop kernel would have to stage every tile through
+/// workgroup memory (odd N, or a stored row of A or B that is not a multiple of 8
+/// elements, so its fragments are not 16-byte aligned): there the tiled kernel is faster
+/// (on an H200: about 3 TFLOP/s staged coop against 13 to 19 tiled).
+pub fn kernel_for_shape(
+    gpu: &Gpu,
+    a_dtype: DType,
+    b_dtype: DType,
+    (m, n, k): (usize, usize, usize),
+    opts: &MatmulOptions,
+) -> Result<&'static str> {
+    let kernel = chosen_kernel(gpu, a_dtype, b_dtype, opts)?;
+    let forced = opts.kernel != MatmulKernel::Auto || kernel_from_env()? != MatmulKernel::Auto;
+    let a_row = if opts.trans_a { m } else { k };
+    let b_row = if opts.trans_b { k } else { n };
+    let direct = n % 2 == 0 && a_row % 8 == 0 && b_row % 8 == 0;
+    Ok(if kernel == "coop" && !forced && !direct {
+        "tiled"
+    } else {
+        kernel
+    })
 }
 
 fn matrix_dims(what: &'static str, t: &Tensor) -> Result<(usize, usize)> {
@@ -288,13 +490,21 @@ pub fn matmul(
     found_inf: Option<&OverflowFlag>,
     opts: &MatmulOptions,
 ) -> Result<Dispatch> {
-    matmul_with_tile(gpu, a, b, c, bias, found_inf, opts, TiledTile::Auto)
+    matmul_tuned(
+        gpu,
+        a,
+        b,
+        c,
+        bias,
+        found_inf,
+        opts,
+        &MatmulTuning::default(),
+    )
 }
 
-/// [`matmul`] with the tiled kernel's tile shape chosen by the caller (benchmarks,
-/// tests); `tile` is ignored when the coop kernel runs.
+/// [`matmul`] with tile shapes chosen by the caller (benchmarks, tests).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_with_tile(
+pub fn matmul_tuned(
     gpu: &Gpu,
     a: &Tensor,
     b: &Tensor,
@@ -302,7 +512,7 @@ pub fn matmul_with_tile(
     bias: Option<&Tensor>,
     found_inf: Option<&OverflowFlag>,
     opts: &MatmulOptions,
-    tile: TiledTile,
+    tuning: &MatmulTuning,
 ) -> Result<Dispatch> {
     let (ar, ac) = matrix_dims("a", a)?;
     let (br, bc) = matrix_dims("b", b)?;
@@ -355,34 +565,49 @@ pub fn matmul_with_tile(
         )));
     }
 
-    let kernel = chosen_kernel(gpu, a.dtype(), b.dtype(), opts)?;
+    let kernel = kernel_for_shape(gpu, a.dtype(), b.dtype(), (m, n, k), opts)?;
     let trans = |t: bool| u64::from(t);
-    let (def, overrides, (bm, bn)) = if kernel == "coop" {
-        let sg = coop_support(gpu)?;
+    let coop_tile = if kernel == "coop" {
+        coop_tile_for(gpu, (m, n, k), opts, tuning)
+    } else {
+        None
+    };
+    let (def, overrides, (bm, bn)) = if let Some(t) = coop_tile {
+        let sg = coop_support(gpu, (1, 1))?;
         let overrides = vec![
             ("TRANS_A", trans(opts.trans_a)),
             ("TRANS_B", trans(opts.trans_b)),
             ("SG", sg as u64),
-            ("SG_M", COOP_SG_M as u64),
-            ("SG_N", COOP_SG_N as u64),
-            ("CBK", COOP_BK as u64),
+            ("SG_M", t.subgroups.0 as u64),
+            ("SG_N", t.subgroups.1 as u64),
+            ("FM", t.frags.0 as u64),
+            ("FN", t.frags.1 as u64),
+            ("CBK", t.bk as u64),
         ];
-        (&COOP, overrides, coop_tile())
-    } else {
-        let t = tile.config(gpu, m, n);
-        if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
-            return Err(Error::MissingFeature {
-                op: "matmul (tiled kernel)",
-                feature: "max_compute_workgroup_storage_size >= 9 KiB",
-            });
-        }
+        (&COOP_TILE, overrides, t.tile())
+    } else if kernel == "coop" {
+        let (sg_m, sg_n) = tuning.coop_subgroups;
+        let sg = coop_support(gpu, (sg_m, sg_n))?;
         let overrides = vec![
             ("TRANS_A", trans(opts.trans_a)),
             ("TRANS_B", trans(opts.trans_b)),
+            ("SG", sg as u64),
+            ("SG_M", sg_m as u64),
+            ("SG_N", sg_n as u64),
+            ("CBK", COOP_BK as u64),
+        ];
+        (&COOP, overrides, (32 * sg_m, 32 * sg_n))
+    } else {
+        let t = tuning.tiled.config(gpu, m, n);
+        if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
+            return Err(Error::MissingFeature {
+                op: "matmul (tiled kernel)",
+                feature: "max_compute_workgroup_storage_size >= 10 KiB",
+            });
+        }
+        let overrides = vec![
             ("WG_M", t.wg_m as u64),
             ("WG_N", t.wg_n as u64),
-            ("TM", t.tm as u64),
-            ("TN", t.tn as u64),
             ("BK", t.bk as u64),
         ];
         (&TILED, overrides, (t.bm(), t.bn()))
@@ -417,14 +642,26 @@ pub fn matmul_with_tile(
         m: m as u32,
         n: n as u32,
         k: k as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
-            | if opts.accumulate { FLAG_ACCUMULATE } else { 0 },
+        flags: [
+            (bias.is_some(), FLAG_BIAS),
+            (opts.accumulate, FLAG_ACCUMULATE),
+            (opts.trans_a, FLAG_TRANS_A),
+            (opts.trans_b, FLAG_TRANS_B),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit),
+    };
+    let (bind_a, bind_b) = if coop_tile.is_some() {
+        (Bind::Buffer(a.buffer()), Bind::Buffer(b.buffer()))
+    } else {
+        (Bind::Tensor(a), Bind::Tensor(b))
     };
     gpu.dispatch(
         def,
         &[
-            Bind::Tensor(a),
-            Bind::Tensor(b),
+            bind_a,
+            bind_b,
             Bind::Tensor(c),
             Bind::Buffer(bias.map_or(&dummy_bias, |t| t.buffer())),
             Bind::Buffer(found_inf.map_or(&dummy_flag, |f| f.buffer())),
@@ -433,4 +670,20 @@ pub fn matmul_with_tile(
         &overrides,
         [grid[0] as u32, grid[1] as u32, 1],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CoopTile;
+
+    /// Every preset spreads its copies evenly over 32-lane subgroups (the H200's size);
+    /// a preset that does not is silently skipped by Auto.
+    #[test]
+    fn coop_tile_presets_are_valid_for_32_lanes() {
+        for t in [CoopTile::LARGE, CoopTile::MEDIUM, CoopTile::SMALL] {
+            assert!(t.valid(32), "{t:?}");
+            assert!(t.workgroup_bytes(false, true) <= 48 << 10, "{t:?}");
+            assert!(t.workgroup_bytes(true, false) <= 48 << 10, "{t:?}");
+        }
+    }
 }

@@ -1,0 +1,346 @@
+//! [`Trainer`]: the model, AdamW, the loss scaler and the policy; one training step is
+//! one command buffer with no readback.
+
+use super::config::TrainConfig;
+use super::schedule::add_input_noise;
+use crate::amp::scaler::word;
+use crate::amp::{LossScaler, Policy, Precision};
+use crate::data::{Batcher, BatcherState, Dataset};
+use crate::nn::{LayerCtx, Mlp};
+use crate::ops::matmul::{chosen_kernel, MatmulOptions};
+use crate::optim::AdamW;
+use crate::{DType, Error, Gpu, Result};
+
+/// Words of the trainer's statistics buffer: the scaler state's first
+/// [`word::USED`] words (copied in when statistics are read), then the loss.
+mod stats_word {
+    /// f32: the mean loss of the latest step's batch (copied in by every step).
+    pub const LOSS: usize = 8;
+    /// Words allocated (48 bytes).
+    pub const ALLOCATED: usize = 12;
+}
+
+/// Statistics of a run, read from the GPU on demand ([`Trainer::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainStats {
+    /// Steps taken by [`Trainer::step`] (including skipped ones and those of the run a
+    /// checkpoint continues).
+    pub step: u64,
+    /// Mean loss of the latest step's batch (NaN before the first step).
+    pub loss: f32,
+    /// The loss scale the next step uses (1.0 when the scaler is off).
+    pub loss_scale: f32,
+    /// Steps the optimizer skipped because the gradients were not finite.
+    pub skipped_steps: u32,
+    /// Steps whose gradients were not finite, skipped or not.
+    pub nonfinite_steps: u32,
+    /// Optimizer updates applied (steps minus skipped steps).
+    pub optimizer_steps: u32,
+    /// Global L2 norm of the latest step's unscaled gradient, before clipping.
+    pub grad_norm: f32,
+    /// Whether the latest step was skipped.
+    pub last_step_skipped: bool,
+}
+
+/// Trains an [`Mlp`] classifier with AdamW and (for f16) dynamic loss scaling.
+///
+/// ```text
+/// let (train, test) = Digits::load()?;
+/// let mut trainer = Trainer::new_blocking(&gpu, TrainConfig::default(), &train)?;
+/// for _ in 0..1000 {
+///     trainer.step_from(&train)?;            // one submission, no readback
+/// }
+/// let stats = trainer.stats_blocking()?;     // one readback
+/// let eval = trainer.evaluate_blocking(&test)?;
+/// trainer.save(Path::new("digits.safetensors"))?;
+/// ```
+///
+/// The model is built for a fixed batch; evaluation and prediction run the same model on
+/// padded chunks of that batch ([`Trainer::evaluate`]). Async methods serve the browser;
+/// native code may use the `_blocking` variants.
+pub struct Trainer {
+    pub(super) gpu: Gpu,
+    pub(super) config: TrainConfig,
+    pub(super) policy: Policy,
+    pub(super) model: Mlp,
+    pub(super) scaler: LossScaler,
+    pub(super) optim: AdamW,
+    /// The order of [`Trainer::step_from`]'s batches; saved in checkpoints.
+    pub(super) batcher: Batcher,
+    /// Steps taken, including skipped ones.
+    pub(super) step: u64,
+    /// See [`stats_word`].
+    stats: wgpu::Buffer,
+    /// Host staging of one batch, reused every step.
+    x_host: Vec<f32>,
+    y_host: Vec<u32>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.model.config().to_string())
+            .field("policy", &self.policy.to_string())
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// A fresh model for `train`'s feature and class counts, initialised from
+    /// `config.seed`, with AdamW at step 0 and a batcher over `train` seeded alike.
+    pub async fn new(gpu: &Gpu, config: TrainConfig, train: &dyn Dataset) -> Result<Trainer> {
+        Trainer::build(gpu, config, train.features(), train.classes(), train.len())
+    }
+
+    /// Blocking [`Trainer::new`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(gpu: &Gpu, config: TrainConfig, train: &dyn Dataset) -> Result<Trainer> {
+        pollster::block_on(Trainer::new(gpu, config, train))
+    }
+
+    /// Builds everything for `features` inputs, `classes` outputs and a training set of
+    /// `train_len` samples. Nothing here waits on the GPU.
+    pub(super) fn build(
+        gpu: &Gpu,
+        config: TrainConfig,
+        features: usize,
+        classes: usize,
+        train_len: usize,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        let batcher = Batcher::new(train_len, config.batch, config.seed)?;
+        let mlp_config = config.mlp_config(features, classes);
+        let policy = config.policy();
+        // The scaler first: its found-inf flag and scale buffer are bound by the layers.
+        let scaler = LossScaler::new(gpu, config.scaler_config())?;
+        let ctx = LayerCtx::new(gpu, policy, scaler.flag());
+        let model = Mlp::new(
+            &ctx,
+            &mlp_config,
+            config.batch,
+            config.seed,
+            scaler.scale_buffer(),
+        )?;
+        let optim = AdamW::new(gpu, &model.params(), config.adam_config(), &scaler)?;
+        let stats = gpu.scoped("allocating the trainer statistics", || {
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("halfgrad trainer stats"),
+                size: (stats_word::ALLOCATED * 4) as u64,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let mut init = [0u32; stats_word::ALLOCATED];
+        init[stats_word::LOSS] = f32::NAN.to_bits();
+        gpu.queue()
+            .write_buffer(&stats, 0, bytemuck::cast_slice(&init));
+        Ok(Trainer {
+            gpu: gpu.clone(),
+            x_host: Vec::with_capacity(config.batch * features),
+            y_host: Vec::with_capacity(config.batch),
+            config,
+            policy,
+            model,
+            scaler,
+            optim,
+            batcher,
+            step: 0,
+            stats,
+        })
+    }
+
+    /// One training step on the batch `x: (batch, features)` row-major with `labels:
+    /// (batch,)`: queued writes into the model's persistent input tensors, then ONE
+    /// command buffer (clear found-inf; one compute pass with forward, loss, backward,
+    /// AdamW and the scaler update; a 4-byte copy of the loss for [`Trainer::stats`])
+    /// and one submission. Nothing is read back and no buffer is allocated: a skipped
+    /// step is decided on the GPU. Errors (wrong lengths, labels out of range) are
+    /// found on the host before anything is written.
+    ///
+    /// The learning rate follows [`TrainConfig::schedule`] (a queued 4-byte write when it
+    /// changes). `x` is used as given: the input noise belongs to [`Trainer::step_from`].
+    pub fn step(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
+        self.model.set_batch(x, labels)?;
+        let lr = self.config.lr * self.config.schedule.factor(self.step);
+        if lr.to_bits() != self.optim.lr().to_bits() {
+            self.optim.set_lr(lr)?;
+        }
+        let mut enc = self.gpu.encoder("halfgrad train step");
+        self.optim.clear_flag(&mut enc);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("halfgrad train step"),
+                timestamp_writes: None,
+            });
+            self.model.encode_forward_backward(&mut pass);
+            self.optim.encode_step(&mut pass);
+        }
+        // The loss tensor is overwritten by evaluation; keep the step's loss apart.
+        enc.copy_buffer_to_buffer(
+            self.model.loss().buffer(),
+            0,
+            &self.stats,
+            (stats_word::LOSS * 4) as u64,
+            4,
+        );
+        self.gpu.submit(enc.finish())?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Draws the next batch of `train` from the trainer's seeded batcher (whose position
+    /// checkpoints save), adds the input noise of [`TrainConfig::input_noise`] (a
+    /// function of seed and step) and takes one [`Trainer::step`] on it. `train` must be
+    /// the data set the trainer was built (or checkpointed) with: same length, features,
+    /// classes.
+    pub fn step_from(&mut self, train: &dyn Dataset) -> Result<()> {
+        let (features, classes) = (self.features(), self.classes());
+        if train.features() != features || train.classes() != classes {
+            return Err(Error::shape(
+                "Trainer::step_from",
+                format!("a data set of {features} features and {classes} classes"),
+                format!("{} features, {} classes", train.features(), train.classes()),
+            ));
+        }
+        let (mut x, mut y) = (
+            std::mem::take(&mut self.x_host),
+            std::mem::take(&mut self.y_host),
+        );
+        let drawn = self.batcher.next_batch(train, &mut x, &mut y);
+        if drawn.is_ok() {
+            add_input_noise(&mut x, self.config.input_noise, self.config.seed, self.step);
+        }
+        let result = drawn.and_then(|()| self.step(&x, &y));
+        (self.x_host, self.y_host) = (x, y);
+        result
+    }
+
+    /// Reads the statistics: one small copy and one readback. Call it between steps
+    /// (every few steps, not every one: it waits for the GPU).
+    pub async fn stats(&self) -> Result<TrainStats> {
+        let mut enc = self.gpu.encoder("halfgrad trainer stats");
+        enc.copy_buffer_to_buffer(
+            self.scaler.state_buffer(),
+            0,
+            &self.stats,
+            0,
+            (word::USED * 4) as u64,
+        );
+        self.gpu.submit(enc.finish())?;
+        let bytes = self
+            .gpu
+            .read_buffer(&self.stats, (stats_word::ALLOCATED * 4) as u64)
+            .await?;
+        let w: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(TrainStats {
+            step: self.step,
+            loss: f32::from_bits(w[stats_word::LOSS]),
+            loss_scale: f32::from_bits(w[word::SCALE]),
+            skipped_steps: w[word::SKIPPED],
+            nonfinite_steps: w[word::NONFINITE],
+            optimizer_steps: w[word::STEP],
+            grad_norm: f32::from_bits(w[word::LAST_NORM]),
+            last_step_skipped: w[word::LAST_SKIPPED] != 0,
+        })
+    }
+
+    /// Blocking [`Trainer::stats`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn stats_blocking(&self) -> Result<TrainStats> {
+        pollster::block_on(self.stats())
+    }
+
+    /// The precision path the matrix products take on this device: `"f32"`, `"bf16"`,
+    /// `"f16 native"` (shader-f16), `"f16 packed"` (u32 words, every adapter) or
+    /// `"f16 cooperative matrix"`.
+    pub fn describe_path(&self) -> &'static str {
+        describe_path(&self.gpu, self.config.precision)
+    }
+
+    /// The precision policy (see [`Policy`]'s one-line `Display`).
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The settings (`lr` is the base learning rate; [`Trainer::lr`] the scheduled one).
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn model(&self) -> &Mlp {
+        &self.model
+    }
+
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optim
+    }
+
+    pub fn scaler(&self) -> &LossScaler {
+        &self.scaler
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Steps taken (including skipped ones).
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The batcher's position (for [`Trainer::step_from`]).
+    pub fn batcher_state(&self) -> BatcherState {
+        self.batcher.state()
+    }
+
+    /// The learning rate the latest step used (the base one before the first step).
+    pub fn lr(&self) -> f32 {
+        self.optim.lr()
+    }
+
+    /// Sets the base learning rate from the next step on (the schedule scales it).
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        let mut config = self.config.clone();
+        config.lr = lr;
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Input width of the model.
+    pub fn features(&self) -> usize {
+        self.model.config().inputs()
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.model.config().classes()
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.model.num_params()
+    }
+}
+
+/// The matrix-product path of `precision` on `gpu` (see [`Trainer::describe_path`]).
+pub fn describe_path(gpu: &Gpu, precision: Precision) -> &'static str {
+    match precision {
+        Precision::F32 => "f32",
+        Precision::BF16 => "bf16",
+        Precision::F16 => {
+            let coop = chosen_kernel(gpu, DType::F16, DType::F16, &MatmulOptions::default());
+            if coop == Ok("coop") {
+                "f16 cooperative matrix"
+            } else if gpu.caps().shader_f16 {
+                "f16 native"
+            } else {
+                "f16 packed"
+            }
+        }
+    }
+}
