@@ -120,10 +120,19 @@ fn digits_defaults_reach_95_percent_in_every_precision() {
 #[test]
 fn one_step_is_one_submission_and_no_readback() {
     let data = synthetic(50, 6, 3, 1);
+    // Private devices: the counters are per device, and the shared ones serve tests
+    // running in parallel (their submissions would be counted here).
+    let own = |disable_f16| {
+        halfgrad::Gpu::with_options_blocking(halfgrad::GpuOptions {
+            disable_f16,
+            ..halfgrad::GpuOptions::from_env()
+        })
+        .unwrap()
+    };
     for (precision, g) in [
-        (Precision::F32, gpu()),
-        (Precision::F16, gpu_packed()),
-        (Precision::BF16, gpu()),
+        (Precision::F32, &own(false)),
+        (Precision::F16, &own(true)),
+        (Precision::BF16, &own(false)),
     ] {
         let mut t = Trainer::new_blocking(g, small(precision), &data).unwrap();
         t.step_from(&data).unwrap(); // warm-up: first use of every pipeline
