@@ -107,7 +107,8 @@ fn values(n: usize, rng: &mut SplitMix64) -> Vec<f32> {
 }
 
 /// Valid checkpoints of several shapes: empty, mixed dtypes with scalars and zero-size
-/// tensors, many small tensors, one larger tensor, a model-like state dict.
+/// tensors, many small tensors, one larger tensor, a trainer-like state dict (f32
+/// weights and moments, u32 counters).
 fn seeds() -> Vec<Vec<u8>> {
     let mut rng = SplitMix64::new(7);
     let mut out = Vec::new();
@@ -159,6 +160,9 @@ fn seeds() -> Vec<Vec<u8>> {
         let n = shape.iter().product();
         c.push_f32(name, &shape, &values(n, &mut rng)).unwrap();
     }
+    // Counters are U32 in trainer checkpoints.
+    c.push_u32("optim.step", &[1], &[4096]).unwrap();
+    c.push_u32("scaler.growth_tracker", &[1], &[17]).unwrap();
     for (k, v) in [
         ("format", "halfgrad-trainer-1"),
         ("model", "mlp 64-32-10"),

@@ -18,6 +18,7 @@ use halfgrad::ops::adam::{self, StateBuffers, UpdateTensors};
 use halfgrad::ops::matmul::{matmul, MatmulKernel, MatmulOptions};
 use halfgrad::ops::{activation, cast, layernorm, loss_scale, reduce, softmax_xent};
 use halfgrad::optim::{AdamConfig, AdamW, StateTensor};
+use halfgrad::train::{TrainConfig, Trainer};
 use halfgrad::{DType, Error, Gpu, GpuOptions, Tensor};
 
 /// Asserts that `$e` is `Err` matching `$pat` and prints the message (the suite doubles
@@ -1213,4 +1214,94 @@ fn nonfinite_input_data_skips_the_step_and_is_counted() {
     for p in m.params() {
         assert!(p.master.to_f32_vec().unwrap().iter().all(|v| v.is_finite()));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Trainer
+
+fn tiny_data(n: usize, features: usize, classes: usize) -> InMemory {
+    let x: Vec<f32> = (0..n * features)
+        .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let y: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+    InMemory::new(x, y, features, classes).unwrap()
+}
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
+        hidden: vec![8],
+        batch: 4,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn the_trainer_refuses_bad_input_and_returns_device_lost() {
+    let g = gpu();
+    let data = tiny_data(12, 5, 3);
+    for bad in [
+        TrainConfig {
+            batch: 0,
+            ..tiny_config()
+        },
+        TrainConfig {
+            hidden: vec![8, 0],
+            ..tiny_config()
+        },
+        TrainConfig {
+            input_noise: f32::NAN,
+            ..tiny_config()
+        },
+        TrainConfig {
+            lr: -1.0,
+            ..tiny_config()
+        },
+        TrainConfig {
+            batch: 13,
+            ..tiny_config()
+        },
+    ] {
+        assert_err!(
+            Trainer::new_blocking(g, bad.clone(), &data),
+            Error::InvalidArgument(_)
+        );
+    }
+    let mut t = Trainer::new_blocking(g, tiny_config(), &data).unwrap();
+    assert_err!(t.step(&[0.0; 19], &[0, 1, 2, 0]), Error::DataLength { .. });
+    assert_err!(
+        t.step(&[0.0; 20], &[0, 1, 3, 0]),
+        Error::LabelOutOfRange { label: 3, .. }
+    );
+    let other = tiny_data(12, 6, 3);
+    assert_err!(t.step_from(&other), Error::ShapeMismatch { .. });
+    assert_err!(t.evaluate_blocking(&other), Error::ShapeMismatch { .. });
+    assert_err!(t.predict_blocking(&[0.0; 7]), Error::DataLength { .. });
+    assert_err!(t.set_lr(f32::NAN), Error::InvalidArgument(_));
+    assert_eq!(t.steps(), 0, "refused steps are not counted");
+    t.step_from(&data).unwrap();
+
+    // A lost device: every call says so, and a save fails before touching the file.
+    let own = Gpu::with_options_blocking(GpuOptions::from_env()).unwrap();
+    let mut t = Trainer::new_blocking(&own, tiny_config(), &data).unwrap();
+    t.step_from(&data).unwrap();
+    let dir = std::env::temp_dir().join(format!("halfgrad-errors-trainer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.safetensors");
+    t.save(&path).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+    own.simulate_device_loss();
+    assert_err!(t.step_from(&data), Error::DeviceLost(_));
+    assert_err!(t.stats_blocking(), Error::DeviceLost(_));
+    assert_err!(t.evaluate_blocking(&data), Error::DeviceLost(_));
+    assert_err!(t.checkpoint_blocking(), Error::DeviceLost(_));
+    assert_err!(t.save(&path), Error::DeviceLost(_));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        saved,
+        "the last save is intact"
+    );
+    // And it reloads on a new device where it stopped.
+    let fresh = Gpu::with_options_blocking(GpuOptions::from_env()).unwrap();
+    assert_eq!(Trainer::load(&fresh, &path).unwrap().steps(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
