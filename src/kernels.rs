@@ -25,6 +25,9 @@ pub enum SlotKind {
     Tensor(&'static [DType]),
     /// A raw `array<u32>` (class labels, counters).
     U32,
+    /// A raw `array<vec4<u32>>`: 16-byte words, for kernels that copy 16-bit data in
+    /// vector loads (the cooperative-matrix tile kernel).
+    U32x4,
     /// A raw `array<f32>` that is not a model tensor (statistics, scaler state).
     F32,
     /// An `array<atomic<u32>>` (flags such as found-inf).
@@ -192,6 +195,10 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
             }
             SlotKind::U32 => out.push_str(&format!(
                 "@group(0) @binding({binding}) var<storage, {access}> {}: array<u32>;\n",
+                slot.name
+            )),
+            SlotKind::U32x4 => out.push_str(&format!(
+                "@group(0) @binding({binding}) var<storage, {access}> {}: array<vec4<u32>>;\n",
                 slot.name
             )),
             SlotKind::F32 => out.push_str(&format!(

@@ -7,8 +7,8 @@ mod common;
 use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol};
 use halfgrad::amp::OverflowFlag;
 use halfgrad::ops::matmul::{
-    chosen_kernel, kernel_for_shape, matmul, matmul_tuned, MatmulKernel, MatmulOptions,
-    MatmulTuning, TiledTile,
+    chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, CoopTile, CoopTiles,
+    MatmulKernel, MatmulOptions, MatmulTuning, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Tensor};
 
@@ -302,6 +302,69 @@ fn coop_workgroup_shapes_match_reference() {
     }
 }
 
+/// The coop tile kernel (products that are whole tiles) in every layout, each tile shape,
+/// every output dtype, with bias and accumulation.
+#[test]
+fn coop_tile_kernel_matches_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping the cooperative-matrix tile kernel: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let tiles = [
+        CoopTile::LARGE,
+        CoopTile::MEDIUM,
+        CoopTile::SMALL,
+        CoopTile {
+            subgroups: (2, 4),
+            frags: (4, 2),
+            bk: 32,
+        },
+        CoopTile {
+            subgroups: (2, 2),
+            frags: (4, 4),
+            bk: 32,
+        },
+        CoopTile {
+            subgroups: (1, 2),
+            frags: (2, 2),
+            bk: 64,
+        },
+    ];
+    for (s, tile) in tiles.into_iter().enumerate() {
+        let (bm, bn) = tile.tile();
+        let (bm, bn) = (bm as usize, bn as usize);
+        let shape = (2 * bm, 3 * bn, 4 * tile.bk as usize);
+        let tuning = MatmulTuning {
+            coop_tile: CoopTiles::Fixed(tile),
+            ..MatmulTuning::default()
+        };
+        let used = coop_tile_for(g, shape, &MatmulOptions::default(), &tuning);
+        assert_eq!(used, Some(tile), "{tile:?} should run {shape:?}");
+        for layout in LAYOUTS {
+            for c in DType::ALL {
+                let case = Case {
+                    kernel: MatmulKernel::Coop,
+                    tuning,
+                    ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                };
+                check(g, &case, 70 + s as u64);
+            }
+            let case = Case {
+                kernel: MatmulKernel::Coop,
+                tuning,
+                bias: true,
+                accumulate: true,
+                ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
+            };
+            check(g, &case, 80 + s as u64);
+        }
+    }
+}
+
 #[test]
 fn kernel_choice_follows_adapter_and_dtypes() {
     if std::env::var("HALFGRAD_MATMUL").is_ok_and(|v| !v.is_empty()) {
@@ -474,7 +537,7 @@ fn in_range_f16_output_leaves_found_inf_clear() {
 #[test]
 fn every_matmul_pipeline_form_translates_to_spirv() {
     use halfgrad::kernels::{compose, Variant};
-    use halfgrad::ops::matmul::{COOP, TILED};
+    use halfgrad::ops::matmul::{COOP, COOP_TILE, TILED};
     use naga::back::spv;
     use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -513,6 +576,30 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                 let constants = [("TRANS_A", ta), ("TRANS_B", tb), ("SG", sg)];
                 if let Err(e) = translate(&coop, &constants) {
                     failures.push(format!("coop {c} {constants:?}: {e}"));
+                }
+            }
+        }
+        let tile = compose(&COOP_TILE, &Variant::new(&[c], true)).unwrap();
+        for (ta, tb) in LAYOUTS {
+            let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+            for (sgm, sgn, fm, f_n, bk) in [
+                (2.0, 2.0, 4.0, 4.0, 32.0),
+                (2.0, 2.0, 2.0, 4.0, 32.0),
+                (2.0, 2.0, 2.0, 2.0, 32.0),
+                (2.0, 4.0, 4.0, 2.0, 32.0),
+                (1.0, 1.0, 1.0, 3.0, 64.0),
+            ] {
+                let constants = [
+                    ("TRANS_A", ta),
+                    ("TRANS_B", tb),
+                    ("SG_M", sgm),
+                    ("SG_N", sgn),
+                    ("FM", fm),
+                    ("FN", f_n),
+                    ("CBK", bk),
+                ];
+                if let Err(e) = translate(&tile, &constants) {
+                    failures.push(format!("coop_tile {c} {constants:?}: {e}"));
                 }
             }
         }

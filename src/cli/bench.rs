@@ -6,7 +6,8 @@
 //! [`time_passes`] implements them for any subcommand.
 
 use halfgrad::ops::matmul::{
-    kernel_for_shape, matmul_tuned, MatmulKernel, MatmulOptions, MatmulTuning, TiledTile,
+    coop_tile_for, kernel_for_shape, matmul_tuned, CoopTile, CoopTiles, MatmulKernel,
+    MatmulOptions, MatmulTuning, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Result, Tensor};
 use std::process::ExitCode;
@@ -224,6 +225,10 @@ pub struct MatmulBenchArgs {
     /// Subgroups of a coop workgroup, along M x along N (each owns a 32 x 32 block).
     #[arg(long, default_value = "1x2", value_parser = parse_grid)]
     coop_subgroups: (u32, u32),
+    /// Coop tile kernel (shapes that are whole tiles): auto, off (general coop kernel),
+    /// or SGMxSGN:FMxFN:BK (subgroups, fragments a subgroup, K a slice), e.g. 2x2:4x4:32.
+    #[arg(long, default_value = "auto", value_parser = parse_coop_tile)]
+    coop_tile: CoopTiles,
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 20)]
     iters: usize,
@@ -244,6 +249,26 @@ fn parse_grid(s: &str) -> std::result::Result<(u32, u32), String> {
         .ok_or_else(|| format!("expected MxN such as 2x2, got {s:?}"))?;
     let parse = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{v:?}: {e}"));
     Ok((parse(m)?, parse(n)?))
+}
+
+fn parse_coop_tile(s: &str) -> std::result::Result<CoopTiles, String> {
+    match s {
+        "auto" => return Ok(CoopTiles::Auto),
+        "off" => return Ok(CoopTiles::Off),
+        _ => {}
+    }
+    let parts: Vec<&str> = s.split(':').collect();
+    let [sg, fr, bk] = parts[..] else {
+        return Err(format!("expected auto, off or SGMxSGN:FMxFN:BK, got {s:?}"));
+    };
+    Ok(CoopTiles::Fixed(CoopTile {
+        subgroups: parse_grid(sg)?,
+        frags: parse_grid(fr)?,
+        bk: bk
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{bk:?}: {e}"))?,
+    }))
 }
 
 /// Relative-error bound for --check: f16 operands ~1e-3, bf16 ~1e-2, f32 ~1e-5, and
@@ -276,13 +301,28 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             TileArg::Large => TiledTile::Large,
         },
         coop_subgroups: args.coop_subgroups,
+        coop_tile: args.coop_tile,
     };
     if m == 0 || n == 0 || k == 0 {
         return Err(Error::InvalidArgument(
             "--m, --n and --k must be at least 1".into(),
         ));
     }
-    let kernel = kernel_for_shape(&gpu, args.dtype, args.dtype, (m, n, k), &opts)?;
+    let mut kernel = kernel_for_shape(&gpu, args.dtype, args.dtype, (m, n, k), &opts)?;
+    let coop_tile = if kernel == "coop" {
+        coop_tile_for(&gpu, (m, n, k), &opts, &tuning)
+    } else {
+        None
+    };
+    if coop_tile.is_some() {
+        kernel = "coop_tile";
+    }
+    let coop_tile_desc = coop_tile.map_or("none".to_string(), |t| {
+        format!(
+            "{}x{}:{}x{}:{}",
+            t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
+        )
+    });
 
     // Host operands, rounded to the operand dtype as the GPU will see them.
     let a_host: Vec<f32> = random_values(m * k, 1)
@@ -352,6 +392,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             "timing": timing.method,
             "input_sets": sets,
             "coop_subgroups": format!("{}x{}", args.coop_subgroups.0, args.coop_subgroups.1),
+            "coop_tile": coop_tile_desc,
             "adapter": facts.name,
             "backend": facts.backend,
         });

@@ -19,6 +19,7 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         &cast::CAST,
         &matmul::TILED,
         &matmul::COOP,
+        &matmul::COOP_TILE,
         &activation::GELU_FORWARD,
         &activation::GELU_BACKWARD,
         &activation::RELU_FORWARD,
