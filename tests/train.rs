@@ -200,6 +200,30 @@ fn evaluation_and_prediction_are_batched_correctly_and_change_nothing() {
     assert_eq!((eval.correct, eval.total), (correct, 23));
     assert!((eval.accuracy - correct as f32 / 23.0).abs() < 1e-6);
     assert!(eval.loss.is_finite() && eval.loss > 0.0);
+    // The mean loss over 23 padded rows equals the model's own mean over the same rows
+    // (sum of two full batches' means and the third's per-example losses).
+    let model = plain.model();
+    let mut total = 0.0f64;
+    for rows in [0..8, 8..16] {
+        let x = &test.inputs()[rows.start * 5..rows.end * 5];
+        model.set_batch(x, &test.labels()[rows]).unwrap();
+        model.forward().unwrap();
+        total += 8.0 * f64::from(model.read_loss_blocking().unwrap());
+    }
+    let mut x = test.inputs()[16 * 5..].to_vec();
+    x.resize(8 * 5, 0.0);
+    let mut y = test.labels()[16..].to_vec();
+    y.resize(8, 0);
+    model.set_batch(&x, &y).unwrap();
+    model.forward().unwrap();
+    let last = model.loss_layer().losses().to_f32_vec().unwrap();
+    total += last[..7].iter().map(|&l| f64::from(l)).sum::<f64>();
+    let mean = total / 23.0;
+    assert!(
+        (f64::from(eval.loss) - mean).abs() <= 1e-5 * mean,
+        "evaluate {} vs model {mean}",
+        eval.loss
+    );
 
     // Typed errors for data of the wrong shape.
     let other = synthetic(10, 4, 3, 4);
