@@ -201,7 +201,13 @@ fn run(args: &[String]) -> Result {
     let mut build = cargo();
     build.args(["build", "--release", "--bin", "halfgrad"]);
     step("build halfgrad (release)", build)?;
-    let bin = root().join("target/release/halfgrad");
+    let target_dir =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin = target_dir.join("release").join(if cfg!(windows) {
+        "halfgrad.exe"
+    } else {
+        "halfgrad"
+    });
     let mut info = Command::new(&bin);
     info.args(["info", "--check"]);
     step(
