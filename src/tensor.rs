@@ -129,9 +129,11 @@ fn shape_bytes(shape: &[usize], dtype: DType) -> Result<usize> {
 }
 
 impl Tensor {
-    /// A tensor with unspecified contents (a pooled buffer may hold old data).
-    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        gpu.check()?;
+    /// Checks that a tensor of `shape` and `dtype` could be created on `gpu` (not empty,
+    /// countable, addressable with u32 indices, within the binding and buffer limits)
+    /// without creating it; returns its padded byte size. Layers call it before building
+    /// large host-side initial values.
+    pub fn check_size(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<u64> {
         let bytes = shape_bytes(shape, dtype)? as u64;
         let n = bytes / dtype.size_bytes() as u64;
         if n == 0 {
@@ -166,6 +168,13 @@ impl Tensor {
                 });
             }
         }
+        Ok(padded)
+    }
+
+    /// A tensor with unspecified contents (a pooled buffer may hold old data).
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        gpu.check()?;
+        let padded = Tensor::check_size(gpu, shape, dtype)?;
         let pool = gpu.inner.pool.clone();
         let buffer = gpu.scoped("allocating a tensor", || pool.acquire(padded))?;
         Ok(Tensor {

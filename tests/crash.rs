@@ -61,7 +61,14 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
     let path = dir.0.join(FILE);
     let (a, b) = (version(0), version(1));
     let bytes = [a.to_bytes().unwrap(), b.to_bytes().unwrap()];
-    a.save(&path).unwrap();
+    // How long one save takes here (flushes make it disk-dependent): kills land within
+    // the first few saves of each child whatever the machine.
+    let t = Instant::now();
+    for _ in 0..3 {
+        a.save(&path).unwrap();
+    }
+    let save = t.elapsed() / 3;
+    let window_us = (8 * save.as_micros() as u64).max(4_000);
 
     let exe = std::env::current_exe().unwrap();
     let mut rng = SplitMix64::new(0x51C4);
@@ -81,14 +88,14 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Wait until the saver runs, then let it save for a random while (0-60 ms: a
-        // save of 1 MiB with its flushes takes a few ms, so kills land everywhere).
+        // Wait until the saver runs, then let it save for a random while (up to about
+        // eight saves), so kills land before, inside and between saves.
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         assert!(
             lines.any(|l| l.is_ok_and(|l| l.contains("saver ready"))),
             "round {round}: the saver did not start"
         );
-        std::thread::sleep(Duration::from_micros(rng.below(60_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(window_us)));
         child.kill().unwrap(); // SIGKILL on unix
         child.wait().unwrap();
 
@@ -114,15 +121,14 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
         }
     }
     eprintln!(
-        "50 kills in {:.1} s: the file held A {} times and B {} times; {mid_save} kills landed inside a save",
+        "50 kills in {:.1} s (one save: {:.1} ms): the file held A {} times and B {} times; \
+         {mid_save} kills landed inside a save",
         started.elapsed().as_secs_f64(),
+        save.as_secs_f64() * 1e3,
         seen[0],
         seen[1]
     );
-    assert!(
-        seen[0] > 0 && seen[1] > 0,
-        "the saver never completed a save"
-    );
+    assert!(seen[1] > 0, "the saver never completed a save");
     assert!(
         mid_save > 0,
         "no kill landed inside a save; the test proved nothing"

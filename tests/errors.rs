@@ -6,14 +6,19 @@
 mod common;
 
 use common::{gpu, gpu_packed};
-use halfgrad::amp::{LossScaler, OverflowFlag, Precision, ScalerConfig};
+use halfgrad::amp::{constant_scale, LossScaler, OverflowFlag, Policy, Precision, ScalerConfig};
 use halfgrad::checkpoint::{Checkpoint, NamedTensor};
 use halfgrad::data::{Batcher, BatcherState, Dataset, InMemory};
 use halfgrad::kernels::{compose, Bind, KernelDef, Slot, Variant, F32_ONLY};
-use halfgrad::nn::Param;
+use halfgrad::nn::{
+    Activation, ActivationLayer, LayerCtx, LayerNorm, Linear, Mlp, MlpConfig, Node, Param,
+    SoftmaxCrossEntropy, SplitMix64,
+};
 use halfgrad::ops::adam::{self, StateBuffers, UpdateTensors};
-use halfgrad::ops::{cast, loss_scale};
+use halfgrad::ops::matmul::{matmul, MatmulKernel, MatmulOptions};
+use halfgrad::ops::{activation, cast, layernorm, loss_scale, reduce, softmax_xent};
 use halfgrad::optim::{AdamConfig, AdamW, StateTensor};
+use halfgrad::train::{TrainConfig, Trainer};
 use halfgrad::{DType, Error, Gpu, GpuOptions, Tensor};
 
 /// Asserts that `$e` is `Err` matching `$pat` and prints the message (the suite doubles
@@ -900,4 +905,403 @@ fn after_device_loss_every_call_returns_device_lost() {
     let opt2 = AdamW::new(&g2, &[&p2], AdamConfig::default(), &scaler2).unwrap();
     opt2.load_state(&state).unwrap();
     assert_eq!(opt2.state_blocking().unwrap(), state);
+}
+
+// ---------------------------------------------------------------------------------------
+// Layer ops (matmul, softmax cross-entropy, activation, layer norm, column sums)
+
+#[test]
+fn layer_ops_refuse_wrong_shapes_and_dtypes() {
+    let g = gpu();
+    let flag = OverflowFlag::new(g).unwrap();
+    let t = |shape: &[usize], dt| Tensor::zeros(g, shape, dt).unwrap();
+    let (a, b, c) = (
+        t(&[3, 4], DType::F16),
+        t(&[4, 5], DType::F16),
+        t(&[3, 5], DType::F32),
+    );
+    let o = MatmulOptions::default();
+    assert!(matmul(g, &a, &b, &c, None, Some(&flag), &o).is_ok());
+    assert_err!(
+        matmul(g, &t(&[12], DType::F16), &b, &c, None, None, &o),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        matmul(g, &t(&[], DType::F16), &b, &c, None, None, &o),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        matmul(g, &a, &t(&[5, 5], DType::F16), &c, None, None, &o),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        matmul(g, &a, &b, &t(&[5, 3], DType::F32), None, None, &o),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        matmul(g, &a, &b, &c, Some(&t(&[3], DType::F32)), None, &o),
+        Error::ShapeMismatch { .. }
+    );
+    let acc = MatmulOptions {
+        accumulate: true,
+        ..o
+    };
+    assert_err!(
+        matmul(g, &a, &b, &t(&[3, 5], DType::F16), None, None, &acc),
+        Error::DTypeMismatch { .. }
+    );
+    let coop = MatmulOptions {
+        kernel: MatmulKernel::Coop,
+        ..o
+    };
+    assert_err!(
+        matmul(g, &t(&[3, 4], DType::BF16), &b, &c, None, None, &coop),
+        Error::DTypeMismatch { .. } | Error::MissingFeature { .. }
+    );
+
+    // softmax cross-entropy: (B, V) logits, a labels buffer of B words, f32 outputs.
+    let logits = t(&[4, 3], DType::F16);
+    let small_labels = raw_buffer(g, 4);
+    let labels = raw_buffer(g, 16);
+    let (lse, losses, loss) = (
+        t(&[4], DType::F32),
+        t(&[4], DType::F32),
+        t(&[1], DType::F32),
+    );
+    assert!(softmax_xent::forward(g, &logits, &labels, &lse, &losses, &loss).is_ok());
+    assert_err!(
+        softmax_xent::forward(g, &logits, &small_labels, &lse, &losses, &loss),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        softmax_xent::forward(g, &logits, &labels, &t(&[4], DType::F16), &losses, &loss),
+        Error::DTypeMismatch { .. } | Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        softmax_xent::forward(g, &t(&[12], DType::F16), &labels, &lse, &losses, &loss),
+        Error::ShapeMismatch { .. }
+    );
+    let tiny_scale = raw_buffer(g, 4);
+    assert_err!(
+        softmax_xent::backward(
+            g,
+            &logits,
+            &lse,
+            &labels,
+            &tiny_scale,
+            &t(&[3, 4], DType::F16),
+            &flag
+        ),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        softmax_xent::check_labels(&[0, 2, 3], 3),
+        Error::LabelOutOfRange {
+            index: 2,
+            label: 3,
+            classes: 3
+        }
+    );
+    assert_err!(
+        softmax_xent::check_labels(&[u32::MAX], 10),
+        Error::LabelOutOfRange { .. }
+    );
+
+    // activation, layer norm, column sums.
+    let x = t(&[2, 3], DType::BF16);
+    assert_err!(
+        activation::forward(g, Activation::Gelu, &x, &t(&[3, 2], DType::BF16), &flag),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        activation::backward(g, Activation::Relu, &x, &x, &t(&[6], DType::F32), &flag),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!("swish".parse::<Activation>(), Error::InvalidArgument(_));
+    let (gamma, beta) = (t(&[3], DType::F32), t(&[3], DType::F32));
+    let (mean, rstd) = (t(&[2], DType::F32), t(&[2], DType::F32));
+    let stats = || layernorm::Stats {
+        mean: &mean,
+        rstd: &rstd,
+    };
+    assert!(layernorm::forward(g, &x, &gamma, &beta, 1e-5, stats(), &x, &flag).is_ok());
+    for eps in [f32::NAN, -1e-5, f32::INFINITY] {
+        assert_err!(
+            layernorm::forward(g, &x, &gamma, &beta, eps, stats(), &x, &flag),
+            Error::InvalidArgument(_)
+        );
+    }
+    assert_err!(
+        layernorm::forward(g, &x, &t(&[2], DType::F32), &beta, 1e-5, stats(), &x, &flag),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        layernorm::forward(g, &x, &t(&[3], DType::F16), &beta, 1e-5, stats(), &x, &flag),
+        Error::DTypeMismatch { .. } | Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        reduce::col_sum(g, &x, &t(&[2], DType::F32), false),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        reduce::col_sum(g, &x, &t(&[3], DType::F16), false),
+        Error::DTypeMismatch { .. }
+    );
+    assert_err!(
+        reduce::col_sum(g, &t(&[6], DType::F32), &t(&[6], DType::F32), false),
+        Error::ShapeMismatch { .. }
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Layers and the MLP
+
+fn mlp_config(widths: &[usize]) -> MlpConfig {
+    MlpConfig {
+        widths: widths.to_vec(),
+        activation: Activation::Gelu,
+        layer_norm: true,
+        bias: true,
+    }
+}
+
+#[test]
+fn layers_and_the_mlp_refuse_bad_input() {
+    let g = gpu();
+    let flag = OverflowFlag::new(g).unwrap();
+    let ctx = LayerCtx::new(g, Policy::new(Precision::F16), &flag);
+    let one = constant_scale(g, 1.0).unwrap();
+    let mut rng = SplitMix64::new(1);
+
+    for bad in [
+        "widths=64",
+        "widths=64,0,10",
+        "widths=a,b",
+        "widths=4,2;activation=swish",
+        "widths=4,2;layer_norm=maybe",
+        "widths=4,2;dropout=0.1",
+        "activation=gelu",
+        "",
+    ] {
+        assert_err!(bad.parse::<MlpConfig>(), Error::InvalidArgument(_));
+    }
+    assert_err!(
+        Mlp::new(&ctx, &mlp_config(&[8, 4, 3]), 0, 1, &one),
+        Error::Empty { .. }
+    );
+    assert_err!(
+        Mlp::new(&ctx, &mlp_config(&[8]), 2, 1, &one),
+        Error::InvalidArgument(_)
+    );
+    // A layer far too big for any device: refused before its initial values are built
+    // on the host (2^46 floats would not fit in memory).
+    assert_err!(
+        Mlp::new(&ctx, &mlp_config(&[64, 1 << 40, 10]), 2, 1, &one),
+        Error::TooLarge { .. }
+    );
+    assert_err!(
+        Mlp::new(&ctx, &mlp_config(&[usize::MAX, 2]), 2, 1, &one),
+        Error::InvalidArgument(_)
+    );
+
+    // Layers check the nodes they are given.
+    let x = Node::new(g, &[4, 6], DType::F16, false).unwrap();
+    let flat = Node::new(g, &[24], DType::F16, true).unwrap();
+    assert_err!(
+        Linear::new(&ctx, &x, "0", 5, 3, true, &mut rng),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        Linear::new(&ctx, &x, "0", 6, 0, true, &mut rng),
+        Error::Empty { .. }
+    );
+    assert_err!(
+        Linear::new(&ctx, &flat, "0", 24, 3, true, &mut rng),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        LayerNorm::new(&ctx, &flat, "1", 1e-5),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        LayerNorm::new(&ctx, &x, "1", f32::NAN),
+        Error::InvalidArgument(_)
+    );
+    assert_err!(
+        ActivationLayer::gelu(&ctx, &Node::new(g, &[], DType::F16, true).unwrap()),
+        Error::ShapeMismatch { .. }
+    );
+    assert_err!(
+        SoftmaxCrossEntropy::new(&ctx, &flat, &one),
+        Error::ShapeMismatch { .. }
+    );
+
+    // Batches: the input length and every label are checked before anything is written.
+    let m = Mlp::new(&ctx, &mlp_config(&[6, 5, 3]), 4, 1, &one).unwrap();
+    assert_err!(
+        m.set_batch(&[0.0; 23], &[0, 1, 2, 0]),
+        Error::DataLength { .. }
+    );
+    assert_err!(
+        m.set_batch(&[0.0; 24], &[0, 1, 2]),
+        Error::DataLength { .. }
+    );
+    assert_err!(
+        m.set_batch(&[0.0; 24], &[0, 1, 3, 0]),
+        Error::LabelOutOfRange {
+            index: 2,
+            label: 3,
+            classes: 3
+        }
+    );
+    m.set_batch(&[0.5; 24], &[0, 1, 2, 0]).unwrap();
+    m.forward().unwrap();
+    assert!(m.read_loss_blocking().unwrap().is_finite());
+}
+
+/// One F16 training step of `m` on `x` (forward, backward, AdamW, scale update).
+fn train_step(g: &Gpu, m: &Mlp, opt: &AdamW, x: &[f32], y: &[u32]) {
+    m.set_batch(x, y).unwrap();
+    let mut enc = g.encoder("errors train step");
+    opt.clear_flag(&mut enc);
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        m.encode_forward_backward(&mut pass);
+        opt.encode_step(&mut pass);
+    }
+    g.submit(enc.finish()).unwrap();
+}
+
+#[test]
+fn nonfinite_input_data_skips_the_step_and_is_counted() {
+    // NaN or inf in a batch is data, not an error: it reaches the loss, the scaler sees
+    // non-finite gradients, the step is skipped for every parameter and counted; the
+    // next clean batch trains normally.
+    let g = gpu();
+    let scaler = LossScaler::new(g, ScalerConfig::default()).unwrap();
+    let ctx = LayerCtx::new(g, Policy::new(Precision::F16), scaler.flag());
+    let m = Mlp::new(&ctx, &mlp_config(&[6, 5, 3]), 4, 1, scaler.scale_buffer()).unwrap();
+    let opt = AdamW::new(g, &m.params(), AdamConfig::default(), &scaler).unwrap();
+    let masters = |m: &Mlp| -> Vec<Vec<u8>> {
+        m.params()
+            .iter()
+            .map(|p| p.master.to_bytes().unwrap())
+            .collect()
+    };
+    let clean: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
+    let labels = [0, 1, 2, 0];
+    let before = masters(&m);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = clean.clone();
+        x[7] = bad;
+        train_step(g, &m, &opt, &x, &labels);
+    }
+    let s = opt.stats_blocking().unwrap();
+    assert_eq!((s.skipped_steps, s.nonfinite_steps, s.steps), (3, 3, 0));
+    assert_eq!(s.scale, 65536.0 / 8.0);
+    assert_eq!(
+        masters(&m),
+        before,
+        "skipped steps leave the weights bit-identical"
+    );
+    train_step(g, &m, &opt, &clean, &labels);
+    let s = opt.stats_blocking().unwrap();
+    assert_eq!((s.skipped_steps, s.steps), (3, 1));
+    assert_ne!(masters(&m), before);
+    for p in m.params() {
+        assert!(p.master.to_f32_vec().unwrap().iter().all(|v| v.is_finite()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Trainer
+
+fn tiny_data(n: usize, features: usize, classes: usize) -> InMemory {
+    let x: Vec<f32> = (0..n * features)
+        .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let y: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+    InMemory::new(x, y, features, classes).unwrap()
+}
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
+        hidden: vec![8],
+        batch: 4,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn the_trainer_refuses_bad_input_and_returns_device_lost() {
+    let g = gpu();
+    let data = tiny_data(12, 5, 3);
+    for bad in [
+        TrainConfig {
+            batch: 0,
+            ..tiny_config()
+        },
+        TrainConfig {
+            hidden: vec![8, 0],
+            ..tiny_config()
+        },
+        TrainConfig {
+            input_noise: f32::NAN,
+            ..tiny_config()
+        },
+        TrainConfig {
+            lr: -1.0,
+            ..tiny_config()
+        },
+        TrainConfig {
+            batch: 13,
+            ..tiny_config()
+        },
+    ] {
+        assert_err!(
+            Trainer::new_blocking(g, bad.clone(), &data),
+            Error::InvalidArgument(_)
+        );
+    }
+    let mut t = Trainer::new_blocking(g, tiny_config(), &data).unwrap();
+    assert_err!(t.step(&[0.0; 19], &[0, 1, 2, 0]), Error::DataLength { .. });
+    assert_err!(
+        t.step(&[0.0; 20], &[0, 1, 3, 0]),
+        Error::LabelOutOfRange { label: 3, .. }
+    );
+    let other = tiny_data(12, 6, 3);
+    assert_err!(t.step_from(&other), Error::ShapeMismatch { .. });
+    assert_err!(t.evaluate_blocking(&other), Error::ShapeMismatch { .. });
+    assert_err!(t.predict_blocking(&[0.0; 7]), Error::DataLength { .. });
+    assert_err!(t.set_lr(f32::NAN), Error::InvalidArgument(_));
+    assert_eq!(t.steps(), 0, "refused steps are not counted");
+    t.step_from(&data).unwrap();
+
+    // A lost device: every call says so, and a save fails before touching the file.
+    let own = Gpu::with_options_blocking(GpuOptions::from_env()).unwrap();
+    let mut t = Trainer::new_blocking(&own, tiny_config(), &data).unwrap();
+    t.step_from(&data).unwrap();
+    let dir = std::env::temp_dir().join(format!("halfgrad-errors-trainer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.safetensors");
+    t.save(&path).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+    own.simulate_device_loss();
+    assert_err!(t.step_from(&data), Error::DeviceLost(_));
+    assert_err!(t.stats_blocking(), Error::DeviceLost(_));
+    assert_err!(t.evaluate_blocking(&data), Error::DeviceLost(_));
+    assert_err!(t.checkpoint_blocking(), Error::DeviceLost(_));
+    assert_err!(t.save(&path), Error::DeviceLost(_));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        saved,
+        "the last save is intact"
+    );
+    // And it reloads on a new device where it stopped.
+    let fresh = Gpu::with_options_blocking(GpuOptions::from_env()).unwrap();
+    assert_eq!(Trainer::load(&fresh, &path).unwrap().steps(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }

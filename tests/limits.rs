@@ -5,9 +5,9 @@
 
 mod common;
 
-use halfgrad::amp::{LossScaler, ScalerConfig};
+use halfgrad::amp::{LossScaler, Policy, Precision, ScalerConfig};
 use halfgrad::kernels::Bind;
-use halfgrad::nn::Param;
+use halfgrad::nn::{Activation, LayerCtx, Linear, Mlp, MlpConfig, Node, Param, SplitMix64};
 use halfgrad::ops::{cast, loss_scale};
 use halfgrad::optim::{AdamConfig, AdamW};
 use halfgrad::{DType, Error, Gpu, GpuOptions, Tensor};
@@ -146,4 +146,44 @@ fn ops_and_the_optimizer_refuse_raw_buffers_past_the_limit() {
     // 16 fit.
     AdamW::new(&g, &refs[..16], AdamConfig::default(), &scaler).unwrap();
     g.check().unwrap();
+}
+
+#[test]
+fn layers_and_models_past_the_limit_are_refused() {
+    let g = limited(LIMIT);
+    let scaler = LossScaler::new(&g, ScalerConfig::default()).unwrap();
+    let ctx = LayerCtx::new(&g, Policy::new(Precision::F16), scaler.flag());
+    let mut rng = SplitMix64::new(3);
+    let x = Node::new(&g, &[4, 32], DType::F16, false).unwrap();
+    // A 32 x 32 f32 master weight is exactly 4096 bytes: fine.
+    Linear::new(&ctx, &x, "0", 32, 32, true, &mut rng).unwrap();
+    // 33 x 32: 4224 bytes, refused before its initial values are built.
+    assert_too_large(
+        Linear::new(&ctx, &x, "0", 32, 33, true, &mut rng),
+        4224,
+        LIMIT,
+    );
+    let config = |widths: &[usize]| MlpConfig {
+        widths: widths.to_vec(),
+        activation: Activation::Relu,
+        layer_norm: true,
+        bias: true,
+    };
+    // Weight 0 of a 64-32-10 MLP: 32 x 64 x 4 = 8192 bytes.
+    assert_too_large(
+        Mlp::new(&ctx, &config(&[64, 32, 10]), 4, 1, scaler.scale_buffer()),
+        8192,
+        LIMIT,
+    );
+    // Activations count too: a batch of 1025 rows of 2 f16 inputs is 4100 -> 4112 bytes.
+    assert_too_large(
+        Mlp::new(&ctx, &config(&[2, 2]), 1025, 1, scaler.scale_buffer()),
+        4112,
+        LIMIT,
+    );
+    // A model whose every tensor fits trains.
+    let m = Mlp::new(&ctx, &config(&[32, 32, 10]), 4, 1, scaler.scale_buffer()).unwrap();
+    m.set_batch(&[0.25; 128], &[1, 2, 3, 4]).unwrap();
+    m.forward().unwrap();
+    assert!(m.read_loss_blocking().unwrap().is_finite());
 }

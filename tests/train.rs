@@ -9,7 +9,7 @@ use halfgrad::amp::Precision;
 use halfgrad::checkpoint::{Checkpoint, TensorDType};
 use halfgrad::data::{Dataset, Digits, InMemory, SplitMix64};
 use halfgrad::train::{LrSchedule, TrainConfig, Trainer};
-use halfgrad::{Error, Gpu};
+use halfgrad::{Error, Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -119,11 +119,21 @@ fn digits_defaults_reach_95_percent_in_every_precision() {
 
 #[test]
 fn one_step_is_one_submission_and_no_readback() {
+    // Private devices: the counters of the shared ones move with the other tests.
+    let private = |disable_f16| {
+        Gpu::with_options_blocking(GpuOptions {
+            disable_f16,
+            ..GpuOptions::from_env()
+        })
+        .unwrap()
+    };
+    let (default, packed) = (private(false), private(true));
     let data = synthetic(50, 6, 3, 1);
     for (precision, g) in [
-        (Precision::F32, gpu()),
-        (Precision::F16, gpu_packed()),
-        (Precision::BF16, gpu()),
+        (Precision::F32, &default),
+        (Precision::F16, &packed),
+        (Precision::F16, &default),
+        (Precision::BF16, &default),
     ] {
         let mut t = Trainer::new_blocking(g, small(precision), &data).unwrap();
         t.step_from(&data).unwrap(); // warm-up: first use of every pipeline
@@ -190,6 +200,30 @@ fn evaluation_and_prediction_are_batched_correctly_and_change_nothing() {
     assert_eq!((eval.correct, eval.total), (correct, 23));
     assert!((eval.accuracy - correct as f32 / 23.0).abs() < 1e-6);
     assert!(eval.loss.is_finite() && eval.loss > 0.0);
+    // The mean loss over 23 padded rows equals the model's own mean over the same rows
+    // (sum of two full batches' means and the third's per-example losses).
+    let model = plain.model();
+    let mut total = 0.0f64;
+    for rows in [0..8, 8..16] {
+        let x = &test.inputs()[rows.start * 5..rows.end * 5];
+        model.set_batch(x, &test.labels()[rows]).unwrap();
+        model.forward().unwrap();
+        total += 8.0 * f64::from(model.read_loss_blocking().unwrap());
+    }
+    let mut x = test.inputs()[16 * 5..].to_vec();
+    x.resize(8 * 5, 0.0);
+    let mut y = test.labels()[16..].to_vec();
+    y.resize(8, 0);
+    model.set_batch(&x, &y).unwrap();
+    model.forward().unwrap();
+    let last = model.loss_layer().losses().to_f32_vec().unwrap();
+    total += last[..7].iter().map(|&l| f64::from(l)).sum::<f64>();
+    let mean = total / 23.0;
+    assert!(
+        (f64::from(eval.loss) - mean).abs() <= 1e-5 * mean,
+        "evaluate {} vs model {mean}",
+        eval.loss
+    );
 
     // Typed errors for data of the wrong shape.
     let other = synthetic(10, 4, 3, 4);

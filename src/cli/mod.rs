@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod bench_step;
 pub mod info;
+pub mod recover;
 pub mod train;

@@ -1,6 +1,7 @@
 //! `halfgrad train`: train the MLP classifier on the embedded digits, with a progress bar,
 //! periodic evaluation, checkpoints, exact resume and a memory report.
 
+use super::recover::{self, Recovery};
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::{Dataset, Digits, InMemory};
@@ -150,6 +151,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let gpu = Gpu::new_blocking()?;
     let (train, test) = Digits::load()?;
+    let train = recover::nan_sample_hook(train)?;
     let (mut trainer, resumed) = match &args.resume {
         Some(path) => (resume(&gpu, path, &args, &train)?, Some(path.clone())),
         None => (
@@ -173,8 +175,33 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 
     let bar = out.progress_bar(trainer.steps(), args.steps);
     let first_step = trainer.steps();
+    let end = args
+        .stop_after
+        .map_or(args.steps, |k| first_step.saturating_add(k).min(args.steps));
+    let mut recovery = Recovery::new(&trainer, resumed.as_deref())?;
     let train_started = Instant::now();
-    let trained = train_loop(&mut trainer, &args, &train, &test, &bar, &out);
+    let trained = loop {
+        let r = train_loop(
+            &mut trainer,
+            &args,
+            end,
+            &train,
+            &test,
+            &bar,
+            &out,
+            &mut recovery,
+        );
+        match r {
+            // A lost GPU: a new device, the newest trusted state, and on (see recover.rs).
+            Err(Error::DeviceLost(why)) => {
+                match bar.suspend(|| recovery.recover(&why, &mut trainer, &train)) {
+                    Ok(line) => eprintln!("{line}"),
+                    Err(e) => break Err(e),
+                }
+            }
+            other => break other,
+        }
+    };
     bar.finish_and_clear();
     let seconds = train_started.elapsed().as_secs_f64();
     if let Err(e) = trained {
@@ -211,6 +238,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         steps_run,
         checkpoint: args.checkpoint.as_deref(),
         resumed: resumed.as_deref(),
+        recovery: &recovery,
     };
     if args.json {
         println!("{}", summary.json());
@@ -248,19 +276,20 @@ fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs, train: &InMemory) -> Result<
     Ok(trainer)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_loop(
     trainer: &mut Trainer,
     args: &TrainArgs,
+    end: u64,
     train: &InMemory,
     test: &InMemory,
     bar: &ProgressBar,
     out: &Output,
+    recovery: &mut Recovery,
 ) -> Result<()> {
     let mut window = (trainer.steps(), Instant::now());
-    let end = args.stop_after.map_or(args.steps, |k| {
-        trainer.steps().saturating_add(k).min(args.steps)
-    });
     while trainer.steps() < end {
+        recovery.before_step(trainer);
         trainer.step_from(train)?;
         let step = trainer.steps();
         let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every);
@@ -287,6 +316,7 @@ fn train_loop(
         if let Some(path) = &args.checkpoint {
             if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
                 trainer.save(path)?;
+                recovery.saved(path, step);
             }
         }
     }
@@ -409,6 +439,7 @@ struct Summary<'a> {
     steps_run: u64,
     checkpoint: Option<&'a Path>,
     resumed: Option<&'a Path>,
+    recovery: &'a Recovery,
 }
 
 impl Summary<'_> {
@@ -445,6 +476,12 @@ impl Summary<'_> {
             t.policy(),
             t.memory().summary_line(),
         );
+        if let Some(note) = recover::skipped_note(s) {
+            out.push_str(&format!("skipped    {note}\n"));
+        }
+        if let Some(line) = self.recovery.summary() {
+            out.push_str(&format!("recovery   {line}\n"));
+        }
         if let Some(p) = self.checkpoint {
             out.push_str(&format!("checkpoint {}\n", p.display()));
         }
@@ -461,6 +498,8 @@ impl Summary<'_> {
             "policy": t.policy().to_string(),
             "steps": s.step,
             "steps_this_run": self.steps_run,
+            "device_losses": self.recovery.device_losses,
+            "steps_redone": self.recovery.steps_redone,
             "train_loss": s.loss,
             "eval_loss": e.loss,
             "eval_accuracy": e.accuracy,

@@ -86,9 +86,11 @@ impl Batcher {
             batch,
             seed,
             position,
-            perm: Vec::with_capacity(len),
+            // Allocated on first use: a state read from a damaged file must not be able
+            // to ask for an absurd allocation before `next_batch` checks its length.
+            perm: Vec::new(),
             perm_epoch: None,
-            indices: Vec::with_capacity(batch),
+            indices: Vec::new(),
         })
     }
 

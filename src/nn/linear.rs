@@ -6,7 +6,7 @@ use super::{batch_width, output_grad, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
 use crate::ops::matmul::{matmul, MatmulOptions};
 use crate::ops::reduce::col_sum;
-use crate::{DType, Error, Result};
+use crate::{DType, Error, Result, Tensor};
 
 #[derive(Debug)]
 pub struct Linear {
@@ -51,6 +51,8 @@ impl Linear {
                 shape: vec![b, 0],
             });
         }
+        // Refuse an impossible weight before building its initial values on the host.
+        Tensor::check_size(gpu, &[out_features, in_features], DType::F32)?;
         let bound = linear_bound(in_features);
         let w_init = uniform_vec(rng, out_features * in_features, bound);
         let weight = Param::from_f32(

@@ -169,6 +169,11 @@ pub fn forward(
     y: &Tensor,
     found_inf: &OverflowFlag,
 ) -> Result<[Dispatch; 2]> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "layernorm: eps {eps} must be finite and >= 0"
+        )));
+    }
     let (b, c) = check("layernorm forward", x, &stats, gamma, &[y])?;
     expect("layernorm forward", beta, &[c as usize], true)?;
     let p = params(b, c, eps, false);

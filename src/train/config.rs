@@ -13,7 +13,8 @@ use crate::{Error, Result};
 /// MLP 64-128-128-10 with LayerNorm and GELU; batch 64; AdamW lr 3e-3 with 50 warmup
 /// steps and cosine decay over 1,500 steps, betas (0.9, 0.999), weight decay 1e-4,
 /// gradient clipping at norm 1.0; Gaussian input noise of std 0.25 on training batches;
-/// seed 0; the precision's default loss scaler (dynamic for f16, off for bf16 and f32).
+/// seed 0; the precision's default loss scaler (dynamic for f16, off for bf16 and f32),
+/// skipping any step with non-finite gradients ([`TrainConfig::default_scaler`]).
 ///
 /// Without the LayerNorm and the input noise the model memorises the 1,437 training
 /// digits within a few hundred steps and stays near 91% on the test writers.
@@ -51,7 +52,7 @@ pub struct TrainConfig {
     pub input_noise: f32,
     /// Seeds the parameter initialisation, the batch order and the input noise.
     pub seed: u64,
-    /// Loss scaling; `None` is [`ScalerConfig::for_precision`].
+    /// Loss scaling; `None` is [`TrainConfig::default_scaler`].
     pub scaler: Option<ScalerConfig>,
 }
 
@@ -106,11 +107,25 @@ impl TrainConfig {
         self
     }
 
-    /// The loss scaler configuration this run uses.
+    /// The loss scaler configuration this run uses ([`TrainConfig::default_scaler`]
+    /// unless one was set).
     pub fn scaler_config(&self) -> ScalerConfig {
         self.scaler
             .clone()
-            .unwrap_or_else(|| ScalerConfig::for_precision(self.precision))
+            .unwrap_or_else(|| TrainConfig::default_scaler(self.precision))
+    }
+
+    /// A run's default loss scaler: the precision's ([`ScalerConfig::for_precision`]:
+    /// dynamic scaling for f16, off for bf16 and f32) that also skips a step whose
+    /// gradients are not finite when scaling is off. So NaN or inf in the data (or an
+    /// overflow) never reaches the weights in any precision; the step is counted in
+    /// [`TrainStats::skipped_steps`](super::TrainStats). A run without such steps
+    /// follows PyTorch's trajectory exactly either way.
+    pub fn default_scaler(precision: Precision) -> ScalerConfig {
+        ScalerConfig {
+            skip_nonfinite_when_disabled: true,
+            ..ScalerConfig::for_precision(precision)
+        }
     }
 
     /// The AdamW hyperparameters.
@@ -220,7 +235,7 @@ impl TrainConfig {
             seed: ck.meta_parse(key::SEED)?,
             // Explicit only when it differs from the precision's default, so a config
             // read back compares equal to the one that wrote it.
-            scaler: (scaler != ScalerConfig::for_precision(precision)).then_some(scaler),
+            scaler: (scaler != TrainConfig::default_scaler(precision)).then_some(scaler),
         };
         config.validate().map_err(as_ck)?;
         Ok((config, mlp))

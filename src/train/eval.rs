@@ -33,6 +33,14 @@ pub struct Evaluation {
 /// several groups (one submission and one readback each).
 const MAX_GROUP_BYTES: u64 = 32 << 20;
 
+/// Byte sizes of the buffers one chunk copies (see [`Trainer::strides`]).
+struct Strides {
+    input: u64,
+    labels: u64,
+    logits: u64,
+    losses: u64,
+}
+
 /// Forward outputs of some rows: logits widened to f32 and per-example losses.
 struct Outputs {
     // logits: (n, classes) f32
@@ -110,59 +118,59 @@ impl Trainer {
         Ok(())
     }
 
-    /// Runs the forward on all rows of `x` with `labels`, chunk by chunk.
+    /// Byte strides of one chunk in the upload and result buffers: whole padded
+    /// buffers, so every copy is a multiple of 4 bytes.
+    fn strides(&self) -> Strides {
+        let loss = self.model.loss_layer();
+        Strides {
+            input: self.model.input().value.buffer().size(),
+            labels: loss.labels().size(),
+            logits: self.model.logits().buffer().size(),
+            losses: loss.losses().buffer().size(),
+        }
+    }
+
+    /// Runs the forward on all rows of `x` with `labels`, a group of chunks at a time.
     // x: (n, features) row-major; labels: (n,), each < classes
     async fn forward_rows(&self, x: &[f32], labels: &[u32]) -> Result<Outputs> {
-        let (batch, classes) = (self.model.batch(), self.classes());
-        let n = labels.len();
-        let input = &self.model.input().value;
-        let label_buf = self.model.loss_layer().labels();
-        let (logits, losses) = (self.model.logits(), self.model.loss_layer().losses());
-        // Strides: whole padded buffers, so every copy is a multiple of 4 bytes.
-        let in_stride = input.buffer().size();
-        let label_stride = label_buf.size();
-        let logit_stride = logits.buffer().size();
-        let loss_stride = losses.buffer().size();
-        let per_chunk_up = in_stride + label_stride;
-        let per_chunk_down = logit_stride + loss_stride;
-        let chunks_per_group = (MAX_GROUP_BYTES / per_chunk_up.max(per_chunk_down)).max(1) as usize;
-
+        let (batch, features) = (self.model.batch(), self.features());
+        crate::ops::softmax_xent::check_labels(labels, self.classes())?;
+        let st = self.strides();
+        let per_chunk = (st.input + st.labels).max(st.logits + st.losses);
+        let rows_per_group = (MAX_GROUP_BYTES / per_chunk).max(1) as usize * batch;
         let mut out = Outputs {
-            logits: Vec::with_capacity(n * classes),
-            losses: Vec::with_capacity(n),
+            logits: Vec::with_capacity(labels.len() * self.classes()),
+            losses: Vec::with_capacity(labels.len()),
         };
-        let chunks = n.div_ceil(batch);
-        let mut chunk = 0;
-        while chunk < chunks {
-            let group = chunks_per_group.min(chunks - chunk);
-            let rows = chunk * batch..((chunk + group) * batch).min(n);
-            self.forward_group(
-                &x[rows.start * self.features()..rows.end * self.features()],
-                &labels[rows.clone()],
-                &mut out,
-            )
-            .await?;
-            chunk += group;
+        for (x, labels) in x
+            .chunks(rows_per_group * features)
+            .zip(labels.chunks(rows_per_group))
+        {
+            self.forward_group(x, labels, &st, &mut out).await?;
         }
         Ok(out)
     }
 
     /// One group of chunks: one upload, one command buffer, one readback.
-    async fn forward_group(&self, x: &[f32], labels: &[u32], out: &mut Outputs) -> Result<()> {
+    // x: (n, features) row-major; labels: (n,)
+    async fn forward_group(
+        &self,
+        x: &[f32],
+        labels: &[u32],
+        st: &Strides,
+        out: &mut Outputs,
+    ) -> Result<()> {
         let gpu = &self.gpu;
         let (batch, features, classes) = (self.model.batch(), self.features(), self.classes());
         let input = &self.model.input().value;
         let label_buf = self.model.loss_layer().labels();
         let (logits, losses) = (self.model.logits(), self.model.loss_layer().losses());
-        let (in_stride, label_stride) = (input.buffer().size(), label_buf.size());
-        let (logit_stride, loss_stride) = (logits.buffer().size(), losses.buffer().size());
         let n = labels.len();
         let chunks = n.div_ceil(batch);
-        crate::ops::softmax_xent::check_labels(labels, classes)?;
 
         // Upload: chunk inputs (rounded to the activation dtype, zero rows after the end,
         // padded to the buffer size), then chunk labels.
-        let mut up = Vec::with_capacity(chunks * (in_stride + label_stride) as usize);
+        let mut up = Vec::with_capacity(chunks * (st.input + st.labels) as usize);
         let mut rows = vec![0f32; batch * features];
         for c in 0..chunks {
             let r = c * batch..((c + 1) * batch).min(n);
@@ -170,17 +178,17 @@ impl Trainer {
             rows[..r.len() * features].copy_from_slice(&x[r.start * features..r.end * features]);
             let start = up.len();
             up.extend_from_slice(&input.dtype().encode(&rows));
-            up.resize(start + in_stride as usize, 0);
+            up.resize(start + st.input as usize, 0);
         }
         for c in 0..chunks {
             let r = c * batch..((c + 1) * batch).min(n);
             let start = up.len();
             up.extend_from_slice(bytemuck::cast_slice(&labels[r]));
-            up.resize(start + label_stride as usize, 0);
+            up.resize(start + st.labels as usize, 0);
         }
-        let labels_at = chunks as u64 * in_stride;
-        let down_size = chunks as u64 * (logit_stride + loss_stride);
-        let losses_at = chunks as u64 * logit_stride;
+        let labels_at = chunks as u64 * st.input;
+        let losses_at = chunks as u64 * st.logits;
+        let down_size = chunks as u64 * (st.logits + st.losses);
         let (staging, results) = gpu.scoped("allocating evaluation buffers", || {
             let make = |label, size| {
                 gpu.device().create_buffer(&wgpu::BufferDescriptor {
@@ -199,14 +207,8 @@ impl Trainer {
 
         let mut enc = gpu.encoder("halfgrad evaluate");
         for c in 0..chunks as u64 {
-            enc.copy_buffer_to_buffer(&staging, c * in_stride, input.buffer(), 0, in_stride);
-            enc.copy_buffer_to_buffer(
-                &staging,
-                labels_at + c * label_stride,
-                label_buf,
-                0,
-                label_stride,
-            );
+            enc.copy_buffer_to_buffer(&staging, c * st.input, input.buffer(), 0, st.input);
+            enc.copy_buffer_to_buffer(&staging, labels_at + c * st.labels, label_buf, 0, st.labels);
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("halfgrad evaluate"),
@@ -214,13 +216,13 @@ impl Trainer {
                 });
                 self.model.encode_forward(&mut pass);
             }
-            enc.copy_buffer_to_buffer(logits.buffer(), 0, &results, c * logit_stride, logit_stride);
+            enc.copy_buffer_to_buffer(logits.buffer(), 0, &results, c * st.logits, st.logits);
             enc.copy_buffer_to_buffer(
                 losses.buffer(),
                 0,
                 &results,
-                losses_at + c * loss_stride,
-                loss_stride,
+                losses_at + c * st.losses,
+                st.losses,
             );
         }
         gpu.submit(enc.finish())?;
@@ -229,10 +231,10 @@ impl Trainer {
         let dtype = logits.dtype();
         for c in 0..chunks {
             let valid = batch.min(n - c * batch);
-            let at = c * logit_stride as usize;
+            let at = c * st.logits as usize;
             let len = valid * classes * dtype.size_bytes();
             out.logits.extend(dtype.decode(&bytes[at..at + len]));
-            let at = losses_at as usize + c * loss_stride as usize;
+            let at = (losses_at + c as u64 * st.losses) as usize;
             out.losses
                 .extend(crate::DType::F32.decode(&bytes[at..at + valid * 4]));
         }

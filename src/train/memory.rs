@@ -122,6 +122,16 @@ impl MemoryReport {
             }
             let _ = writeln!(s);
         }
+        if reports
+            .iter()
+            .any(|r| r.low_copies > 0 && r.low_copies < 2 * r.params)
+        {
+            let _ = writeln!(
+                s,
+                "the 16-bit copy holds the weight matrices only (biases and LayerNorm \
+                 parameters are read in f32), hence under 2 B/param"
+            );
+        }
         if let Some(f32_report) = reports.iter().find(|r| r.precision == Precision::F32) {
             let base = f32_report.activation_bytes() as f64;
             for r in reports.iter().filter(|r| r.precision != Precision::F32) {
@@ -141,7 +151,12 @@ impl MemoryReport {
              (no 16-bit copy).\nActivations and their gradients are stored in the 16-bit \
              dtype: half the f32 bytes."
         );
-        s
+        // No trailing blanks from the empty per-parameter columns.
+        s.lines()
+            .map(|l| l.trim_end())
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
     }
 }
 

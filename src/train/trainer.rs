@@ -6,8 +6,9 @@ use super::schedule::add_input_noise;
 use crate::amp::scaler::word;
 use crate::amp::{LossScaler, Policy, Precision};
 use crate::data::{Batcher, BatcherState, Dataset};
+use crate::nn::mlp::MlpLayer;
 use crate::nn::{LayerCtx, Mlp};
-use crate::ops::matmul::{chosen_kernel, MatmulOptions};
+use crate::ops::matmul::{chosen_kernel, kernel_for_shape, MatmulOptions};
 use crate::optim::AdamW;
 use crate::{DType, Error, Gpu, Result};
 
@@ -256,9 +257,42 @@ impl Trainer {
 
     /// The precision path the matrix products take on this device: `"f32"`, `"bf16"`,
     /// `"f16 native"` (shader-f16), `"f16 packed"` (u32 words, every adapter) or
-    /// `"f16 cooperative matrix"`.
+    /// `"f16 cooperative matrix"` (when any of the model's products runs on the
+    /// cooperative-matrix kernel; shapes that kernel would have to stage stay tiled).
     pub fn describe_path(&self) -> &'static str {
-        describe_path(&self.gpu, self.config.precision)
+        if self.config.precision == Precision::F16 && self.uses_coop() {
+            "f16 cooperative matrix"
+        } else {
+            describe_path(&self.gpu, self.config.precision)
+        }
+    }
+
+    /// Whether any matrix product of the model (forward, weight and input gradients of
+    /// every Linear, as `nn::Linear` builds them) runs on the cooperative-matrix kernel.
+    fn uses_coop(&self) -> bool {
+        let b = self.model.batch();
+        let linears = self.model.layers().iter().filter_map(|l| match l {
+            MlpLayer::Linear(l) => Some(l),
+            _ => None,
+        });
+        linears.enumerate().any(|(i, l)| {
+            let (inp, out) = (l.in_features(), l.out_features());
+            let forward = MatmulOptions {
+                trans_b: true,
+                ..Default::default()
+            };
+            let weight_grad = MatmulOptions {
+                trans_a: true,
+                ..Default::default()
+            };
+            let mut products = vec![((b, out, inp), forward), ((out, inp, b), weight_grad)];
+            if i > 0 {
+                products.push(((b, inp, out), MatmulOptions::default()));
+            }
+            products.iter().any(|(mnk, opts)| {
+                kernel_for_shape(&self.gpu, DType::F16, DType::F16, *mnk, opts) == Ok("coop")
+            })
+        })
     }
 
     /// The precision policy (see [`Policy`]'s one-line `Display`).
@@ -327,7 +361,8 @@ impl Trainer {
     }
 }
 
-/// The matrix-product path of `precision` on `gpu` (see [`Trainer::describe_path`]).
+/// The matrix-product path of `precision` on `gpu` for products the cooperative-matrix
+/// kernel takes directly (see [`Trainer::describe_path`] for a model's own products).
 pub fn describe_path(gpu: &Gpu, precision: Precision) -> &'static str {
     match precision {
         Precision::F32 => "f32",

@@ -207,7 +207,11 @@ fn run(args: &[String]) -> Result {
     let mut build = cargo();
     build.args(["build", "--release", "--bin", "halfgrad"]);
     step("build halfgrad (release)", build)?;
-    let bin = web::target_dir().join("release/halfgrad");
+    let bin = web::target_dir().join("release").join(if cfg!(windows) {
+        "halfgrad.exe"
+    } else {
+        "halfgrad"
+    });
     let mut info = Command::new(&bin);
     info.args(["info", "--check"]);
     step(

@@ -1,0 +1,204 @@
+//! Surviving a lost GPU in `halfgrad train`, and reporting the steps a run redid or
+//! skipped.
+//!
+//! When a call returns `Error::DeviceLost` (a driver reset or timeout, an unplugged
+//! GPU, `Gpu::simulate_device_loss`), the run opens a new device, rebuilds the trainer
+//! from the newest state it can trust and continues:
+//!
+//! 1. the checkpoint this run last saved (`--checkpoint PATH --save-every N`), else
+//! 2. the checkpoint it was resumed from (`--resume`), else
+//! 3. its start (same settings and seed).
+//!
+//! A file at `--checkpoint` that this run has not written is never used: it may hold
+//! another run. Resuming is exact (same batches, noise and updates), so the steps between
+//! that state and the loss are redone bit for bit; the summary counts them. A run gives
+//! up after [`MAX_RECOVERIES`] losses.
+//!
+//! Hidden test hooks (environment variables, for tests/recovery.rs):
+//! `HALFGRAD_TEST_LOSE_DEVICE_AT_STEP=N[,M...]` destroys the device when the run is about
+//! to take step N + 1 (each listed step fires once); `HALFGRAD_TEST_NAN_SAMPLE=I`
+//! replaces training sample I's features with NaN.
+
+use halfgrad::data::{Dataset, InMemory};
+use halfgrad::train::{TrainConfig, TrainStats, Trainer};
+use halfgrad::{Error, Gpu, Result};
+use std::path::{Path, PathBuf};
+
+/// Device losses one run recovers from before it stops with the error.
+pub const MAX_RECOVERIES: u32 = 3;
+
+const LOSE_DEVICE_ENV: &str = "HALFGRAD_TEST_LOSE_DEVICE_AT_STEP";
+const NAN_SAMPLE_ENV: &str = "HALFGRAD_TEST_NAN_SAMPLE";
+
+/// Where the run began: the state to go back to when it has saved nothing yet.
+enum Start {
+    Resumed(PathBuf),
+    Fresh(TrainConfig),
+}
+
+/// The recovery state of one `halfgrad train` run.
+pub struct Recovery {
+    start: Start,
+    /// The checkpoint this run last wrote, and the step it holds.
+    last_save: Option<(PathBuf, u64)>,
+    /// Test hook: steps before which the device is lost (each once).
+    lose_at: Vec<u64>,
+    /// Device losses recovered from.
+    pub device_losses: u32,
+    /// Steps taken twice because of them.
+    pub steps_redone: u64,
+}
+
+/// The comma-separated numbers of environment variable `name` (none when unset).
+fn env_numbers<T: std::str::FromStr>(name: &str) -> Result<Vec<T>> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(|n| n.trim().parse())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::InvalidArgument(format!("{name}={v:?}: expected numbers")))
+}
+
+impl Recovery {
+    /// The state of a run that starts with `trainer` (resumed from `resumed`, if given).
+    pub fn new(trainer: &Trainer, resumed: Option<&Path>) -> Result<Recovery> {
+        Ok(Recovery {
+            start: match resumed {
+                Some(p) => Start::Resumed(p.to_path_buf()),
+                None => Start::Fresh(trainer.config().clone()),
+            },
+            last_save: None,
+            lose_at: env_numbers(LOSE_DEVICE_ENV)?,
+            device_losses: 0,
+            steps_redone: 0,
+        })
+    }
+
+    /// Call before every step: fires the device-loss test hook.
+    pub fn before_step(&mut self, trainer: &Trainer) {
+        if let Some(i) = self.lose_at.iter().position(|&s| s == trainer.steps()) {
+            self.lose_at.remove(i);
+            trainer.gpu().simulate_device_loss();
+        }
+    }
+
+    /// Call after every successful save of the run's checkpoint.
+    pub fn saved(&mut self, path: &Path, step: u64) {
+        self.last_save = Some((path.to_path_buf(), step));
+    }
+
+    /// After `DeviceLost` (`why`): a new device and a trainer rebuilt from the newest
+    /// trusted state replace `trainer`. Returns the line to show the user.
+    pub fn recover(
+        &mut self,
+        why: &str,
+        trainer: &mut Trainer,
+        train: &InMemory,
+    ) -> Result<String> {
+        let lost_at = trainer.steps();
+        if self.device_losses >= MAX_RECOVERIES {
+            return Err(Error::DeviceLost(format!(
+                "{why} (at step {lost_at}; the device was lost {} times in this run, giving up)",
+                self.device_losses + 1
+            )));
+        }
+        self.device_losses += 1;
+        let gpu = Gpu::new_blocking()?;
+        let (rebuilt, from) = match (&self.last_save, &self.start) {
+            (Some((path, step)), _) => {
+                let t = Trainer::load(&gpu, path)?;
+                if t.steps() != *step {
+                    return Err(Error::Checkpoint {
+                        path: path.display().to_string(),
+                        message: format!(
+                            "holds step {} but this run saved step {step} there: another \
+                             process wrote it; not continuing from it",
+                            t.steps()
+                        ),
+                    });
+                }
+                (t, format!("{} (step {step})", path.display()))
+            }
+            (None, Start::Resumed(path)) => {
+                let t = Trainer::load(&gpu, path)?;
+                let from = format!(
+                    "{} (step {}, where this run began)",
+                    path.display(),
+                    t.steps()
+                );
+                (t, from)
+            }
+            (None, Start::Fresh(config)) => (
+                Trainer::new_blocking(&gpu, config.clone(), train)?,
+                "the start (step 0; nothing saved yet)".to_string(),
+            ),
+        };
+        let redo = lost_at.saturating_sub(rebuilt.steps());
+        self.steps_redone += redo;
+        *trainer = rebuilt;
+        Ok(format!(
+            "GPU device lost at step {lost_at} ({why}); opened {} again and reloaded {from}; \
+             redoing {redo} steps",
+            gpu.adapter().name
+        ))
+    }
+
+    /// The summary line, when the device was lost at least once.
+    pub fn summary(&self) -> Option<String> {
+        (self.device_losses > 0).then(|| {
+            format!(
+                "device lost {} time(s), recovered each time; {} steps redone",
+                self.device_losses, self.steps_redone
+            )
+        })
+    }
+}
+
+/// Why steps were skipped, when some were: the summary's explanation of the count.
+pub fn skipped_note(s: &TrainStats) -> Option<String> {
+    if s.nonfinite_steps == 0 {
+        return None;
+    }
+    let applied = s.nonfinite_steps.saturating_sub(s.skipped_steps);
+    let mut note = format!(
+        "{} of {} steps had inf or NaN gradients (non-finite input data, or f16 overflow at \
+         a high loss scale)",
+        s.nonfinite_steps, s.step
+    );
+    if s.skipped_steps > 0 {
+        note.push_str(&format!(
+            "; {} were skipped (no weight or optimizer state changed; a dynamic loss scale \
+             halves at each)",
+            s.skipped_steps
+        ));
+    }
+    if applied > 0 {
+        note.push_str(&format!(
+            "; {applied} were applied because the scaler does not skip in this \
+             configuration: the weights may hold NaN"
+        ));
+    }
+    Some(note)
+}
+
+/// Test hook: the features of the training samples listed in `HALFGRAD_TEST_NAN_SAMPLE`
+/// become NaN.
+pub fn nan_sample_hook(train: InMemory) -> Result<InMemory> {
+    let samples = env_numbers::<usize>(NAN_SAMPLE_ENV)?;
+    if samples.is_empty() {
+        return Ok(train);
+    }
+    let f = train.features();
+    let mut inputs = train.inputs().to_vec();
+    for i in samples {
+        if i >= train.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{NAN_SAMPLE_ENV}={i}: the training set has {} samples",
+                train.len()
+            )));
+        }
+        inputs[i * f..(i + 1) * f].fill(f32::NAN);
+    }
+    InMemory::new(inputs, train.labels().to_vec(), f, train.classes())
+}
