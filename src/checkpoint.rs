@@ -363,8 +363,14 @@ impl Checkpoint {
             .ok_or_else(|| bad(self.origin(), format!("missing tensor `{name}`")))
     }
 
-    /// The values of F32 tensor `name`, which must have exactly `expected_shape`.
-    pub fn get_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
+    /// Tensor `name`, which must have exactly `expected_shape` and `dtype`, with its byte
+    /// length checked.
+    fn typed_tensor(
+        &self,
+        name: &str,
+        expected_shape: &[usize],
+        dtype: TensorDType,
+    ) -> Result<&NamedTensor> {
         let t = self.tensor(name)?;
         if t.shape != expected_shape {
             return Err(bad(
@@ -375,36 +381,27 @@ impl Checkpoint {
                 ),
             ));
         }
-        if t.dtype != DType::F32 {
+        if t.dtype != dtype {
             return Err(bad(
                 self.origin(),
-                format!("tensor `{name}` is {}, expected f32", t.dtype),
+                format!("tensor `{name}` is {}, expected {dtype}", t.dtype),
             ));
         }
         t.check(self.origin())?;
+        Ok(t)
+    }
+
+    /// The values of F32 tensor `name`, which must have exactly `expected_shape`.
+    pub fn get_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.typed_tensor(name, expected_shape, DType::F32.into())?;
         Ok(DType::F32.decode(&t.data))
     }
 
     /// The values of U32 tensor `name`, which must have exactly `expected_shape`.
     pub fn get_u32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<u32>> {
-        let t = self.tensor(name)?;
-        if t.shape != expected_shape {
-            return Err(bad(
-                self.origin(),
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {expected_shape:?}",
-                    t.shape
-                ),
-            ));
-        }
-        if t.dtype != TensorDType::U32 {
-            return Err(bad(
-                self.origin(),
-                format!("tensor `{name}` is {}, expected u32", t.dtype),
-            ));
-        }
-        t.check(self.origin())?;
-        Ok(t.u32_values())
+        Ok(self
+            .typed_tensor(name, expected_shape, TensorDType::U32)?
+            .u32_values())
     }
 
     /// Checks that the checkpoint holds exactly the tensors `names` (any order): none
