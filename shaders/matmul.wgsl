@@ -109,7 +109,8 @@ fn fetch4_b(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
 // BM / 2 extra dot products across the workgroup alongside the main loop.
 //
 // What limits it: f32 FMAs fed from workgroup memory (16 loads per 64 FMAs), no tensor
-// cores, no double buffering. Measured on an H200 (Vulkan, 2026-11-28), 4096^3, 128 x 128
+// cores, no double buffering. Measured on an H200 (Vulkan, 2026-11-28, `halfgrad bench
+// matmul --kernel tiled`, docs/PERFORMANCE.md), 4096^3, 128 x 128
 // tiles: 17.5 TFLOP/s f16, 19 bf16, 17 f32 operands (64 x 64 tiles: 12.5); odd shapes
 // (4095 x 4097 x 4093) 13 to 14. The cooperative-matrix kernel is the fast f16 path.
 // The layouts are uniform flags, not pipeline constants: they only steer the staging,
@@ -333,7 +334,8 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
 // per multiply-add; the staged path copies scalar f16 values (WGSL has no vector or
 // asynchronous copies of f16 into workgroup memory) and waits at two barriers a slice.
 // Neither double-buffers. Tile sizes are pipeline constants to tune per GPU.
-// Measured on an H200 (Vulkan, 2026-11-28), f16, 4096^3 and 8192^3: direct path 34
+// Measured on an H200 (Vulkan, 2026-11-28, `halfgrad bench matmul --kernel coop
+// --coop-tile off`, docs/PERFORMANCE.md), f16, 4096^3 and 8192^3: direct path 34
 // TFLOP/s with 1 x 2 subgroups, 24 to 26 with other grids (cuBLAS: about 770); staged
 // path about 3 TFLOP/s, which is why `Auto` keeps the tiled kernel for odd N or rows that
 // are not a multiple of 8 elements.

@@ -253,7 +253,12 @@ impl Tensor {
     /// Overwrites the contents from f32 values, rounded to the tensor's dtype.
     pub fn write_f32(&self, data: &[f32]) -> Result<()> {
         check_len(&self.shape, data.len())?;
-        self.write_bytes(&self.dtype.encode(data))
+        // F32 needs no conversion: write the caller's bytes without a host copy (the
+        // trainer uploads every batch through here).
+        match self.dtype {
+            DType::F32 => self.write_bytes(bytemuck::cast_slice(data)),
+            dtype => self.write_bytes(&dtype.encode(data)),
+        }
     }
 
     pub fn shape(&self) -> &[usize] {
