@@ -13,6 +13,7 @@
 //! instead (gradient accumulation over micro-batches; the optimizer then clears them).
 
 pub mod activation;
+pub mod gpt;
 pub mod init;
 pub mod layernorm;
 pub mod linear;
