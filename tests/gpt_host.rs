@@ -1,6 +1,10 @@
-//! The Hugging Face GPT-2 export and import without a GPU: a round trip through a
-//! folder gives the same bits; every malformed or mismatched folder is a typed error
-//! naming the file, and a failed load or save writes nothing.
+//! The GPT's host side, without a GPU: the Hugging Face GPT-2 export and import (a round
+//! trip through a folder gives the same bits; every malformed or mismatched folder is a
+//! typed error naming the file, and a failed load or save writes nothing) and sanity
+//! checks of the f64 reference the GPU tests compare against.
+
+#[path = "common/gpt_reference.rs"]
+mod gpt_reference;
 
 use halfgrad::checkpoint::{Checkpoint, NamedTensor};
 use halfgrad::nn::gpt::{hf, GptConfig, GptWeights};
@@ -321,4 +325,42 @@ fn bad_folders_are_typed_errors_naming_the_file() {
         Err(Error::Io { .. })
     ));
     assert_eq!(std::fs::read(&blocked).unwrap(), b"x");
+}
+
+#[test]
+fn the_f64_reference_is_causal_and_starts_near_uniform() {
+    let w = weights();
+    let (batch, t) = (2, 5);
+    let tokens: Vec<u32> = (0..10).map(|i| (i * 7 + 3) % 13).collect();
+    let targets: Vec<u32> = (0..10).map(|i| (i * 5 + 1) % 13).collect();
+    let out = gpt_reference::forward(&w, &tokens, &targets, batch, t);
+    // GPT-2's small initialisation: logits near 0, loss near ln(vocab).
+    assert!((out.loss - 13f64.ln()).abs() < 0.05, "loss {}", out.loss);
+    assert_eq!(out.logits.len(), batch * t * 13);
+    // Changing the last token of sequence 0 changes only its last position's logits.
+    let mut other = tokens.clone();
+    other[4] = (other[4] + 1) % 13;
+    let out2 = gpt_reference::forward(&w, &other, &targets, batch, t);
+    for r in 0..batch * t {
+        let same = out.logits[r * 13..(r + 1) * 13] == out2.logits[r * 13..(r + 1) * 13];
+        assert_eq!(same, r != 4, "row {r}");
+    }
+    // A finite difference of the loss agrees with a one-sided estimate.
+    let p = gpt_reference::params_f64(&w);
+    let fd = gpt_reference::finite_difference(
+        w.config(),
+        &p,
+        0,
+        3 * 8 + 2,
+        1e-4,
+        &tokens,
+        &targets,
+        batch,
+        t,
+    );
+    let mut q = p.clone();
+    q[0][3 * 8 + 2] += 1e-6;
+    let up = gpt_reference::forward_f64(w.config(), &q, &tokens, &targets, batch, t).loss;
+    assert!((fd - (up - out.loss) / 1e-6).abs() < 1e-4, "{fd}");
+    assert!(fd != 0.0);
 }
