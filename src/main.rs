@@ -24,6 +24,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Train the MLP classifier on the embedded digits (progress, evaluation, checkpoints).
     Train(cli::train::TrainArgs),
+    /// A byte-level GPT-2: `gpt train`, `gpt sample`, `gpt eval`, `gpt export` (Hugging Face).
+    Gpt(cli::gpt::GptArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Info(a) => cli::info::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Train(a) => cli::train::run(a),
+        Command::Gpt(a) => cli::gpt::run(a),
     };
     match result {
         Ok(code) => code,

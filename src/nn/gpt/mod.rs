@@ -5,6 +5,8 @@
 pub mod config;
 pub mod hf;
 pub mod params;
+pub mod sample;
 
 pub use config::{GptConfig, GptPreset};
 pub use params::{GptWeights, Init, ParamSpec};
+pub use sample::SampleConfig;
