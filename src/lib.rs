@@ -10,8 +10,10 @@
 
 pub mod dtype;
 pub mod error;
+pub mod flag;
 pub mod gpu;
 pub mod kernels;
+pub mod layout;
 pub mod ops;
 pub mod tensor;
 
