@@ -14,6 +14,8 @@ struct Params {
 }
 
 override WG: u32 = 256;
+// The row statistics reduce with the shared wg_sum (sections with `//!use reduce`).
+
 // Row and column of flat element i.
 fn row_of(i: u32) -> u32 {
     return i / params.cols;

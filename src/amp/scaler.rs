@@ -22,11 +22,11 @@
 //! would collapse to 0 alive); without them the sequence is PyTorch's exactly.
 
 use super::{OverflowFlag, Precision};
-use crate::kernels::Dispatch;
-use crate::ops::loss_scale::{self, UpdateParams};
-use crate::optim::state::{
+use crate::checkpoint::state::{
     find_f32_scalar, find_u32_scalar, fmt_opt_f32, parse_kv, parse_kv_opt_f32, StateTensor,
 };
+use crate::kernels::Dispatch;
+use crate::ops::loss_scale::{self, UpdateParams};
 use crate::{Error, Gpu, Result};
 
 /// Word indices of the scaler state buffer (the table lives in [`crate::layout`]).

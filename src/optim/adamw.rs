@@ -2,15 +2,15 @@
 //! clipping by global norm and step skipping on non-finite gradients, all on the GPU.
 
 use crate::amp::LossScaler;
+use crate::checkpoint::state::{
+    find_f32, find_f32_scalar, find_u32_scalar, fmt_opt_f32, parse_kv, parse_kv_opt_f32,
+    StateTensor,
+};
 use crate::kernels::Dispatch;
 use crate::layout::{hyper, scaler as word, work};
 use crate::nn::Param;
 use crate::ops::adam::{self, StateBuffers, UpdateTensors};
 use crate::ops::loss_scale;
-use crate::optim::state::{
-    find_f32, find_f32_scalar, find_u32_scalar, fmt_opt_f32, parse_kv, parse_kv_opt_f32,
-    StateTensor,
-};
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::sync::atomic::{AtomicU32, Ordering};
 
