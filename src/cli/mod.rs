@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_step;
+pub mod bench_timing;
 pub mod info;
 pub mod recover;
 pub mod train;
