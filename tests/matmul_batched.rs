@@ -414,7 +414,7 @@ fn attention_layouts(t: usize) {
                         (false, true),
                         merged(dt),
                         head(dt, 2),
-                        scores(if t % 2 == 0 { dt } else { DType::F32 }),
+                        scores(if t.is_multiple_of(2) { dt } else { DType::F32 }),
                         false,
                     ),
                 ),
