@@ -17,9 +17,9 @@ use crate::kernels::KernelDef;
 /// composes every variant of each, validates it with naga and translates it to SPIR-V,
 /// MSL and HLSL.
 pub fn all_kernels() -> Vec<&'static KernelDef> {
-    // matmul still declares its kernels by hand, so they are listed here.
-    let matmul: [&'static KernelDef; 3] = [&matmul::TILED, &matmul::COOP, &matmul::COOP_TILE];
     let declared = [
+        matmul::shader_matmul::KERNELS,
+        matmul::shader_matmul_coop::KERNELS,
         cast::KERNELS,
         activation::KERNELS,
         reduce::KERNELS,
@@ -28,8 +28,5 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         loss_scale::KERNELS,
         adam::KERNELS,
     ];
-    matmul
-        .into_iter()
-        .chain(declared.into_iter().flatten().copied())
-        .collect()
+    declared.into_iter().flatten().copied().collect()
 }
