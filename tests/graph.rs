@@ -3,15 +3,21 @@
 //! gradients (whichever op writes first, through the accumulate flag or the scratch + add
 //! fallback), a parameter used by two ops likewise, and the first writer overwrites, so a
 //! second step over NaN-poisoned gradient buffers gives exactly the first step's
-//! gradients. F32 and F16 (both paths), odd sizes.
+//! gradients. F32 and F16 (both paths), odd sizes. Then the Trainer over a model that is
+//! not the MLP, and checkpoint format versions.
 
 mod common;
 
 use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, tol};
 use halfgrad::amp::{constant_scale, OverflowFlag, Policy, Precision};
+use halfgrad::data::{Dataset, InMemory};
 use halfgrad::nn::{
-    activation, linear, linear_params, softmax_cross_entropy, Activation, Graph, GraphBuilder,
-    LayerCtx, ParamId, ParamStore, SplitMix64, ValueId, XentLoss,
+    activation, linear, linear_params, softmax_cross_entropy, Activation, Batch, BatchLayout,
+    Graph, GraphBuilder, Inputs, LayerCtx, Model, ParamId, ParamStore, SplitMix64, ValueId,
+    XentLoss,
+};
+use halfgrad::train::{
+    TrainConfig, Trainer, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1, CHECKPOINT_VERSION,
 };
 use halfgrad::{DType, Gpu, Tensor};
 
@@ -475,5 +481,215 @@ fn a_parameter_used_twice_gets_the_sum_of_both_gradients() {
                 assert_close("dW vs finite differences", &read(&pw.grad), &fd, 1e-3);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The Trainer runs any Model: a tied-weight regressor-like model that is not a classifier
+//   y1 = x W^T + b;  y2 = gelu(y1) W^T + b;  loss = xent(y2)   (W used twice)
+
+#[derive(Debug, Clone, PartialEq)]
+struct TiedConfig {
+    n: usize,
+}
+
+impl std::fmt::Display for TiedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "n={}", self.n)
+    }
+}
+
+impl std::str::FromStr for TiedConfig {
+    type Err = halfgrad::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let n = s
+            .strip_prefix("n=")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| halfgrad::Error::InvalidArgument(format!("tied config `{s}`")))?;
+        Ok(TiedConfig { n })
+    }
+}
+
+#[derive(Debug)]
+struct Tied {
+    config: TiedConfig,
+    store: ParamStore,
+    graph: Graph,
+    x: ValueId,
+    loss: XentLoss,
+}
+
+impl Model for Tied {
+    type Config = TiedConfig;
+    const KIND: &'static str = "tied-test";
+
+    fn build(
+        ctx: &LayerCtx<'_>,
+        config: &TiedConfig,
+        batch: usize,
+        seed: u64,
+        scale: &wgpu::Buffer,
+    ) -> halfgrad::Result<Tied> {
+        let n = config.n;
+        let mut store = ParamStore::new();
+        let (w, b) = linear_params(ctx, &mut store, "w", n, n, true, &mut SplitMix64::new(seed))?;
+        let mut g = GraphBuilder::new(ctx, &store);
+        let x = g.input(&[batch, n], ctx.policy.activation)?;
+        let y1 = linear(&mut g, x, w, b)?;
+        let u = activation(&mut g, y1, Activation::Gelu)?;
+        let y2 = linear(&mut g, u, w, b)?;
+        let loss = softmax_cross_entropy(&mut g, y2, scale)?;
+        let graph = g.finish()?;
+        Ok(Tied {
+            config: config.clone(),
+            store,
+            graph,
+            x,
+            loss,
+        })
+    }
+    fn config(&self) -> &TiedConfig {
+        &self.config
+    }
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    fn layout(&self) -> BatchLayout {
+        BatchLayout {
+            batch: self.loss.batch(),
+            inputs_per_row: self.config.n,
+            tokens: false,
+            targets_per_row: 1,
+            classes: self.config.n,
+        }
+    }
+    fn set_batch(&self, batch: &Batch<'_>) -> halfgrad::Result<()> {
+        let Inputs::Rows(x) = batch.inputs else {
+            return Err(halfgrad::Error::InvalidArgument("rows only".into()));
+        };
+        self.loss.set_labels(gpu_of(self), batch.targets)?;
+        self.graph.value(self.x).write_f32(x)
+    }
+    fn input_buffer(&self) -> &wgpu::Buffer {
+        self.graph.value(self.x).buffer()
+    }
+    fn encode_inputs(&self, inputs: Inputs<'_>) -> halfgrad::Result<Vec<u8>> {
+        let Inputs::Rows(x) = inputs else {
+            return Err(halfgrad::Error::InvalidArgument("rows only".into()));
+        };
+        Ok(self.graph.value(self.x).dtype().encode(x))
+    }
+    fn targets(&self) -> &wgpu::Buffer {
+        self.loss.labels()
+    }
+    fn loss(&self) -> &Tensor {
+        self.loss.loss()
+    }
+    fn losses(&self) -> &Tensor {
+        self.loss.losses()
+    }
+}
+
+/// The test models live on the default device.
+fn gpu_of(_: &Tied) -> &'static Gpu {
+    gpu()
+}
+
+#[test]
+fn the_trainer_runs_any_model_and_checkpoints_it_with_its_kind() {
+    let n = 5;
+    let mut r = rng(12);
+    let x = random_vec(&mut r, 40 * n, 1.0);
+    let y = labels(13, 40, n);
+    let data = InMemory::new(x, y, n, n).unwrap();
+    let config = TrainConfig {
+        batch: 8,
+        lr: 1e-2,
+        input_noise: 0.0,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::<Tied>::with_model(gpu(), config, &TiedConfig { n }, data.len()).unwrap();
+    let before = t.evaluate_blocking(&data).unwrap();
+    let submissions = gpu().submission_count();
+    for _ in 0..30 {
+        t.step_from(&data).unwrap();
+    }
+    assert_eq!(
+        gpu().submission_count() - submissions,
+        30,
+        "one submission a step"
+    );
+    let after = t.evaluate_blocking(&data).unwrap();
+    println!("tied model: loss {} -> {}", before.loss, after.loss);
+    assert!(after.loss < before.loss, "training lowers the loss");
+    // Not a classifier: loss only.
+    assert!(after.accuracy.is_nan() && after.correct == 0 && after.total == 40);
+    assert!(t.stats_blocking().unwrap().grad_norm.is_finite());
+
+    let ck = t.checkpoint_blocking().unwrap();
+    assert_eq!(ck.meta("model.kind").unwrap(), "tied-test");
+    assert_eq!(ck.meta("model").unwrap(), "n=5");
+    let back = Trainer::<Tied>::restore_blocking(gpu(), &ck).unwrap();
+    assert_eq!(back.evaluate_blocking(&data).unwrap().loss, after.loss);
+    // Another model kind is refused, saying which.
+    match Trainer::from_checkpoint_blocking(gpu(), &ck) {
+        Err(halfgrad::Error::Checkpoint { message, .. }) => {
+            assert!(message.contains("tied-test"), "{message}")
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+#[test]
+fn version_one_checkpoints_load_and_later_versions_are_refused() {
+    let data = InMemory::new(
+        random_vec(&mut rng(14), 24 * 6, 1.0),
+        labels(15, 24, 3),
+        6,
+        3,
+    )
+    .unwrap();
+    let config = TrainConfig {
+        hidden: vec![7],
+        batch: 4,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new_blocking(gpu(), config, &data).unwrap();
+    t.step_from(&data).unwrap();
+    let ck = t.checkpoint_blocking().unwrap();
+    assert_eq!(ck.meta("format").unwrap(), CHECKPOINT_FORMAT);
+    assert_eq!(
+        ck.meta("format.version").unwrap(),
+        CHECKPOINT_VERSION.to_string()
+    );
+
+    // As written before format versions: no version, no model kind, the old format.
+    let mut v1 = ck.clone();
+    v1.metadata.remove("format.version");
+    v1.metadata.remove("model.kind");
+    v1.set_meta("format", CHECKPOINT_FORMAT_V1);
+    let back = Trainer::from_checkpoint_blocking(gpu(), &v1).unwrap();
+    assert_eq!(back.config(), t.config());
+    assert_eq!(back.steps(), 1);
+    let (a, b) = (
+        t.evaluate_blocking(&data).unwrap(),
+        back.evaluate_blocking(&data).unwrap(),
+    );
+    assert_eq!(a, b, "a version-1 checkpoint restores the same model");
+
+    let mut later = ck.clone();
+    later.set_meta("format.version", CHECKPOINT_VERSION + 1);
+    later.set_meta("halfgrad.version", "9.9.9");
+    match Trainer::from_checkpoint_blocking(gpu(), &later) {
+        Err(halfgrad::Error::Checkpoint { message, .. }) => {
+            assert!(
+                message.contains("9.9.9") && message.contains("format version 3"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
     }
 }

@@ -147,6 +147,12 @@ impl<M: Model> Trainer<M> {
         trainer.step = step;
         Ok(trainer)
     }
+
+    /// Blocking [`Trainer::restore`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn restore_blocking(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer<M>> {
+        pollster::block_on(Trainer::<M>::restore(gpu, ck))
+    }
 }
 
 impl Trainer<Mlp> {
