@@ -1,6 +1,7 @@
 //! Operations: one module per kernel family. Each checks shapes and dtypes, computes the
 //! grid, and returns a [`Dispatch`](crate::kernels::Dispatch) to encode into a step.
 
+pub mod accumulate;
 pub mod activation;
 pub mod adam;
 pub mod cast;
@@ -23,6 +24,7 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         cast::KERNELS,
         activation::KERNELS,
         reduce::KERNELS,
+        accumulate::KERNELS,
         layernorm::KERNELS,
         softmax_xent::KERNELS,
         loss_scale::KERNELS,
