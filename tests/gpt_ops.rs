@@ -131,13 +131,16 @@ fn emb_data(k: EmbCase, seed: u64) -> EmbData {
     }
 }
 
+/// (dwte, dwpe).
+type Grads<T> = (Vec<T>, Vec<T>);
+
 /// (dwte, dwpe) summed in f32 in the kernel's order (ascending positions, ascending
 /// batch rows) on top of `old` when accumulating, and the same sums in f64.
 fn emb_back_ref(
     k: EmbCase,
     d: &EmbData,
     old: Option<(&[f32], &[f32])>,
-) -> ((Vec<f32>, Vec<f32>), (Vec<f64>, Vec<f64>)) {
+) -> (Grads<f32>, Grads<f64>) {
     let n = k.b * k.t;
     let mut wte32 = vec![0f32; k.v * k.c];
     let mut wte64 = vec![0f64; k.v * k.c];
@@ -651,7 +654,7 @@ fn cross_entropy_at_vocab_256_with_batch_times_block_rows() {
         for (path, g) in devices(dt) {
             println!("softmax xent {precision} {path} rows {b} x {t}, vocab {v}");
             let flag = OverflowFlag::new(g).unwrap();
-            let ctx = LayerCtx::new(g, policy.clone(), &flag);
+            let ctx = LayerCtx::new(g, policy, &flag);
             let scale = 1024.0f32;
             let scale_buf = constant_scale(g, scale).unwrap();
             let mut r = rng(1000);
