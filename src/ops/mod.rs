@@ -4,7 +4,9 @@
 pub mod accumulate;
 pub mod activation;
 pub mod adam;
+pub mod attention;
 pub mod cast;
+pub mod embedding;
 pub mod layernorm;
 pub mod loss_scale;
 pub mod matmul;
@@ -29,6 +31,8 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         softmax_xent::KERNELS,
         loss_scale::KERNELS,
         adam::KERNELS,
+        embedding::KERNELS,
+        attention::KERNELS,
     ];
     declared.into_iter().flatten().copied().collect()
 }
