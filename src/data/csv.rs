@@ -108,6 +108,39 @@ fn csv_error(path: &str, row: Option<usize>, column: Option<String>, problem: Cs
     }
 }
 
+/// The bytes of `path`, refused with [`CsvProblem::TooLarge`] before reading when the
+/// file is over `max_bytes`. Native only.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_bytes(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let name = path.display().to_string();
+    let io = |e: std::io::Error| Error::Io {
+        path: name.clone(),
+        message: e.to_string(),
+    };
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    if bytes > max_bytes {
+        return Err(csv_error(
+            &name,
+            None,
+            None,
+            CsvProblem::TooLarge {
+                bytes,
+                limit: max_bytes,
+            },
+        ));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// The cells of the first non-blank line (`None` for an empty file, non-UTF-8 text or an
+/// unclosed quote): enough to tell whether a file has a label column.
+pub fn first_row(bytes: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    split_line(line)
+}
+
 /// The cells of one line: split at commas outside quotes, quotes removed, `""` kept as
 /// one `"`, surrounding blanks trimmed. `None` when a quote is not closed.
 fn split_line(line: &str) -> Option<Vec<String>> {
@@ -158,24 +191,8 @@ impl CsvTable {
     /// it. Native only (the browser hands the bytes to [`CsvTable::parse`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read(path: &std::path::Path, options: &CsvOptions) -> Result<CsvTable> {
-        let name = path.display().to_string();
-        let io = |e: std::io::Error| Error::Io {
-            path: name.clone(),
-            message: e.to_string(),
-        };
-        let bytes = std::fs::metadata(path).map_err(io)?.len();
-        if bytes > options.max_bytes {
-            return Err(csv_error(
-                &name,
-                None,
-                None,
-                CsvProblem::TooLarge {
-                    bytes,
-                    limit: options.max_bytes,
-                },
-            ));
-        }
-        CsvTable::parse(&std::fs::read(path).map_err(io)?, &name, options)
+        let bytes = read_bytes(path, options.max_bytes)?;
+        CsvTable::parse(&bytes, &path.display().to_string(), options)
     }
 
     /// Parses the bytes of a CSV file called `path` (see the module docs).
@@ -700,6 +717,21 @@ impl CsvMeta {
             test,
             meta: self.clone(),
         })
+    }
+
+    /// Refuses a data file (its bytes) other than the one this record was made from.
+    pub fn ensure_file(&self, bytes: &[u8], path: &str) -> Result<()> {
+        if format!("{:016x}", digest(bytes)) == self.digest {
+            return Ok(());
+        }
+        Err(csv_error(
+            path,
+            None,
+            None,
+            CsvProblem::Changed {
+                expected: format!("{}: {} rows, digest {}", self.file, self.rows, self.digest),
+            },
+        ))
     }
 
     /// Adds the `data.*` entries to a checkpoint about to be saved.
