@@ -47,7 +47,7 @@ pub struct DataArgs {
 /// Where the training and test sets came from.
 pub enum Source {
     Digits,
-    Csv(CsvMeta),
+    Csv(Box<CsvMeta>),
 }
 
 /// The data set of a run.
@@ -132,7 +132,7 @@ impl DataArgs {
         Ok(Loaded {
             train: data.train,
             test: data.test,
-            source: Source::Csv(data.meta),
+            source: Source::Csv(Box::new(data.meta)),
         })
     }
 
