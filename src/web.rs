@@ -207,11 +207,13 @@ impl Session {
     #[wasm_bindgen(js_name = newTrainer)]
     pub fn new_trainer(&self, precision: &str, seed: u32) -> Result<js_sys::Promise, JsError> {
         let precision: Precision = precision.parse().map_err(js_error)?;
-        let config = TrainConfig {
+        let mut config = TrainConfig {
             precision,
             seed: u64::from(seed),
             ..TrainConfig::default()
         };
+        // A dropped CSV smaller than a batch trains on all its rows, as the CLI does.
+        config.batch = config.batch.min(self.data.borrow().train.len()).max(1);
         let (gpu, slot, data) = (
             self.gpu.clone(),
             self.trainer.clone(),

@@ -381,6 +381,15 @@ fn bad_files_are_refused_with_file_line_and_column_and_nothing_written() {
         e.contains("t.csv: columns [a, c] do not match the training columns [a, b]"),
         "{e}"
     );
+    // A file smaller than the default batch of 64 trains on all its rows per step.
+    let tiny = dir.write("tiny.csv", &shapes_csv(10, 3));
+    let r = json(&[
+        "train", "--data", &tiny, "--steps", "5", "--hidden", "8", "--json",
+    ]);
+    assert_eq!(
+        (r["batch"].as_u64(), r["data"]["train_rows"].as_u64()),
+        (Some(8), Some(8))
+    );
     // No arguments at all: the guide, exit status 2.
     let out = halfgrad(&[]);
     assert_eq!(out.status.code(), Some(2));

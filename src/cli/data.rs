@@ -7,7 +7,7 @@ use halfgrad::data::csv::{
     self, CsvOptions, Header, LabelColumn, Split, SplitPlan, DEFAULT_MAX_BYTES,
 };
 use halfgrad::data::{CsvMeta, CsvTable, Dataset, Digits, InMemory};
-use halfgrad::train::Trainer;
+use halfgrad::train::{TrainConfig, Trainer};
 use halfgrad::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -208,6 +208,20 @@ impl Source {
                 "as they are"
             },
         ))
+    }
+
+    /// A CSV run without `--batch` on fewer training rows than the default batch uses
+    /// them all in every step (the digits' runs are unchanged).
+    pub fn fit_batch(
+        &self,
+        mut config: TrainConfig,
+        batch: Option<usize>,
+        train: &InMemory,
+    ) -> TrainConfig {
+        if matches!(self, Source::Csv(_)) && batch.is_none() {
+            config.batch = config.batch.min(train.len()).max(1);
+        }
+        config
     }
 
     /// Writes the trainer's checkpoint to `path` with this data set's `data.*` entries.

@@ -30,7 +30,7 @@ pub struct TrainArgs {
     /// --checkpoint, continue later with --resume); the schedule still spans --steps.
     #[arg(long)]
     stop_after: Option<u64>,
-    /// Samples per step [default: 64].
+    /// Samples per step [default: 64, or all the training rows of a smaller --data file].
     #[arg(long)]
     batch: Option<usize>,
     /// AdamW learning rate [default: 3e-3].
@@ -159,10 +159,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let train = recover::nan_sample_hook(train)?;
     let (mut trainer, resumed) = match &args.resume {
         Some(path) => (resume(&gpu, path, &args, &train)?, Some(path.clone())),
-        None => (
-            Trainer::new_blocking(&gpu, args.new_config(), &train)?,
-            None,
-        ),
+        None => {
+            let config = source.fit_batch(args.new_config(), args.batch, &train);
+            (Trainer::new_blocking(&gpu, config, &train)?, None)
+        }
     };
     let out = Output { json: args.json };
 
