@@ -1,5 +1,6 @@
-//! `halfgrad train`: train the MLP classifier on the embedded digits, with a progress bar,
-//! periodic evaluation, checkpoints, exact resume and a memory report.
+//! `halfgrad train`: train the MLP classifier on the embedded digits or a CSV file (the
+//! data options are in cli/data.rs), with a progress bar, periodic evaluation,
+//! checkpoints, exact resume and a memory report.
 
 use super::data::{DataArgs, Source};
 use super::recover::{self, Recovery};
