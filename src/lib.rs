@@ -18,7 +18,7 @@ pub mod ops;
 pub mod tensor;
 
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{CsvProblem, Error, Result};
 pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
 pub mod amp;
