@@ -79,3 +79,87 @@ fn every_kernel_variant_validates_and_translates() {
         failures.join("\n\n")
     );
 }
+
+/// `//!use reduce` / `//!use state_words` pull in the shared modules for exactly the
+/// kernels whose head or section asks, so the others carry no unused `var<workgroup>`.
+#[test]
+fn shared_modules_are_composed_only_where_asked() {
+    let mut reducing = Vec::new();
+    for def in halfgrad::ops::all_kernels() {
+        let src = compose(def, &all_variants(def)[0]).unwrap();
+        let asks = |m: &str| src.lines().any(|l| l.trim() == format!("//!use {m}"));
+        assert_eq!(asks("reduce"), src.contains("fn wg_sum("), "{}", def.name);
+        assert_eq!(
+            asks("state_words"),
+            src.contains("const SCALER_SCALE: u32 = 0u;"),
+            "{}",
+            def.name
+        );
+        if asks("reduce") {
+            reducing.push(def.name);
+        }
+    }
+    reducing.sort();
+    assert_eq!(
+        reducing,
+        [
+            "adam/finalize",
+            "layernorm/backward_params",
+            "layernorm/backward_rows",
+            "layernorm/forward_stats",
+            "loss_scale/check",
+            "softmax_xent/forward_mean",
+            "softmax_xent/forward_rows",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_shared_module_is_a_shader_error() {
+    use halfgrad::kernels::{KernelDef, Variant};
+    static UNKNOWN: KernelDef = KernelDef::new(
+        "test/unknown_use",
+        "//!kernel k\n//!use no_such_module\n@compute @workgroup_size(1)\nfn main() {}\n",
+        "k",
+        &[],
+    );
+    let err = compose(&UNKNOWN, &Variant::new(&[], false)).unwrap_err();
+    assert!(
+        matches!(&err, halfgrad::Error::Shader { message, .. } if message.contains("no_such_module")),
+        "{err}"
+    );
+}
+
+/// The U32 storage prelude (no library kernel lists U32 yet): a slot that accepts it
+/// composes, validates and translates, read-only and writable.
+#[test]
+fn u32_prelude_validates_and_translates() {
+    use halfgrad::kernels::{KernelDef, Slot, Variant, U32_ONLY};
+    use halfgrad::DType;
+    static COPY_U32: KernelDef = KernelDef {
+        name: "test/copy_u32",
+        source: "//!kernel main\n@compute @workgroup_size(64)\nfn main(@builtin(global_invocation_id) id: vec3<u32>) {\n    store_dst(id.x, load_src(id.x) + 1u);\n}\n",
+        section: "main",
+        slots: &[Slot::read("src", U32_ONLY), Slot::write("dst", U32_ONLY)],
+        params: false,
+        cooperative_matrix: false,
+        needs_f16: false,
+    };
+    let variant = Variant::new(&[DType::U32, DType::U32], false);
+    let src = compose(&COPY_U32, &variant).unwrap();
+    check_variant("copy_u32", &src).unwrap();
+    // Float slots refuse it.
+    static F32_SRC: KernelDef = KernelDef {
+        name: "test/copy_u32_from_float",
+        source: COPY_U32.source,
+        section: "main",
+        slots: &[
+            Slot::read("src", halfgrad::kernels::ANY),
+            Slot::write("dst", U32_ONLY),
+        ],
+        params: false,
+        cooperative_matrix: false,
+        needs_f16: false,
+    };
+    assert!(compose(&F32_SRC, &variant).is_err());
+}

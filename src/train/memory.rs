@@ -10,8 +10,7 @@
 
 use super::trainer::Trainer;
 use crate::amp::Precision;
-use crate::nn::mlp::MlpLayer;
-use crate::nn::Layer;
+use crate::nn::Model;
 use crate::Tensor;
 use std::fmt::Write;
 
@@ -173,15 +172,15 @@ fn group(n: usize) -> String {
     out
 }
 
-impl Trainer {
+impl<M: Model> Trainer<M> {
     /// Bytes held by this trainer's tensors, by role (see [`MemoryReport`]).
     pub fn memory(&self) -> MemoryReport {
         let bytes = |t: &Tensor| t.byte_len();
-        let params = self.model.params();
+        let params = self.model.params().params();
         let mut r = MemoryReport {
             precision: self.config.precision,
-            params: self.model.num_params(),
-            batch: self.model.batch(),
+            params: self.model.params().num_scalars(),
+            batch: self.model.layout().batch,
             master_weights: params.iter().map(|p| bytes(&p.master)).sum(),
             low_copies: params
                 .iter()
@@ -194,23 +193,17 @@ impl Trainer {
                 .map(|(m, v)| bytes(m) + bytes(v))
                 .sum(),
             grads: params.iter().map(|p| bytes(&p.grad)).sum(),
-            activations: bytes(&self.model.input().value),
-            activation_grads: self.model.input().grad.as_ref().map_or(0, bytes),
+            activations: 0,
+            activation_grads: 0,
         };
-        for layer in self.model.layers() {
-            let out = match layer {
-                MlpLayer::Linear(l) => l.output(),
-                MlpLayer::LayerNorm(l) => {
-                    r.activations += bytes(l.mean()) + bytes(l.rstd());
-                    l.output()
-                }
-                MlpLayer::Activation(l) => l.output(),
-            };
-            r.activations += bytes(&out.value);
-            r.activation_grads += out.grad.as_ref().map_or(0, bytes);
+        // Every value of the graph (inputs, activations, saved statistics, losses) and
+        // every activation gradient, scratch included.
+        let graph = self.model.graph();
+        for (value, grad) in graph.tensors() {
+            r.activations += bytes(value);
+            r.activation_grads += grad.map_or(0, bytes);
         }
-        let loss = self.model.loss_layer();
-        r.activations += bytes(loss.losses()) + bytes(loss.loss());
+        r.activation_grads += graph.scratch().iter().map(bytes).sum::<usize>();
         r
     }
 }

@@ -20,7 +20,7 @@ pub mod schedule;
 pub mod state;
 pub mod trainer;
 
-pub use config::{TrainConfig, CHECKPOINT_FORMAT};
+pub use config::{TrainConfig, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1, CHECKPOINT_VERSION};
 pub use eval::Evaluation;
 pub use memory::MemoryReport;
 pub use schedule::LrSchedule;
