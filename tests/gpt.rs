@@ -570,3 +570,49 @@ fn the_command_line_resumes_bit_exactly_exports_and_refuses_bad_input() {
         "a failed run overwrote the checkpoint"
     );
 }
+
+#[test]
+fn a_model_past_the_binding_limit_is_refused_naming_the_tensor() {
+    let limited = Gpu::with_options_blocking(halfgrad::GpuOptions {
+        max_storage_binding_override: Some(1 << 20),
+        ..halfgrad::GpuOptions::from_env()
+    })
+    .unwrap();
+    let config = GptTrainConfig {
+        model: GptConfig {
+            vocab: 4096,
+            block: 16,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 128,
+        },
+        ..small_run(Precision::F16, 10)
+    };
+    match GptTrainer::new(&limited, config, None) {
+        Err(halfgrad::Error::TooLarge {
+            what, limit_name, ..
+        }) => {
+            assert!(what.contains("transformer.wte.weight"), "{what}");
+            assert!(
+                limit_name.contains("max_storage_buffer_binding_size"),
+                "{limit_name}"
+            );
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Attention scores of a long context: (batch, heads, block, block) f32.
+    let config = GptTrainConfig {
+        model: GptConfig {
+            block: 512,
+            ..SMALL
+        },
+        batch: 2,
+        ..small_run(Precision::F16, 10)
+    };
+    match GptTrainer::new(&limited, config, None) {
+        Err(halfgrad::Error::TooLarge { what, .. }) => {
+            assert!(what.contains("attention scores"), "{what}")
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
