@@ -5,6 +5,7 @@ pub mod bench_step;
 pub mod bench_timing;
 pub mod data;
 pub mod info;
+pub mod interrupt;
 pub mod predict;
 pub mod recover;
 pub mod train;
