@@ -166,6 +166,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             "--save-every needs --checkpoint PATH".into(),
         ));
     }
+    if (args.extend_schedule || args.keep_schedule) && args.resume.is_none() {
+        return Err(Error::InvalidArgument(
+            "--extend-schedule and --keep-schedule apply to --resume (a new run's schedule \
+             already spans --steps)"
+                .into(),
+        ));
+    }
     let started = Instant::now();
     // Data first: a bad file is refused before a device is opened.
     let data = args.data.load(args.resume.as_deref())?;
@@ -382,24 +389,35 @@ fn schedule_end(
         } else {
             format!("trains steps {} to {total}", step + 1)
         };
+        let steps = args.steps;
+        let choices = [
+            (
+                format!("--steps {total}"),
+                format!("continue the same schedule; it ends where it ended ({done})"),
+            ),
+            (
+                "--extend-schedule".to_string(),
+                format!(
+                    "stretch the cosine to end at step {steps}: from step {step} on the \
+                     learning rate follows the curve of a {steps}-step run (recorded in the \
+                     checkpoint, so later resumes follow it)"
+                ),
+            ),
+            (
+                "--keep-schedule".to_string(),
+                format!("train to step {steps} anyway, at learning rate 0 after step {total}"),
+            ),
+        ];
+        let choices: String = choices
+            .iter()
+            .map(|(option, meaning)| format!("\n  {option:<19}  {meaning}"))
+            .collect();
         return Err(Error::InvalidArgument(format!(
             "{} holds a learning-rate schedule ({schedule}) that ends at step {total}, but \
-             --steps {} asks for more: steps {} to {} would train at learning rate 0. Say \
-             which you mean:\n  \
-             --steps {total}          continue the same schedule; it ends where it ended \
-             ({done})\n  \
-             --extend-schedule    stretch the cosine to end at step {}: from step {step} on \
-             the learning rate follows the curve of a {}-step run (recorded in the \
-             checkpoint, so later resumes follow it)\n  \
-             --keep-schedule      train to step {} anyway, at learning rate 0 after step \
-             {total}",
+             --steps {steps} asks for more: steps {} to {steps} would train at learning \
+             rate 0. Say which you mean:{choices}",
             ck.display(),
-            args.steps,
             total + 1,
-            args.steps,
-            args.steps,
-            args.steps,
-            args.steps,
         )));
     }
     Ok(notes)
