@@ -149,7 +149,7 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
         format!(".{FILE}.12-3.temp"),
         format!(".{FILE}.-3.tmp"),
         format!("{FILE}.12-3.tmp"),
-        format!(".other.safetensors.12-3.tmp"),
+        ".other.safetensors.12-3.tmp".to_string(),
         format!(".{FILE}x.12-3.tmp"),
         "notes.tmp".to_string(),
     ];
