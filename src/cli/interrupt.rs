@@ -59,6 +59,7 @@ impl StopSignal {
 #[derive(Debug, Clone)]
 pub struct Interrupts {
     /// Set by the first SIGINT or SIGTERM; arms the immediate exit of the second one.
+    #[cfg_attr(not(unix), allow(dead_code))]
     armed: Arc<AtomicBool>,
     /// 0: none, else the number of the first signal received.
     which: Arc<AtomicUsize>,
