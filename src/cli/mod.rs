@@ -9,6 +9,7 @@ pub mod info;
 pub mod interrupt;
 pub mod predict;
 pub mod recover;
+pub mod schedule;
 pub mod train;
 
 /// What `halfgrad` with no arguments prints.

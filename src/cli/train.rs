@@ -9,6 +9,7 @@
 use super::data::{DataArgs, Source};
 use super::interrupt::{self, Interrupts, StopSignal};
 use super::recover::{self, Phase, Recovery};
+use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::{Dataset, InMemory};
@@ -32,15 +33,8 @@ pub struct TrainArgs {
     /// Train until this many steps in total (a resumed run continues from its step).
     #[arg(long, default_value_t = 1500)]
     steps: u64,
-    /// With --resume and --steps past the end of the checkpoint's cosine schedule:
-    /// stretch the schedule to end at --steps (the stretched schedule is saved, so a later
-    /// resume follows it).
-    #[arg(long, conflicts_with = "keep_schedule")]
-    extend_schedule: bool,
-    /// With --resume and --steps past the end of the checkpoint's cosine schedule: keep
-    /// it, training the steps past its end at learning rate 0.
-    #[arg(long)]
-    keep_schedule: bool,
+    #[command(flatten)]
+    schedule_end: ScheduleEndArgs,
     /// Stop after this many steps of this invocation, as an interruption would (save with
     /// --checkpoint, continue later with --resume); the schedule still spans --steps.
     #[arg(long)]
@@ -166,13 +160,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             "--save-every needs --checkpoint PATH".into(),
         ));
     }
-    if (args.extend_schedule || args.keep_schedule) && args.resume.is_none() {
-        return Err(Error::InvalidArgument(
-            "--extend-schedule and --keep-schedule apply to --resume (a new run's schedule \
-             already spans --steps)"
-                .into(),
-        ));
-    }
+    args.schedule_end.check(args.resume.is_some())?;
     let started = Instant::now();
     // Data first: a bad file is refused before a device is opened.
     let data = args.data.load(args.resume.as_deref())?;
@@ -354,73 +342,17 @@ fn schedule_end(
     stretched: Option<String>,
 ) -> Result<Vec<(String, String)>> {
     let schedule = trainer.config().schedule;
-    let mut notes: Vec<(String, String)> = stretched
-        .clone()
-        .map(|s| (STRETCHED_KEY.to_string(), s))
-        .into_iter()
-        .collect();
-    let Some(total) = schedule.end().filter(|&total| args.steps > total) else {
-        return Ok(notes);
-    };
     let step = trainer.steps();
-    if args.extend_schedule {
-        let longer = schedule.stretched_to(args.steps)?;
-        trainer.set_schedule(longer)?;
-        let entry = format!("at step {step} from {schedule}");
-        let record = stretched.map_or(entry.clone(), |s| format!("{s}; {entry}"));
-        notes = vec![(STRETCHED_KEY.to_string(), record)];
-        eprintln!(
-            "note: learning-rate schedule stretched from {schedule} to {longer} at step \
-             {step} (saved with the checkpoint)"
-        );
-    } else if args.keep_schedule {
-        eprintln!(
-            "note: the learning-rate schedule ends at step {total}; steps {} to {} train at \
-             learning rate 0 (--keep-schedule)",
-            total + 1,
-            args.steps
-        );
-    } else {
-        let done = if step >= total {
-            format!(
-                "it ended there already: {} holds step {step}, there is nothing left to train",
-                ck.display()
-            )
-        } else {
-            format!("trains steps {} to {total}", step + 1)
-        };
-        let steps = args.steps;
-        let choices = [
-            (
-                format!("--steps {total}"),
-                format!("continue the same schedule; it ends where it ended ({done})"),
-            ),
-            (
-                "--extend-schedule".to_string(),
-                format!(
-                    "stretch the cosine to end at step {steps}: from step {step} on the \
-                     learning rate follows the curve of a {steps}-step run (recorded in the \
-                     checkpoint, so later resumes follow it)"
-                ),
-            ),
-            (
-                "--keep-schedule".to_string(),
-                format!("train to step {steps} anyway, at learning rate 0 after step {total}"),
-            ),
-        ];
-        let choices: String = choices
-            .iter()
-            .map(|(option, meaning)| format!("\n  {option:<19}  {meaning}"))
-            .collect();
-        return Err(Error::InvalidArgument(format!(
-            "{} holds a learning-rate schedule ({schedule}) that ends at step {total}, but \
-             --steps {steps} asks for more: steps {} to {steps} would train at learning \
-             rate 0. Say which you mean:{choices}",
-            ck.display(),
-            total + 1,
-        )));
-    }
-    Ok(notes)
+    let Some(longer) = args.schedule_end.resolve(schedule, step, args.steps, ck)? else {
+        return Ok(stretched
+            .map(|s| (STRETCHED_KEY.to_string(), s))
+            .into_iter()
+            .collect());
+    };
+    trainer.set_schedule(longer)?;
+    let entry = format!("at step {step} from {schedule}");
+    let record = stretched.map_or(entry.clone(), |s| format!("{s}; {entry}"));
+    Ok(vec![(STRETCHED_KEY.to_string(), record)])
 }
 
 /// Loads `path`, checks it against the options given and the data set. Also returns
