@@ -211,3 +211,62 @@ fn extend_schedule_is_recorded_and_resumes_bit_exact() {
     assert!(log.contains("GPU device lost at step 40"), "{log}");
     assert_same_state(&full, &lost);
 }
+
+#[test]
+fn gpt_train_asks_too_and_extends_its_schedule() {
+    let dir = TempDir::new("gpt");
+    let (short, long) = (dir.path("short.safetensors"), dir.path("long.safetensors"));
+    let gpt = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_halfgrad"))
+            .args([
+                "gpt",
+                "train",
+                "--layers",
+                "1",
+                "--heads",
+                "2",
+                "--embd",
+                "16",
+                "--block",
+                "16",
+                "--batch",
+                "2",
+                "--eval-every",
+                "0",
+                "--eval-windows",
+                "1",
+                "--sample-tokens",
+                "0",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = gpt(&["--steps", "4", "--checkpoint", &short]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = gpt(&["--resume", &short, "--steps", "8", "--checkpoint", &long]);
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("ends at step 4") && log.contains("--extend-schedule"),
+        "{log}"
+    );
+    assert!(!Path::new(&long).exists());
+    let o = gpt(&[
+        "--resume",
+        &short,
+        "--steps",
+        "8",
+        "--extend-schedule",
+        "--checkpoint",
+        &long,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ck = load(&long);
+    assert_eq!(ck.meta("train.step").unwrap(), "8");
+    assert!(
+        ck.meta("train.schedule").unwrap().ends_with(",total=8"),
+        "{:?}",
+        ck.meta("train.schedule")
+    );
+}
