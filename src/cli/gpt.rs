@@ -388,6 +388,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             trainer.steps(),
             args.checkpoint.as_deref(),
             args.json,
+            &["--init"],
         ));
     }
     if let Err(e) = result {

@@ -149,10 +149,17 @@ pub fn before_save(step: u64, checkpoint: &Path) {
 /// Ends a run stopped by `signal` after `step` steps, once its state is saved to
 /// `checkpoint` (when it has one): prints the command that resumes, or that nothing was
 /// saved and how to keep the state next time. `json`: also one JSON object on stdout.
-/// Returns the signal's exit code.
-pub fn finish(signal: StopSignal, step: u64, checkpoint: Option<&Path>, json: bool) -> ExitCode {
+/// `exclusive`: options (taking a value) that exclude `--resume`, left out of the command
+/// (`--init` of `gpt train`). Returns the signal's exit code.
+pub fn finish(
+    signal: StopSignal,
+    step: u64,
+    checkpoint: Option<&Path>,
+    json: bool,
+    exclusive: &[&str],
+) -> ExitCode {
     let resume = checkpoint.map(|path| {
-        let command = resume_command(std::env::args_os(), path);
+        let command = resume_command(std::env::args_os(), path, exclusive);
         eprintln!(
             "{}: saved step {step} to {}; continue with:\n  {command}",
             signal.name(),
@@ -183,19 +190,28 @@ pub fn finish(signal: StopSignal, step: u64, checkpoint: Option<&Path>, json: bo
 }
 
 /// The command line `args` (program first) with its `--resume` option, if any, replaced
-/// by `--resume checkpoint` at the end; every other option is kept (the settings a
-/// resumed run is given must match the checkpoint's, and these are the ones that made
-/// it). Arguments are quoted for a POSIX shell where needed.
-pub fn resume_command(args: impl IntoIterator<Item = OsString>, checkpoint: &Path) -> String {
+/// by `--resume checkpoint` at the end, and the options in `exclusive` (each taking a
+/// value) left out; every other option is kept (the settings a resumed run is given must
+/// match the checkpoint's, and these are the ones that made it). Arguments are quoted
+/// for a POSIX shell where needed.
+pub fn resume_command(
+    args: impl IntoIterator<Item = OsString>,
+    checkpoint: &Path,
+    exclusive: &[&str],
+) -> String {
+    let dropped = |word: &str| word == "--resume" || exclusive.contains(&word);
     let mut words = Vec::new();
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let text = a.to_string_lossy().into_owned();
-        if text == "--resume" {
+        if dropped(&text) {
             args.next();
             continue;
         }
-        if text.starts_with("--resume=") {
+        if text
+            .split_once('=')
+            .is_some_and(|(option, _)| dropped(option))
+        {
             continue;
         }
         words.push(text);
@@ -225,7 +241,7 @@ mod tests {
     use super::*;
 
     fn cmd(args: &[&str], ck: &str) -> String {
-        resume_command(args.iter().map(OsString::from), Path::new(ck))
+        resume_command(args.iter().map(OsString::from), Path::new(ck), &["--init"])
     }
 
     #[test]
@@ -251,6 +267,21 @@ mod tests {
                 "c"
             ),
             "hg train --checkpoint c --resume c"
+        );
+        assert_eq!(
+            cmd(
+                &[
+                    "hg",
+                    "gpt",
+                    "train",
+                    "--init",
+                    "hf",
+                    "--init=x",
+                    "--steps=9"
+                ],
+                "c"
+            ),
+            "hg gpt train --steps=9 --resume c"
         );
         assert_eq!(
             cmd(&["hg", "--data", "my file's.csv"], "a b"),

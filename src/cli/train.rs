@@ -251,6 +251,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 trainer.steps(),
                 args.checkpoint.as_deref(),
                 args.json,
+                &[],
             ));
         }
         Err(e) => {
