@@ -3,6 +3,10 @@
 //! times. After every kill the file at the path must load and be byte-identical to A or
 //! to B: never empty, truncated or mixed. No GPU.
 //!
+//! A kill inside a save leaves the save's temporary file; the next save of the path
+//! removes such leftovers (exactly halfgrad's temporary names for that file, nothing
+//! else), and a failed save leaves none of its own.
+//!
 //! The saver is this test binary itself, re-run with `HALFGRAD_CRASH_SAVER=<folder>` and
 //! filtered to the `saver_child` test (which returns at once in a normal run), so the
 //! test needs no separately built program.
@@ -96,6 +100,7 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
             "round {round}: the saver did not start"
         );
         std::thread::sleep(Duration::from_micros(rng.below(window_us)));
+        let pid = child.id();
         child.kill().unwrap(); // SIGKILL on unix
         child.wait().unwrap();
 
@@ -109,16 +114,15 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
         let loaded = Checkpoint::load(&path).unwrap();
         assert_eq!(&loaded, [&a, &b][which], "round {round}");
         seen[which] += 1;
-        // A temporary file left behind means the kill landed inside a save.
-        let temps: Vec<PathBuf> = std::fs::read_dir(&dir.0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
-            .collect();
-        mid_save += !temps.is_empty() as u32;
-        for t in temps {
-            std::fs::remove_file(t).unwrap();
-        }
+        // A temporary file of this saver left behind means the kill landed inside a
+        // save. They stay: the next saver's first save removes them.
+        let own = format!(".{FILE}.{pid}-");
+        mid_save += temps(&dir.0).iter().any(|t| t.starts_with(&own)) as u32;
+        assert!(
+            temps(&dir.0).len() <= 2,
+            "round {round}: leftovers pile up: {:?}",
+            temps(&dir.0)
+        );
     }
     eprintln!(
         "50 kills in {:.1} s (one save: {:.1} ms): the file held A {} times and B {} times; \
@@ -133,4 +137,72 @@ fn sigkill_during_saves_leaves_a_complete_checkpoint() {
         mid_save > 0,
         "no kill landed inside a save; the test proved nothing"
     );
+
+    // The next save removes every leftover of killed saves (a dead process's name is
+    // added in case the last kill landed between saves) and nothing that merely looks
+    // similar.
+    let dead = format!(".{FILE}.{}-0.tmp", u32::MAX);
+    std::fs::write(dir.0.join(&dead), b"leftover").unwrap();
+    let lookalikes = [
+        format!(".{FILE}.12-3.tmp.bak"),
+        format!(".{FILE}.12a-3.tmp"),
+        format!(".{FILE}.12-3.temp"),
+        format!(".{FILE}.-3.tmp"),
+        format!("{FILE}.12-3.tmp"),
+        ".other.safetensors.12-3.tmp".to_string(),
+        format!(".{FILE}x.12-3.tmp"),
+        "notes.tmp".to_string(),
+    ];
+    for (i, name) in lookalikes.iter().enumerate() {
+        std::fs::write(dir.0.join(name), format!("keep {i}")).unwrap();
+    }
+    // A folder of the exact form is not a file halfgrad wrote: kept too.
+    let folder = format!(".{FILE}.{}-1.tmp", u32::MAX);
+    std::fs::create_dir(dir.0.join(&folder)).unwrap();
+    b.save(&path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes[1]);
+    assert_eq!(
+        temps(&dir.0),
+        vec![folder.clone()],
+        "the save left temporary files"
+    );
+    for (i, name) in lookalikes.iter().enumerate() {
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join(name)).unwrap(),
+            format!("keep {i}"),
+            "{name} was touched"
+        );
+    }
+    // A failed save leaves no temporary file of its own and the previous file intact.
+    for fail_after in [0, 100, bytes[0].len() / 2] {
+        assert!(a.save_failing_after(&path, fail_after).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), bytes[1]);
+        assert_eq!(temps(&dir.0), vec![folder.clone()], "after a failed save");
+    }
+    eprintln!(
+        "after the campaign: one save removed the leftovers, kept {} look-alikes; failed \
+         saves left no temporary file",
+        lookalikes.len() + 1
+    );
+}
+
+/// The names in `dir` of halfgrad's temporary-file form for [`FILE`]: `.FILE.<pid>-<n>.tmp`.
+fn temps(dir: &Path) -> Vec<String> {
+    let prefix = format!(".{FILE}.");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".tmp"))
+                .and_then(|r| r.split_once('-'))
+                .is_some_and(|(p, k)| {
+                    [p, k]
+                        .iter()
+                        .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
+        .collect();
+    names.sort();
+    names
 }

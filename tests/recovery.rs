@@ -8,6 +8,10 @@
 //!   another run left at the checkpoint path;
 //! - a resumed run goes back to its resume point;
 //! - repeated losses stop after three recoveries with the error, leaving the last save;
+//! - a loss in any other phase (`HALFGRAD_TEST_LOSE_DEVICE_IN`: a periodic evaluation or
+//!   save, the final evaluation or save) is recovered from the same way and ends bit for
+//!   bit where an uninterrupted run ends; when recovery gives up in the final save, the
+//!   error says what is saved and no partial or temporary file is left;
 //! - NaN training samples skip their steps in f16 and bf16 and the summary says so.
 
 use halfgrad::checkpoint::Checkpoint;
@@ -16,6 +20,7 @@ use std::process::{Command, Output};
 
 const LOSE: &str = "HALFGRAD_TEST_LOSE_DEVICE_AT_STEP";
 const NAN: &str = "HALFGRAD_TEST_NAN_SAMPLE";
+const LOSE_IN: &str = "HALFGRAD_TEST_LOSE_DEVICE_IN";
 
 struct TempDir(PathBuf);
 
@@ -39,23 +44,18 @@ impl Drop for TempDir {
     }
 }
 
-/// `halfgrad train` with a small model and `extra` arguments, under `env`.
+/// `halfgrad train` with a small model and `extra` arguments (no periodic evaluation
+/// unless they ask for one), under `env`.
 fn train(extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_halfgrad"));
-    c.args([
-        "train",
-        "--hidden",
-        "32",
-        "--seed",
-        "3",
-        "--steps",
-        "60",
-        "--eval-every",
-        "0",
-    ])
-    .args(extra)
-    .env_remove(LOSE)
-    .env_remove(NAN);
+    c.args(["train", "--hidden", "32", "--seed", "3", "--steps", "60"])
+        .args(extra)
+        .env_remove(LOSE)
+        .env_remove(LOSE_IN)
+        .env_remove(NAN);
+    if !extra.contains(&"--eval-every") {
+        c.args(["--eval-every", "0"]);
+    }
     for (k, v) in env {
         c.env(k, v);
     }
@@ -242,4 +242,75 @@ fn nan_samples_skip_their_steps_and_the_summary_says_why() {
             skipped.unwrap()
         );
     }
+}
+
+#[test]
+fn a_loss_in_any_phase_is_recovered_bit_exact() {
+    let dir = TempDir::new("phases");
+    let clean = dir.path("clean.safetensors");
+    summary(&train(&["--json", "--checkpoint", &clean], &[]));
+    // (phase, where the device is lost, the state reloaded, steps redone); saves every 20
+    // steps, evaluations every 25.
+    for (phase, lost_at, reloaded, redone) in [
+        ("eval", 25, "(step 20)", 5),
+        ("save", 20, "the start (step 0", 20),
+        ("final-eval", 60, "(step 40)", 20),
+        ("final-save", 60, "(step 40)", 20),
+    ] {
+        let path = dir.path(&format!("{phase}.safetensors"));
+        let args = [
+            "--save-every",
+            "20",
+            "--eval-every",
+            "25",
+            "--json",
+            "--checkpoint",
+            &path,
+        ];
+        let out = train(&args, &[(LOSE_IN, phase)]);
+        let s = summary(&out);
+        let log = text(&out);
+        assert!(
+            log.contains(&format!("GPU device lost at step {lost_at} ")) && log.contains(reloaded),
+            "{phase}: {log}"
+        );
+        assert_eq!(
+            (s["device_losses"].as_u64(), s["steps_redone"].as_u64()),
+            (Some(1), Some(redone)),
+            "{phase}"
+        );
+        assert_same_state(&clean, &path);
+        println!("{phase}: lost at step {lost_at}, reloaded {reloaded}, {redone} steps redone, bit-exact");
+    }
+}
+
+#[test]
+fn giving_up_in_the_final_save_says_what_is_saved_and_leaves_no_partial_file() {
+    let dir = TempDir::new("final-save");
+    let path = dir.path("run.safetensors");
+    let lose = "final-save,final-save,final-save,final-save";
+    let out = train(
+        &["--save-every", "20", "--checkpoint", &path],
+        &[(LOSE_IN, lose)],
+    );
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("giving up") && log.contains("holds step 40, this run's last save"),
+        "{log}"
+    );
+    let ck = Checkpoint::load(Path::new(&path)).unwrap();
+    assert_eq!(ck.meta("train.step").unwrap(), "40");
+    let files: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["run.safetensors"], "{log}");
+    // Nothing saved at all: the message says so.
+    let other = dir.path("never.safetensors");
+    let out = train(&["--checkpoint", &other], &[(LOSE_IN, lose)]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("this run saved nothing"), "{log}");
+    assert!(!Path::new(&other).exists());
 }

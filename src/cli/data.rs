@@ -224,16 +224,17 @@ impl Source {
         config
     }
 
-    /// Writes the trainer's checkpoint to `path` with this data set's `data.*` entries.
-    pub fn save(&self, trainer: &Trainer, path: &Path) -> Result<()> {
-        match self {
-            Source::Digits => trainer.save(path),
-            Source::Csv(meta) => {
-                let mut ck = trainer.checkpoint_blocking()?;
-                meta.write_meta(&mut ck)?;
-                ck.save(path)
-            }
+    /// Writes the trainer's checkpoint to `path` with this data set's `data.*` entries
+    /// and the metadata entries `extra`.
+    pub fn save(&self, trainer: &Trainer, path: &Path, extra: &[(String, String)]) -> Result<()> {
+        let mut ck = trainer.checkpoint_blocking()?;
+        if let Source::Csv(meta) = self {
+            meta.write_meta(&mut ck)?;
         }
+        for (key, value) in extra {
+            ck.set_meta(key.clone(), value);
+        }
+        ck.save(path)
     }
 
     /// Test accuracy per class (CSV runs only): text lines and a JSON array.

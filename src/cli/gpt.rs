@@ -2,6 +2,8 @@
 //! default), sample from it, score a text with it, and export it in the Hugging Face
 //! GPT-2 layout.
 
+use super::interrupt::{self, Interrupts, StopSignal};
+use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::text::{Split, TextData};
@@ -76,6 +78,8 @@ pub struct TrainArgs {
     /// with --resume); the schedule still spans --steps.
     #[arg(long)]
     stop_after: Option<u64>,
+    #[command(flatten)]
+    schedule_end: ScheduleEndArgs,
     /// AdamW peak learning rate [default: the preset's: 6e-3 for tiny, 1e-3 for
     /// shakespeare-char].
     #[arg(long)]
@@ -265,7 +269,8 @@ fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs) -> Result<(GptTrainer, TextD
         ));
     }
     if let LrSchedule::WarmupCosine { total, .. } = saved.schedule {
-        ensure_same("steps", total, args.steps, &origin)?;
+        // More steps than the schedule spans: train() asks what was meant.
+        ensure_same("steps", total, args.steps.filter(|&s| s < total), &origin)?;
     }
     let data = load_text(args.data.as_deref(), m.block)?;
     let trained_on = GptTrainer::data_len_of(&ck)?;
@@ -319,6 +324,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             "--save-every needs --checkpoint PATH".into(),
         ));
     }
+    args.schedule_end.check(args.resume.is_some())?;
     let started = Instant::now();
     let gpu = Gpu::new_blocking()?;
     let (mut trainer, data) = match &args.resume {
@@ -327,10 +333,20 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     };
     let out = Output { json: args.json };
     // The end of the schedule: what --steps asked for (checked against a checkpoint).
-    let steps = match trainer.config().schedule {
+    let mut steps = match trainer.config().schedule {
         LrSchedule::WarmupCosine { total, .. } => total,
         LrSchedule::Constant => args.steps.unwrap_or(DEFAULT_STEPS),
     };
+    if let (Some(path), Some(asked)) = (&args.resume, args.steps) {
+        let schedule = trainer.config().schedule;
+        let resolved = args
+            .schedule_end
+            .resolve(schedule, trainer.steps(), asked, path)?;
+        if let Some(longer) = resolved {
+            trainer.set_schedule(longer)?;
+        }
+        steps = steps.max(asked);
+    }
     if args.memory {
         out.text(&memory_table(&gpu, &trainer)?);
     }
@@ -348,9 +364,33 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         .map_or(steps, |k| first_step.saturating_add(k).min(steps));
     let train_started = Instant::now();
     let how = SampleConfig::default();
-    let result = train_loop(&mut trainer, &args, end, &data, &bar, &out, &how);
+    let interrupts = Interrupts::install();
+    let result = train_loop(
+        &mut trainer,
+        &args,
+        end,
+        &data,
+        &bar,
+        &out,
+        &how,
+        &interrupts,
+    );
     bar.finish_and_clear();
     let seconds = train_started.elapsed().as_secs_f64();
+    if let Ok(Some(signal)) = result {
+        // Ctrl-C or SIGTERM: save, say how to continue, exit 130 / 143.
+        if let Some(path) = &args.checkpoint {
+            interrupt::before_save(trainer.steps(), path);
+            trainer.save(path, &data)?;
+        }
+        return Ok(interrupt::finish(
+            signal,
+            trainer.steps(),
+            args.checkpoint.as_deref(),
+            args.json,
+            &["--init"],
+        ));
+    }
     if let Err(e) = result {
         if let Some(path) = &args.checkpoint {
             match trainer.save(path, &data) {
@@ -400,6 +440,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Steps to `end` with the periodic statistics, evaluations, samples and saves. Stops
+/// early, before a step, when a signal asks (returning it).
+#[allow(clippy::too_many_arguments)]
 fn train_loop(
     trainer: &mut GptTrainer,
     args: &TrainArgs,
@@ -408,10 +451,16 @@ fn train_loop(
     bar: &ProgressBar,
     out: &Output,
     how: &SampleConfig,
-) -> Result<()> {
+    interrupts: &Interrupts,
+) -> Result<Option<StopSignal>> {
     let mut window = (trainer.steps(), Instant::now());
     let tokens_per_step = trainer.tokens_per_step() as f64;
     while trainer.steps() < end {
+        let stop = interrupts
+            .stop_before_step(trainer.steps(), |line| bar.suspend(|| eprintln!("{line}")));
+        if stop.is_some() {
+            return Ok(stop);
+        }
         trainer.step(data)?;
         let step = trainer.steps();
         let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every) && step < end;
@@ -449,7 +498,7 @@ fn train_loop(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A sample on one line: newlines shown as ` / `, control bytes as `?`.

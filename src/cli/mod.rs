@@ -6,8 +6,10 @@ pub mod bench_timing;
 pub mod data;
 pub mod gpt;
 pub mod info;
+pub mod interrupt;
 pub mod predict;
 pub mod recover;
+pub mod schedule;
 pub mod train;
 
 /// What `halfgrad` with no arguments prints.

@@ -14,13 +14,22 @@
 //! that state and the loss are redone bit for bit; the summary counts them. A run gives
 //! up after [`MAX_RECOVERIES`] losses.
 //!
+//! Every phase goes through this: the steps, the periodic evaluations and saves, the final
+//! statistics, evaluation and save, and the save after Ctrl-C. A save that meets a lost
+//! device fails before it touches the file (the state is read from the GPU first), so
+//! no phase leaves a partial file. When recovery is impossible the error says what the
+//! run saved ([`Recovery::on_disk`]).
+//!
 //! Hidden test hooks (environment variables, for tests/recovery.rs):
 //! `HALFGRAD_TEST_LOSE_DEVICE_AT_STEP=N[,M...]` destroys the device when the run is about
-//! to take step N + 1 (each listed step fires once); `HALFGRAD_TEST_NAN_SAMPLE=I`
-//! replaces training sample I's features with NaN.
+//! to take step N + 1 (each listed step fires once);
+//! `HALFGRAD_TEST_LOSE_DEVICE_IN=PHASE[,PHASE...]` destroys it at the start of the next
+//! phase of that name ([`Phase`]: `eval`, `save`, `final-eval`, `final-save`,
+//! `interrupt-save`; each listing fires once); `HALFGRAD_TEST_NAN_SAMPLE=I` replaces
+//! training sample I's features with NaN.
 
 use halfgrad::data::{Dataset, InMemory};
-use halfgrad::train::{TrainConfig, TrainStats, Trainer};
+use halfgrad::train::{LrSchedule, TrainConfig, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
 use std::path::{Path, PathBuf};
 
@@ -28,7 +37,63 @@ use std::path::{Path, PathBuf};
 pub const MAX_RECOVERIES: u32 = 3;
 
 const LOSE_DEVICE_ENV: &str = "HALFGRAD_TEST_LOSE_DEVICE_AT_STEP";
+const LOSE_IN_ENV: &str = "HALFGRAD_TEST_LOSE_DEVICE_IN";
 const NAN_SAMPLE_ENV: &str = "HALFGRAD_TEST_NAN_SAMPLE";
+
+/// The phases of a run other than the steps themselves, for the device-loss test hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A periodic evaluation (`--eval-every`).
+    Eval,
+    /// A periodic save (`--save-every`).
+    Save,
+    /// The statistics and test evaluation after the last step.
+    FinalEval,
+    /// The save after the last step.
+    FinalSave,
+    /// The save after Ctrl-C or SIGTERM.
+    InterruptSave,
+}
+
+impl Phase {
+    const ALL: [Phase; 5] = [
+        Phase::Eval,
+        Phase::Save,
+        Phase::FinalEval,
+        Phase::FinalSave,
+        Phase::InterruptSave,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Eval => "eval",
+            Phase::Save => "save",
+            Phase::FinalEval => "final-eval",
+            Phase::FinalSave => "final-save",
+            Phase::InterruptSave => "interrupt-save",
+        }
+    }
+}
+
+/// The phases listed in `HALFGRAD_TEST_LOSE_DEVICE_IN` (none when unset).
+fn env_phases() -> Result<Vec<Phase>> {
+    let Ok(v) = std::env::var(LOSE_IN_ENV) else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(|name| {
+            Phase::ALL
+                .into_iter()
+                .find(|p| p.name() == name.trim())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "{LOSE_IN_ENV}={v:?}: `{name}` is not one of eval, save, final-eval, \
+                         final-save, interrupt-save"
+                    ))
+                })
+        })
+        .collect()
+}
 
 /// Where the run began: the state to go back to when it has saved nothing yet.
 enum Start {
@@ -39,10 +104,17 @@ enum Start {
 /// The recovery state of one `halfgrad train` run.
 pub struct Recovery {
     start: Start,
+    /// The run's `--checkpoint` path.
+    checkpoint: Option<PathBuf>,
     /// The checkpoint this run last wrote, and the step it holds.
     last_save: Option<(PathBuf, u64)>,
+    /// The run's schedule (a resumed run may have stretched the one it loaded): set
+    /// again on every rebuilt trainer.
+    schedule: LrSchedule,
     /// Test hook: steps before which the device is lost (each once).
     lose_at: Vec<u64>,
+    /// Test hook: phases at whose start the device is lost (each listing once).
+    lose_in: Vec<Phase>,
     /// Device losses recovered from.
     pub device_losses: u32,
     /// Steps taken twice because of them.
@@ -61,15 +133,23 @@ fn env_numbers<T: std::str::FromStr>(name: &str) -> Result<Vec<T>> {
 }
 
 impl Recovery {
-    /// The state of a run that starts with `trainer` (resumed from `resumed`, if given).
-    pub fn new(trainer: &Trainer, resumed: Option<&Path>) -> Result<Recovery> {
+    /// The state of a run that starts with `trainer` (resumed from `resumed`, if given)
+    /// and saves to `checkpoint`, if given.
+    pub fn new(
+        trainer: &Trainer,
+        resumed: Option<&Path>,
+        checkpoint: Option<&Path>,
+    ) -> Result<Recovery> {
         Ok(Recovery {
             start: match resumed {
                 Some(p) => Start::Resumed(p.to_path_buf()),
                 None => Start::Fresh(trainer.config().clone()),
             },
+            checkpoint: checkpoint.map(Path::to_path_buf),
             last_save: None,
+            schedule: trainer.config().schedule,
             lose_at: env_numbers(LOSE_DEVICE_ENV)?,
+            lose_in: env_phases()?,
             device_losses: 0,
             steps_redone: 0,
         })
@@ -80,6 +160,29 @@ impl Recovery {
         if let Some(i) = self.lose_at.iter().position(|&s| s == trainer.steps()) {
             self.lose_at.remove(i);
             trainer.gpu().simulate_device_loss();
+        }
+    }
+
+    /// Call at the start of `phase`: fires the device-loss test hook.
+    pub fn before(&mut self, phase: Phase, trainer: &Trainer) {
+        if let Some(i) = self.lose_in.iter().position(|&p| p == phase) {
+            self.lose_in.remove(i);
+            trainer.gpu().simulate_device_loss();
+        }
+    }
+
+    /// What this run has on disk, for messages after a failure: its last save, or that
+    /// it saved nothing.
+    pub fn on_disk(&self) -> String {
+        match (&self.last_save, &self.checkpoint) {
+            (Some((path, step)), _) => {
+                format!("{} holds step {step}, this run's last save", path.display())
+            }
+            (None, Some(path)) => format!(
+                "this run saved nothing; {} is as it was before the run",
+                path.display()
+            ),
+            (None, None) => "nothing was saved (no --checkpoint)".to_string(),
         }
     }
 
@@ -99,8 +202,10 @@ impl Recovery {
         let lost_at = trainer.steps();
         if self.device_losses >= MAX_RECOVERIES {
             return Err(Error::DeviceLost(format!(
-                "{why} (at step {lost_at}; the device was lost {} times in this run, giving up)",
-                self.device_losses + 1
+                "{why} (at step {lost_at}; the device was lost {} times in this run, giving \
+                 up; {})",
+                self.device_losses + 1,
+                self.on_disk()
             )));
         }
         self.device_losses += 1;
@@ -134,6 +239,10 @@ impl Recovery {
                 "the start (step 0; nothing saved yet)".to_string(),
             ),
         };
+        let mut rebuilt = rebuilt;
+        if rebuilt.config().schedule != self.schedule {
+            rebuilt.set_schedule(self.schedule)?;
+        }
         let redo = lost_at.saturating_sub(rebuilt.steps());
         self.steps_redone += redo;
         *trainer = rebuilt;

@@ -1,9 +1,15 @@
 //! `halfgrad train`: train the MLP classifier on the embedded digits or a CSV file (the
 //! data options are in cli/data.rs), with a progress bar, periodic evaluation,
-//! checkpoints, exact resume and a memory report.
+//! checkpoints, exact resume and a memory report. Ctrl-C or SIGTERM stops after the step
+//! in flight, saves and prints the command that continues (cli/interrupt.rs); a lost GPU
+//! in any phase is recovered from (cli/recover.rs); resuming past the end of the stored
+//! learning-rate schedule asks which of two meanings was meant (--extend-schedule or
+//! --keep-schedule).
 
 use super::data::{DataArgs, Source};
-use super::recover::{self, Recovery};
+use super::interrupt::{self, Interrupts, StopSignal};
+use super::recover::{self, Phase, Recovery};
+use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::{Dataset, InMemory};
@@ -27,6 +33,8 @@ pub struct TrainArgs {
     /// Train until this many steps in total (a resumed run continues from its step).
     #[arg(long, default_value_t = 1500)]
     steps: u64,
+    #[command(flatten)]
+    schedule_end: ScheduleEndArgs,
     /// Stop after this many steps of this invocation, as an interruption would (save with
     /// --checkpoint, continue later with --resume); the schedule still spans --steps.
     #[arg(long)]
@@ -152,17 +160,26 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             "--save-every needs --checkpoint PATH".into(),
         ));
     }
+    args.schedule_end.check(args.resume.is_some())?;
     let started = Instant::now();
     // Data first: a bad file is refused before a device is opened.
     let data = args.data.load(args.resume.as_deref())?;
     let gpu = Gpu::new_blocking()?;
     let (train, test, source) = (data.train, data.test, data.source);
     let train = recover::nan_sample_hook(train)?;
-    let (mut trainer, resumed) = match &args.resume {
-        Some(path) => (resume(&gpu, path, &args, &train)?, Some(path.clone())),
+    let (mut trainer, resumed, notes) = match &args.resume {
+        Some(path) => {
+            let (mut trainer, stretched) = resume(&gpu, path, &args, &train)?;
+            let notes = schedule_end(&mut trainer, &args, path, stretched)?;
+            (trainer, Some(path.clone()), notes)
+        }
         None => {
             let config = source.fit_batch(args.new_config(), args.batch, &train);
-            (Trainer::new_blocking(&gpu, config, &train)?, None)
+            (
+                Trainer::new_blocking(&gpu, config, &train)?,
+                None,
+                Vec::new(),
+            )
         }
     };
     let out = Output { json: args.json };
@@ -178,35 +195,44 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         resumed.as_deref(),
         args.steps,
     );
-    if let LrSchedule::WarmupCosine { total, .. } = trainer.config().schedule {
-        if args.steps > total {
-            eprintln!(
-                "note: the learning-rate schedule ends at step {total}; steps past it use lr 0"
-            );
-        }
-    }
 
     let bar = out.progress_bar(trainer.steps(), args.steps);
     let first_step = trainer.steps();
     let end = args
         .stop_after
         .map_or(args.steps, |k| first_step.saturating_add(k).min(args.steps));
-    let mut recovery = Recovery::new(&trainer, resumed.as_deref())?;
+    let mut recovery = Recovery::new(&trainer, resumed.as_deref(), args.checkpoint.as_deref())?;
+    let interrupts = Interrupts::install();
+    let run = Run {
+        args: &args,
+        end,
+        train: &train,
+        test: &test,
+        source: &source,
+        bar: &bar,
+        out: &out,
+        interrupts: &interrupts,
+    };
     let train_started = Instant::now();
-    let trained = loop {
-        let r = train_loop(
-            &mut trainer,
-            &args,
-            end,
-            &train,
-            &test,
-            &bar,
-            &out,
-            &mut recovery,
-            &source,
-        );
+    let mut seconds = 0.0;
+    // Every phase (steps, evaluations, saves, the final ones) runs inside this loop, so a
+    // lost GPU anywhere is recovered from: a new device, the newest trusted state, and
+    // the phases again from there (see recover.rs).
+    let outcome = loop {
+        let r = run
+            .train_loop(&mut trainer, &mut recovery, &notes)
+            .and_then(|stop| {
+                seconds = train_started.elapsed().as_secs_f64();
+                match stop {
+                    Some(signal) => run
+                        .save_now(&trainer, &notes, &mut recovery)
+                        .map(|()| Outcome::Stopped(signal)),
+                    None => run
+                        .finish(&mut trainer, &mut recovery, &notes)
+                        .map(Outcome::Done),
+                }
+            });
         match r {
-            // A lost GPU: a new device, the newest trusted state, and on (see recover.rs).
             Err(Error::DeviceLost(why)) => {
                 match bar.suspend(|| recovery.recover(&why, &mut trainer, &train)) {
                     Ok(line) => eprintln!("{line}"),
@@ -217,32 +243,42 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     bar.finish_and_clear();
-    let seconds = train_started.elapsed().as_secs_f64();
-    if let Err(e) = trained {
-        // No lost work: save what the GPU still holds, then report the error.
-        if let Some(path) = &args.checkpoint {
-            match source.save(&trainer, path) {
-                Ok(()) => eprintln!(
-                    "saved the latest state (step {}) to {}",
-                    trainer.steps(),
-                    path.display()
-                ),
-                Err(e2) => eprintln!(
-                    "could not save the latest state to {} ({e2}); the last periodic save \
-                     is the newest",
-                    path.display()
-                ),
-            }
+    let final_state = match outcome {
+        Ok(Outcome::Done(f)) => f,
+        Ok(Outcome::Stopped(signal)) => {
+            return Ok(interrupt::finish(
+                signal,
+                trainer.steps(),
+                args.checkpoint.as_deref(),
+                args.json,
+                &[],
+            ));
         }
-        return Err(e);
-    }
-
-    let stats = trainer.stats_blocking()?;
-    let eval = trainer.evaluate_blocking(&test)?;
-    if let Some(path) = &args.checkpoint {
-        source.save(&trainer, path)?;
-    }
-    let per_class = source.per_class(&trainer, &test)?;
+        Err(e) => {
+            // No lost work: save what the GPU still holds (a lost device fails before
+            // the file is touched), then report the error.
+            if let Some(path) = &args.checkpoint {
+                match source.save(&trainer, path, &notes) {
+                    Ok(()) => eprintln!(
+                        "saved the latest state (step {}) to {}",
+                        trainer.steps(),
+                        path.display()
+                    ),
+                    Err(e2) => eprintln!(
+                        "could not save the latest state to {} ({e2}); {}",
+                        path.display(),
+                        recovery.on_disk()
+                    ),
+                }
+            }
+            return Err(e);
+        }
+    };
+    let Final {
+        stats,
+        eval,
+        per_class,
+    } = final_state;
     let steps_run = trainer.steps() - first_step;
     let summary = Summary {
         trainer: &trainer,
@@ -268,12 +304,68 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             print!("{text}");
         }
     }
+    // A signal during the final phase: the run is complete and saved; still report it.
+    if let Some(signal) = interrupts.requested() {
+        eprintln!(
+            "{}: received after the last step; the run is complete",
+            signal.name()
+        );
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads `path`, checks it against the options given and the data set.
-fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs, train: &InMemory) -> Result<Trainer> {
+/// How the loop of phases ended.
+enum Outcome {
+    Done(Final),
+    Stopped(StopSignal),
+}
+
+/// The final phase's results.
+struct Final {
+    stats: TrainStats,
+    eval: Evaluation,
+    per_class: Option<(String, serde_json::Value)>,
+}
+
+/// The metadata key recording where a resumed run stretched its schedule (appended to
+/// on every stretch): `at step 25 from cosine:warmup=2,total=25`.
+const STRETCHED_KEY: &str = "train.schedule.stretched";
+
+/// A resumed run whose --steps go past the end of its stored cosine schedule: stretches
+/// the schedule (--extend-schedule), keeps it (--keep-schedule), or refuses with both
+/// meanings spelled out. Returns the metadata entries that record a stretch (`stretched`:
+/// the checkpoint's earlier record).
+fn schedule_end(
+    trainer: &mut Trainer,
+    args: &TrainArgs,
+    ck: &Path,
+    stretched: Option<String>,
+) -> Result<Vec<(String, String)>> {
+    let schedule = trainer.config().schedule;
+    let step = trainer.steps();
+    let Some(longer) = args.schedule_end.resolve(schedule, step, args.steps, ck)? else {
+        return Ok(stretched
+            .map(|s| (STRETCHED_KEY.to_string(), s))
+            .into_iter()
+            .collect());
+    };
+    trainer.set_schedule(longer)?;
+    let entry = format!("at step {step} from {schedule}");
+    let record = stretched.map_or(entry.clone(), |s| format!("{s}; {entry}"));
+    Ok(vec![(STRETCHED_KEY.to_string(), record)])
+}
+
+/// Loads `path`, checks it against the options given and the data set. Also returns
+/// the checkpoint's record of earlier schedule stretches.
+fn resume(
+    gpu: &Gpu,
+    path: &Path,
+    args: &TrainArgs,
+    train: &InMemory,
+) -> Result<(Trainer, Option<String>)> {
     let ck = Checkpoint::load(path)?;
+    let stretched = ck.metadata.get(STRETCHED_KEY).cloned();
     let trainer = Trainer::from_checkpoint_blocking(gpu, &ck)?;
     let saved = trainer.config().clone();
     saved.ensure_same(&args.apply(saved.clone()), ck.origin())?;
@@ -296,55 +388,115 @@ fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs, train: &InMemory) -> Result<
             ),
         });
     }
-    Ok(trainer)
+    Ok((trainer, stretched))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_loop(
-    trainer: &mut Trainer,
-    args: &TrainArgs,
+/// What every phase of one run needs.
+struct Run<'a> {
+    args: &'a TrainArgs,
+    /// The step this invocation trains to (--steps, or earlier with --stop-after).
     end: u64,
-    train: &InMemory,
-    test: &InMemory,
-    bar: &ProgressBar,
-    out: &Output,
-    recovery: &mut Recovery,
-    source: &Source,
-) -> Result<()> {
-    let mut window = (trainer.steps(), Instant::now());
-    while trainer.steps() < end {
-        recovery.before_step(trainer);
-        trainer.step_from(train)?;
-        let step = trainer.steps();
-        let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every);
-        if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
-            let stats = trainer.stats_blocking()?;
-            let rate = (step - window.0) as f64 / window.1.elapsed().as_secs_f64().max(1e-9);
-            window = (step, Instant::now());
-            bar.set_position(step);
-            bar.set_message(stats_line(&stats, rate));
-            if eval_now && step < end {
-                let eval = trainer.evaluate_blocking(test)?;
-                bar.suspend(|| {
-                    out.text(&format!(
-                        "step {step:>6}  {}  eval loss {:.4} accuracy {:.2}%",
-                        stats_line(&stats, rate),
-                        eval.loss,
-                        100.0 * eval.accuracy
-                    ))
-                });
-                // Evaluation time is not training time.
-                window.1 = Instant::now();
+    train: &'a InMemory,
+    test: &'a InMemory,
+    source: &'a Source,
+    bar: &'a ProgressBar,
+    out: &'a Output,
+    interrupts: &'a Interrupts,
+}
+
+impl Run<'_> {
+    /// Steps to `end` with the periodic statistics, evaluations and saves. Stops early,
+    /// before a step, when a signal asks (returning it).
+    fn train_loop(
+        &self,
+        trainer: &mut Trainer,
+        recovery: &mut Recovery,
+        notes: &[(String, String)],
+    ) -> Result<Option<StopSignal>> {
+        let (args, end, bar) = (self.args, self.end, self.bar);
+        let mut window = (trainer.steps(), Instant::now());
+        while trainer.steps() < end {
+            let stop = self
+                .interrupts
+                .stop_before_step(trainer.steps(), |line| bar.suspend(|| eprintln!("{line}")));
+            if stop.is_some() {
+                return Ok(stop);
+            }
+            recovery.before_step(trainer);
+            trainer.step_from(self.train)?;
+            let step = trainer.steps();
+            let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every);
+            if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
+                let stats = trainer.stats_blocking()?;
+                let rate = (step - window.0) as f64 / window.1.elapsed().as_secs_f64().max(1e-9);
+                window = (step, Instant::now());
+                bar.set_position(step);
+                bar.set_message(stats_line(&stats, rate));
+                if eval_now && step < end {
+                    recovery.before(Phase::Eval, trainer);
+                    let eval = trainer.evaluate_blocking(self.test)?;
+                    bar.suspend(|| {
+                        self.out.text(&format!(
+                            "step {step:>6}  {}  eval loss {:.4} accuracy {:.2}%",
+                            stats_line(&stats, rate),
+                            eval.loss,
+                            100.0 * eval.accuracy
+                        ))
+                    });
+                    // Evaluation time is not training time.
+                    window.1 = Instant::now();
+                }
+            }
+            if let Some(path) = &args.checkpoint {
+                if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
+                    recovery.before(Phase::Save, trainer);
+                    self.source.save(trainer, path, notes)?;
+                    recovery.saved(path, step);
+                }
             }
         }
-        if let Some(path) = &args.checkpoint {
-            if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
-                source.save(trainer, path)?;
-                recovery.saved(path, step);
-            }
-        }
+        Ok(None)
     }
-    Ok(())
+
+    /// After the last step: statistics, test evaluation (per class for CSV data) and
+    /// the final save.
+    fn finish(
+        &self,
+        trainer: &mut Trainer,
+        recovery: &mut Recovery,
+        notes: &[(String, String)],
+    ) -> Result<Final> {
+        recovery.before(Phase::FinalEval, trainer);
+        let stats = trainer.stats_blocking()?;
+        let eval = trainer.evaluate_blocking(self.test)?;
+        let per_class = self.source.per_class(trainer, self.test)?;
+        if let Some(path) = &self.args.checkpoint {
+            recovery.before(Phase::FinalSave, trainer);
+            self.source.save(trainer, path, notes)?;
+            recovery.saved(path, trainer.steps());
+        }
+        Ok(Final {
+            stats,
+            eval,
+            per_class,
+        })
+    }
+
+    /// The save after a stop signal (when the run has a checkpoint path).
+    fn save_now(
+        &self,
+        trainer: &Trainer,
+        notes: &[(String, String)],
+        recovery: &mut Recovery,
+    ) -> Result<()> {
+        if let Some(path) = &self.args.checkpoint {
+            interrupt::before_save(trainer.steps(), path);
+            recovery.before(Phase::InterruptSave, trainer);
+            self.source.save(trainer, path, notes)?;
+            recovery.saved(path, trainer.steps());
+        }
+        Ok(())
+    }
 }
 
 fn stats_line(s: &TrainStats, steps_per_second: f64) -> String {

@@ -562,6 +562,11 @@ impl GptTrainer {
     pub fn steps(&self) -> u64 {
         self.trainer.steps()
     }
+    /// [`Trainer::set_schedule`]: another learning-rate schedule from the next step on
+    /// (saved with the checkpoint).
+    pub fn set_schedule(&mut self, schedule: LrSchedule) -> Result<()> {
+        self.trainer.set_schedule(schedule)
+    }
     pub fn params(&self) -> &ParamStore {
         self.trainer.model().params()
     }

@@ -34,6 +34,34 @@ impl LrSchedule {
         }
     }
 
+    /// The schedule stretched to end at step `total` instead: the same warmup, the
+    /// cosine's end moved to `total`. A run resumed at step `r` with it follows, from `r`
+    /// on, the curve a run started with `total` steps would have followed (so the
+    /// learning rate picks up again when `r` is at or past the old end, where it was 0).
+    /// A constant schedule has no end to move (`InvalidArgument`), nor does a `total` that
+    /// does not leave room for the warmup.
+    pub fn stretched_to(self, total: u64) -> Result<LrSchedule> {
+        match self {
+            LrSchedule::Constant => Err(Error::InvalidArgument(
+                "a constant learning rate has no end to stretch".into(),
+            )),
+            LrSchedule::WarmupCosine { warmup, .. } => {
+                let stretched = LrSchedule::WarmupCosine { warmup, total };
+                stretched.validate()?;
+                Ok(stretched)
+            }
+        }
+    }
+
+    /// The last step the schedule trains at a learning rate above 0 (`None`: never
+    /// ends).
+    pub fn end(&self) -> Option<u64> {
+        match *self {
+            LrSchedule::Constant => None,
+            LrSchedule::WarmupCosine { total, .. } => Some(total),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         match *self {
             LrSchedule::WarmupCosine { warmup, total } if warmup >= total && total > 0 => {
@@ -137,6 +165,28 @@ mod tests {
         assert!("cosine:warmup=10".parse::<LrSchedule>().is_err());
         assert!("cosine:warmup=10,total=5".parse::<LrSchedule>().is_err());
         assert!("linear".parse::<LrSchedule>().is_err());
+    }
+
+    #[test]
+    fn stretching_moves_the_end_and_keeps_the_warmup() {
+        let s = LrSchedule::WarmupCosine {
+            warmup: 2,
+            total: 25,
+        };
+        let t = s.stretched_to(60).unwrap();
+        assert_eq!(
+            t,
+            LrSchedule::WarmupCosine {
+                warmup: 2,
+                total: 60
+            }
+        );
+        assert_eq!((s.end(), t.end()), (Some(25), Some(60)));
+        assert_eq!(s.factor(25), 0.0);
+        assert!(t.factor(25) > 0.5 && t.factor(59) > 0.0 && t.factor(60) == 0.0);
+        assert!(LrSchedule::Constant.stretched_to(60).is_err());
+        assert!(s.stretched_to(2).is_err());
+        assert_eq!(LrSchedule::Constant.end(), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! one command buffer with no readback.
 
 use super::config::TrainConfig;
-use super::schedule::add_input_noise;
+use super::schedule::{add_input_noise, LrSchedule};
 use crate::amp::scaler::word;
 use crate::amp::{LossScaler, Policy, Precision};
 use crate::data::{Batcher, BatcherState, Dataset};
@@ -349,6 +349,17 @@ impl<M: Model> Trainer<M> {
     pub fn set_lr(&mut self, lr: f32) -> Result<()> {
         let mut config = self.config.clone();
         config.lr = lr;
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Replaces the learning-rate schedule from the next step on (e.g. one
+    /// [`LrSchedule::stretched_to`] a later end when a resumed run trains longer); the
+    /// checkpoint records it, so a later resume follows it too.
+    pub fn set_schedule(&mut self, schedule: LrSchedule) -> Result<()> {
+        let mut config = self.config.clone();
+        config.schedule = schedule;
         config.validate()?;
         self.config = config;
         Ok(())
