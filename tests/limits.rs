@@ -10,6 +10,7 @@ use halfgrad::kernels::Bind;
 use halfgrad::nn::{Activation, LayerCtx, Linear, Mlp, MlpConfig, Node, Param, SplitMix64};
 use halfgrad::ops::{cast, loss_scale};
 use halfgrad::optim::{AdamConfig, AdamW};
+use halfgrad::train::{MemoryReport, TrainConfig, Trainer};
 use halfgrad::{DType, Error, Gpu, GpuOptions, Tensor};
 
 const LIMIT: u64 = 4096;
@@ -186,4 +187,139 @@ fn layers_and_models_past_the_limit_are_refused() {
     m.set_batch(&[0.25; 128], &[1, 2, 3, 4]).unwrap();
     m.forward().unwrap();
     assert!(m.read_loss_blocking().unwrap().is_finite());
+}
+
+fn mlp_config(widths: &[usize], layer_norm: bool) -> MlpConfig {
+    MlpConfig {
+        widths: widths.to_vec(),
+        activation: Activation::Gelu,
+        layer_norm,
+        bias: true,
+    }
+}
+
+fn train_config(precision: Precision, batch: usize, mlp: &MlpConfig) -> TrainConfig {
+    TrainConfig {
+        batch,
+        ..TrainConfig::default()
+            .with_precision(precision)
+            .with_mlp(mlp)
+    }
+}
+
+#[test]
+fn the_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
+    for precision in [Precision::F32, Precision::F16, Precision::BF16] {
+        for layer_norm in [false, true] {
+            // A fresh device: its pool starts empty, so every tensor is a new buffer.
+            let g = limited(u64::MAX);
+            let mlp = mlp_config(&[5, 7, 6, 3], layer_norm);
+            let config = train_config(precision, 9, &mlp);
+            let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
+            let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+            let t = Trainer::<Mlp>::with_model(&g, config, &mlp, 100).unwrap();
+            let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+            assert_eq!(
+                (g.pool().created() - count, g.pool().created_bytes() - bytes),
+                (pooled, plan.pooled_bytes()),
+                "{precision} layer_norm={layer_norm}"
+            );
+            // The measured report (unpadded tensor bytes) never exceeds the plan's
+            // (padded, and with the saved row terms, log-sum-exp and labels, which the
+            // graph does not list).
+            let (measured, planned) = (t.memory(), MemoryReport::from_plan(&plan));
+            assert!(measured.parameter_bytes() <= planned.parameter_bytes());
+            assert!(measured.activation_bytes() <= planned.activation_bytes());
+        }
+    }
+}
+
+/// `DoesNotFit` naming `tensor`, its `bytes`, the binding limit and `largest`.
+fn assert_does_not_fit<T: std::fmt::Debug>(
+    r: halfgrad::Result<T>,
+    tensor: &str,
+    bytes: u64,
+    largest: Option<usize>,
+) {
+    match r {
+        Err(e @ Error::DoesNotFit { .. }) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            let Error::DoesNotFit {
+                tensor: t,
+                bytes: b,
+                limit_name,
+                limit,
+                largest: l,
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert!(t.contains(tensor), "{t}");
+            assert_eq!(
+                (b, limit_name, limit, l),
+                (bytes, LIMIT_NAME, LIMIT, largest)
+            );
+            let mut parts = vec![tensor.to_string(), bytes.to_string(), LIMIT.to_string()];
+            parts.push(LIMIT_NAME.to_string());
+            match largest {
+                Some(n) => parts.push(format!("the largest batch that fits is {n}")),
+                None => parts.push("no batch fits".into()),
+            }
+            for part in parts {
+                assert!(msg.contains(&part), "{msg:?} does not name {part}");
+            }
+        }
+        other => panic!("expected DoesNotFit({tensor}), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
+    let g = limited(LIMIT);
+    let created = (g.pool().created(), g.pool().created_bytes());
+    // A batch too large: the widest activation, (1000, 32) f16 = 64000 bytes, is named;
+    // 64 rows of 32 f16 (4096 bytes) is the most that fits.
+    let mlp = mlp_config(&[2, 32, 3], true);
+    let config = train_config(Precision::F16, 1000, &mlp);
+    assert_does_not_fit(
+        Trainer::<Mlp>::with_model(&g, config.clone(), &mlp, 5000),
+        "`0 output` ([1000, 32] f16, activation)",
+        64000,
+        Some(64),
+    );
+    // A parameter too large: no batch helps (33 x 32 f32 master = 4224 bytes).
+    let wide = mlp_config(&[32, 33, 3], false);
+    assert_does_not_fit(
+        Trainer::<Mlp>::with_model(&g, train_config(Precision::F32, 4, &wide), &wide, 10),
+        "`0.weight` ([33, 32] f32, master weight (f32))",
+        4224,
+        None,
+    );
+    // Nothing was created: not one tensor, not the loss scaler's state.
+    assert_eq!((g.pool().created(), g.pool().created_bytes()), created);
+    // The batch it names fits and trains; one more row does not.
+    let fits = TrainConfig {
+        batch: 64,
+        ..config
+    };
+    assert_does_not_fit(
+        Trainer::<Mlp>::with_model(
+            &g,
+            TrainConfig {
+                batch: 65,
+                ..fits.clone()
+            },
+            &mlp,
+            5000,
+        ),
+        "`0 output`",
+        65 * 32 * 2,
+        Some(64),
+    );
+    let mut t = Trainer::<Mlp>::with_model(&g, fits, &mlp, 5000).unwrap();
+    t.step(&[0.5; 128], &[1; 64]).unwrap();
+    assert!(t.stats_blocking().unwrap().loss.is_finite());
+    g.check().unwrap();
 }
