@@ -382,8 +382,9 @@ impl SizePlan {
             .fold(0, u64::saturating_add)
     }
 
-    /// Groups in order of first appearance, with their bytes per role class:
-    /// (group, parameter-side bytes, batch-side bytes).
+    /// Groups with their bytes: (group, parameter-side bytes, batch-side bytes). The
+    /// `input` group first, then numbered groups (layer indices) in order, then the
+    /// others in order of first appearance.
     pub fn groups(&self) -> Vec<(String, u64, u64)> {
         let mut out: Vec<(String, u64, u64)> = Vec::new();
         for t in &self.tensors {
@@ -400,6 +401,11 @@ impl SizePlan {
             };
             *slot = slot.saturating_add(t.bytes());
         }
+        out.sort_by_key(|(g, _, _)| match (g.as_str(), g.parse::<u64>()) {
+            ("input", _) => (0, 0),
+            (_, Ok(n)) => (1, n),
+            _ => (2, 0),
+        });
         out
     }
 
@@ -538,10 +544,11 @@ mod tests {
         }
         // The total budget.
         let total = DeviceBudget {
+            max_storage_buffer_binding_size: 1 << 20,
+            max_buffer_size: 1 << 20,
             total: Some((8192, "test budget")),
-            ..budget
         };
-        match check_plan(&total, "batch", 40, plan_at) {
+        match check_plan(&total, "batch", 200, plan_at) {
             Err(Error::DoesNotFit {
                 largest: Some(l),
                 limit_name: "test budget",
