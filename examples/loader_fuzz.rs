@@ -1,0 +1,436 @@
+//! Deterministic property campaign over damaged inputs of the GPT's data loaders
+//! (`cargo xtask fuzz --target text`).
+//!
+//! ```text
+//! cargo run --release --example loader_fuzz -- [CASES] [--seed S] [--case I]
+//! ```
+//!
+//! Target `text` (`TextData::from_bytes`, and `TextData::load` on every 64th case): each
+//! case takes a seed text (slices of the shipped King James Bible, random bytes, invalid
+//! UTF-8, empty, one byte, exactly the minimum length for its block), damages it with one
+//! to three mutations (truncation, byte flips, invalid UTF-8 sequences, NUL runs, splices,
+//! duplication, deletion) and loads it with a block size drawn from tiny, boundary
+//! (`len / 10` and its neighbours), huge (`2^40`, `usize::MAX / 2`, `usize::MAX`) and zero
+//! values; a loaded text then serves its evaluation windows and a training batch.
+//! Properties:
+//!
+//! 1. no panic;
+//! 2. the outcome is a `TextData` or a typed error (`InvalidArgument`, `Empty`,
+//!    `TooLarge`, `Io`), nothing else;
+//! 3. a loaded text keeps its bytes, its split is `len * 9 / 10`, and every window it
+//!    serves lies inside its split;
+//! 4. the load's peak heap allocation (the counting global allocator below) stays within
+//!    `ALLOC_FACTOR * input size + ALLOC_SLACK` bytes.
+//!
+//! Case `i` depends only on `(seed, i)`, so `--case i` replays one failure. Exit status 0
+//! only if every case passed.
+
+use halfgrad::data::text::{Split, TextBatcher, TextData, KJV};
+use halfgrad::data::SplitMix64;
+use halfgrad::Error;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+// ---------------------------------------------------------------------------------------
+// Counting allocator (as in examples/checkpoint_fuzz.rs)
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grow(bytes: usize) {
+    let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            grow(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            grow(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            grow(new_size);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Peak allocation a load may reach beyond the live input: this many times its size ...
+/// (`load` reads the file once into a vector; `from_bytes` takes the vector as is.)
+const ALLOC_FACTOR: usize = 2;
+/// ... plus this many bytes (the name, error messages, the path).
+const ALLOC_SLACK: usize = 16 * 1024;
+
+/// Bytes of allocation above the live level at the start of `f`, and its result.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+
+fn pick(rng: &mut SplitMix64, n: usize) -> usize {
+    rng.below(n as u64) as usize
+}
+
+/// Seed texts: slices of the KJV, random bytes, invalid UTF-8, tiny texts.
+fn seed_text(rng: &mut SplitMix64) -> Vec<u8> {
+    match pick(rng, 8) {
+        0 => Vec::new(),
+        1 => vec![b'a'],
+        2 => vec![0xFF; 1 + pick(rng, 64)],
+        3 => (0..pick(rng, 4096)).map(|_| rng.next_u64() as u8).collect(),
+        4 => {
+            // Exactly the shortest text for a small block: 10 * block + 1 bytes.
+            let block = 1 + pick(rng, 40);
+            KJV[..10 * block + 1].to_vec()
+        }
+        5 => "\u{FEFF}ünïcödé ✓ 𝄞\r\n"
+            .repeat(1 + pick(rng, 40))
+            .into_bytes(),
+        _ => {
+            let scale = 4 + pick(rng, 13);
+            let len = 1 + pick(rng, 1 << scale);
+            let start = pick(rng, KJV.len() - len);
+            KJV[start..start + len].to_vec()
+        }
+    }
+}
+
+const KINDS: [&str; 8] = [
+    "truncate",
+    "flip bytes",
+    "invalid UTF-8",
+    "NUL run",
+    "splice KJV",
+    "duplicate",
+    "delete range",
+    "lone surrogate / overlong",
+];
+
+fn mutate(b: &mut Vec<u8>, kind: usize, rng: &mut SplitMix64) {
+    let at = |rng: &mut SplitMix64, len: usize| pick(rng, len + 1);
+    match kind {
+        0 => {
+            let n = at(rng, b.len());
+            b.truncate(n);
+        }
+        1 => {
+            for _ in 0..1 + pick(rng, 8) {
+                if !b.is_empty() {
+                    let i = pick(rng, b.len());
+                    b[i] ^= 1 << pick(rng, 8);
+                }
+            }
+        }
+        2 => {
+            let bad: &[&[u8]] = &[b"\xFF", b"\xC0\x80", b"\xE2\x82", b"\xF8\x88\x80\x80\x80"];
+            let i = at(rng, b.len());
+            let s = bad[pick(rng, bad.len())];
+            b.splice(i..i, s.iter().copied());
+        }
+        3 => {
+            let i = at(rng, b.len());
+            let n = pick(rng, 300);
+            b.splice(i..i, std::iter::repeat_n(0u8, n));
+        }
+        4 => {
+            let len = pick(rng, 2048);
+            let start = pick(rng, KJV.len() - len);
+            let i = at(rng, b.len());
+            b.splice(i..i, KJV[start..start + len].iter().copied());
+        }
+        5 => {
+            let copy = b.clone();
+            b.extend_from_slice(&copy);
+        }
+        6 => {
+            let i = at(rng, b.len());
+            let j = i + pick(rng, b.len() - i + 1);
+            b.drain(i..j);
+        }
+        _ => {
+            let bad: &[&[u8]] = &[b"\xED\xA0\x80", b"\xE0\x80\xAF", b"\xF4\x90\x80\x80"];
+            let i = at(rng, b.len());
+            b.splice(i..i, bad[pick(rng, bad.len())].iter().copied());
+        }
+    }
+}
+
+/// A block size: tiny, at the boundary for this length, huge, or zero.
+fn block_for(len: usize, rng: &mut SplitMix64) -> usize {
+    let boundary = (len / 10).max(1);
+    match pick(rng, 10) {
+        0 => 0,
+        1 => 1,
+        2 => boundary - 1,
+        3 => boundary,
+        4 => boundary + 1,
+        5 => 1 << 40,
+        6 => usize::MAX / 2,
+        7 => usize::MAX,
+        8 => usize::MAX - pick(rng, 16),
+        _ => 1 + pick(rng, 256),
+    }
+}
+
+/// Case `i`: (bytes, block, mutation kinds).
+fn case_input(seed: u64, i: u64) -> (Vec<u8>, usize, Vec<usize>) {
+    let mut rng = SplitMix64::new(SplitMix64::mix(seed ^ SplitMix64::mix(i)));
+    let mut bytes = seed_text(&mut rng);
+    let mut kinds = Vec::new();
+    for _ in 0..pick(&mut rng, 4) {
+        let k = pick(&mut rng, KINDS.len());
+        mutate(&mut bytes, k, &mut rng);
+        kinds.push(k);
+    }
+    let block = block_for(bytes.len(), &mut rng);
+    (bytes, block, kinds)
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties
+
+struct Outcome {
+    loaded: bool,
+    peak: usize,
+}
+
+/// Checks a loaded text (property 3): bytes kept, split at 90%, windows inside.
+fn check_loaded(t: &TextData, bytes: &[u8], block: usize) -> Result<(), String> {
+    if t.bytes() != bytes || t.block() != block || t.split_at() != bytes.len() * 9 / 10 {
+        return Err("loaded text differs from its input".into());
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for split in [Split::Train, Split::Validation] {
+        let count = t.eval_window_count(split);
+        if count == 0 {
+            return Err(format!("{split:?}: no evaluation window"));
+        }
+        let last = count.saturating_sub(2)..count;
+        t.eval_windows(split, last.clone(), &mut x, &mut y)
+            .map_err(|e| format!("{split:?} windows {last:?}: {e}"))?;
+        if x.len() != last.len() * block || y.len() != x.len() {
+            return Err(format!("{split:?}: window lengths {} {}", x.len(), y.len()));
+        }
+        // One past the end is refused, not served.
+        if t.eval_windows(split, count..count + 1, &mut x, &mut y)
+            .is_ok()
+        {
+            return Err(format!("{split:?}: window {count} served"));
+        }
+        let batch = TextBatcher::new(3, 7).map_err(|e| e.to_string())?;
+        TextBatcher::batch_at(batch.state(), t, split, &mut x, &mut y)
+            .map_err(|e| format!("{split:?} batch: {e}"))?;
+        if x.len() != 3 * block || x.iter().chain(&y).any(|&v| v > 255) {
+            return Err(format!("{split:?}: batch of {} tokens", x.len()));
+        }
+    }
+    Ok(())
+}
+
+fn typed(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::InvalidArgument(_) | Error::Empty { .. } | Error::TooLarge { .. } | Error::Io { .. }
+    )
+}
+
+fn run_case(
+    bytes: &[u8],
+    block: usize,
+    with_file: Option<&std::path::Path>,
+) -> Result<Outcome, String> {
+    let owned = bytes.to_vec();
+    let (r, peak) = measured(|| TextData::from_bytes("fuzz.txt", owned, block));
+    let budget = ALLOC_FACTOR * bytes.len() + ALLOC_SLACK;
+    if peak > budget {
+        return Err(format!(
+            "from_bytes allocated {peak} bytes for {} (budget {budget})",
+            bytes.len()
+        ));
+    }
+    let loaded = match &r {
+        Ok(t) => {
+            check_loaded(t, bytes, block)?;
+            true
+        }
+        Err(e) if typed(e) => false,
+        Err(e) => return Err(format!("untyped error: {e:?}")),
+    };
+    if let Some(path) = with_file {
+        std::fs::write(path, bytes).map_err(|e| e.to_string())?;
+        let (r2, peak) = measured(|| TextData::load(path, block));
+        if peak > budget {
+            return Err(format!(
+                "load allocated {peak} bytes for {} (budget {budget})",
+                bytes.len()
+            ));
+        }
+        match (&r2, loaded) {
+            (Ok(t), true) => check_loaded(t, bytes, block)?,
+            (Err(Error::Io { .. }), false) => {}
+            (other, _) => {
+                return Err(format!(
+                    "load and from_bytes disagree: {:?} vs loaded={loaded}",
+                    other.as_ref().map(|_| ())
+                ))
+            }
+        }
+    }
+    Ok(Outcome { loaded, peak })
+}
+
+static LAST_PANIC: Mutex<String> = Mutex::new(String::new());
+
+fn main() -> std::process::ExitCode {
+    let mut cases = 100_000u64;
+    let mut seed = 0x5445_5854_4655_5A5Au64;
+    let mut only = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let num = |v: Option<String>| v.and_then(|v| v.replace('_', "").parse::<u64>().ok());
+        match a.as_str() {
+            "--seed" => seed = num(it.next()).expect("--seed N"),
+            "--case" => only = Some(num(it.next()).expect("--case I")),
+            "--cases" => cases = num(it.next()).expect("--cases N"),
+            "--target" => {
+                let t = it.next().unwrap_or_default();
+                if t != "text" {
+                    eprintln!("loader_fuzz: unknown target `{t}` (targets: text)");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            n => cases = num(Some(n.to_string())).expect("CASES"),
+        }
+    }
+    std::panic::set_hook(Box::new(|info| {
+        if let Ok(mut m) = LAST_PANIC.lock() {
+            *m = info.to_string();
+        }
+    }));
+    let dir = std::env::temp_dir().join(format!("halfgrad-loader-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let file = dir.join("case.txt");
+    let range = match only {
+        Some(i) => i..i + 1,
+        None => 0..cases,
+    };
+    println!(
+        "text loader fuzz: {} cases, seed {seed:#x}",
+        range.end - range.start
+    );
+    let start = Instant::now();
+    let (mut n, mut loaded, mut failures) = (0u64, 0u64, 0u64);
+    let (mut max_ratio, mut max_peak, mut ratio_case) = (0.0f64, 0usize, 0u64);
+    for i in range {
+        let (bytes, block, kinds) = case_input(seed, i);
+        n += 1;
+        let with_file = (i % 64 == 0).then_some(file.as_path());
+        match catch_unwind(AssertUnwindSafe(|| run_case(&bytes, block, with_file))) {
+            Ok(Ok(o)) => {
+                loaded += o.loaded as u64;
+                max_peak = max_peak.max(o.peak);
+                let ratio = o.peak as f64 / bytes.len().max(1) as f64;
+                if ratio > max_ratio && bytes.len() >= 4096 {
+                    (max_ratio, ratio_case) = (ratio, i);
+                }
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures <= 10 {
+                    println!(
+                        "case {i} (block {block}, {} bytes, {:?}): {e}",
+                        bytes.len(),
+                        kinds_named(&kinds)
+                    );
+                }
+            }
+            Err(_) => {
+                failures += 1;
+                if failures <= 10 {
+                    let msg = LAST_PANIC.lock().map(|m| m.clone()).unwrap_or_default();
+                    println!(
+                        "case {i} (block {block}, {} bytes, {:?}): PANIC {msg}",
+                        bytes.len(),
+                        kinds_named(&kinds)
+                    );
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "text loader fuzz: {n} cases in {secs:.1} s, {loaded} loaded, {} refused with typed \
+         errors, {failures} failed",
+        n - loaded - failures
+    );
+    println!(
+        "max peak allocation {max_peak} bytes; max peak / input size {max_ratio:.3} (case \
+         {ratio_case}, inputs >= 4 KiB); budget {ALLOC_FACTOR} x size + {ALLOC_SLACK}"
+    );
+    if failures == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+fn kinds_named(kinds: &[usize]) -> Vec<&'static str> {
+    kinds.iter().map(|&k| KINDS[k]).collect()
+}
+
+/// The campaign's first 2,000 cases as a normal test (`cargo test --example loader_fuzz`);
+/// the full campaign is `cargo xtask fuzz --target text`.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn two_thousand_damaged_texts_load_or_fail_typed_within_the_allocation_budget() {
+        let dir = std::env::temp_dir().join(format!("halfgrad-loader-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("case.txt");
+        let mut loaded = 0;
+        for i in 0..2000 {
+            let (bytes, block, kinds) = super::case_input(0x5445_5854_4655_5A5A, i);
+            let with_file = (i % 64 == 0).then_some(file.as_path());
+            match super::run_case(&bytes, block, with_file) {
+                Ok(o) => loaded += o.loaded as u32,
+                Err(e) => panic!("case {i} (block {block}, {kinds:?}): {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded > 200, "only {loaded} of 2000 damaged texts loaded");
+    }
+}
