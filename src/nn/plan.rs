@@ -180,12 +180,12 @@ impl DeviceBudget {
     /// One line for the memory report.
     pub fn describe(&self) -> String {
         let total = match self.total {
-            Some((bytes, source)) => format!("{} B ({source})", group(bytes as u128)),
+            Some((bytes, source)) => format!("{} B, {source}", group(bytes as u128)),
             None => "unknown (set HALFGRAD_MEMORY_BUDGET=BYTES to check one)".into(),
         };
         format!(
             "adapter limits: max_storage_buffer_binding_size {} B, max_buffer_size {} B, \
-             memory budget {total}",
+             total {total}",
             group(self.max_storage_buffer_binding_size as u128),
             group(self.max_buffer_size as u128)
         )
@@ -200,10 +200,10 @@ pub const MEMORY_BUDGET_ENV: &str = "HALFGRAD_MEMORY_BUDGET";
 /// ignored with no budget rather than guessed at.
 pub fn memory_budget(software_adapter: bool) -> Option<(u64, &'static str)> {
     if let Ok(v) = std::env::var(MEMORY_BUDGET_ENV) {
-        return parse_bytes(&v).map(|b| (b, MEMORY_BUDGET_ENV));
+        return parse_bytes(&v).map(|b| (b, "memory budget (HALFGRAD_MEMORY_BUDGET)"));
     }
     if software_adapter {
-        return host_memory().map(|b| (b, "host MemTotal: software adapter"));
+        return host_memory().map(|b| (b, "memory budget (host MemTotal: a software adapter)"));
     }
     None
 }
@@ -245,7 +245,7 @@ fn host_memory() -> Option<u64> {
 /// Why a plan does not fit: the first buffer (or the total) past a limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overflow {
-    /// The buffer, as `name (shape dtype, role)`, or `all N buffers together`.
+    /// The buffer, as `name (shape dtype, role)`, or `the total of all N buffers`.
     pub tensor: String,
     pub bytes: u64,
     pub limit_name: &'static str,
@@ -426,7 +426,7 @@ impl SizePlan {
             let total = self.total();
             if total > limit {
                 return Err(Overflow {
-                    tensor: format!("all {} buffers together", self.tensors.len()),
+                    tensor: format!("the total of all {} buffers", self.tensors.len()),
                     bytes: total,
                     limit_name: source,
                     limit,
