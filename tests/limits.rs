@@ -323,3 +323,46 @@ fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
     assert!(t.stats_blocking().unwrap().loss.is_finite());
     g.check().unwrap();
 }
+
+/// Runs the built `halfgrad` binary with `HALFGRAD_MEMORY_BUDGET` set to `budget`.
+fn halfgrad_with_budget(budget: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halfgrad"))
+        .args(args)
+        .env("HALFGRAD_MEMORY_BUDGET", budget)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn train_memory_prints_the_plan_without_training_and_train_refuses_what_does_not_fit() {
+    // The default digits run plans 688,288 bytes in f16 (72 buffers).
+    let (ok, text) = halfgrad_with_budget("1G", &["train", "--memory"]);
+    assert!(ok, "{text}");
+    for part in [
+        "planned bytes per tensor group",
+        "f16 (this run) fits in 72 buffers; nothing was trained",
+        "all buffers",
+        "Adam moments",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    assert!(!text.contains("test loss"), "--memory trained: {text}");
+    // Under a 600 KiB budget f16 does not fit; the largest batch that does is named.
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--memory"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("the largest batch that fits is 41"), "{text}");
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3"]);
+    assert!(!ok, "{text}");
+    for part in [
+        "the total of all 72 buffers needs 688288 bytes",
+        "memory budget (HALFGRAD_MEMORY_BUDGET) of 614400 bytes",
+        "(batch 64); the largest batch that fits is 41",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3", "--batch", "41"]);
+    assert!(ok, "{text}");
+}
