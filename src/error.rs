@@ -70,7 +70,7 @@ pub enum Error {
     #[error(
         "{tensor} needs {bytes} bytes, over the adapter's {limit_name} of {limit} bytes \
          ({dimension} {value}); {}",
-        fits_advice(*dimension, *largest)
+        fits_advice(dimension, *largest)
     )]
     DoesNotFit {
         tensor: String,
