@@ -182,9 +182,6 @@ impl Error {
 fn fits_advice(dimension: &str, largest: Option<usize>) -> String {
     match largest {
         Some(n) => format!("the largest {dimension} that fits is {n}"),
-        None => format!(
-            "no {dimension} fits: that buffer does not shrink with the {dimension}; use a \
-             smaller model"
-        ),
+        None => format!("not even {dimension} 1 fits: use a smaller model"),
     }
 }

@@ -265,7 +265,7 @@ fn assert_does_not_fit<T: std::fmt::Debug>(
             parts.push(LIMIT_NAME.to_string());
             match largest {
                 Some(n) => parts.push(format!("the largest batch that fits is {n}")),
-                None => parts.push("no batch fits".into()),
+                None => parts.push("not even batch 1 fits".into()),
             }
             for part in parts {
                 assert!(msg.contains(&part), "{msg:?} does not name {part}");
