@@ -366,3 +366,93 @@ fn train_memory_prints_the_plan_without_training_and_train_refuses_what_does_not
     let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3", "--batch", "41"]);
     assert!(ok, "{text}");
 }
+
+#[test]
+fn the_gpt_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
+    use halfgrad::nn::gpt::{GptConfig, GptModel};
+    let gpt = GptConfig {
+        vocab: 11,
+        block: 7,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+    };
+    for precision in [Precision::F32, Precision::F16, Precision::BF16] {
+        let g = limited(u64::MAX);
+        let config = TrainConfig {
+            batch: 3,
+            ..TrainConfig::default().with_precision(precision)
+        };
+        let plan = Trainer::<GptModel>::plan(&config, &gpt).unwrap().unwrap();
+        let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+        Trainer::<GptModel>::with_model(&g, config, &gpt, 3).unwrap();
+        let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+        assert_eq!(
+            (g.pool().created() - count, g.pool().created_bytes() - bytes),
+            (pooled, plan.pooled_bytes()),
+            "{precision}"
+        );
+    }
+}
+
+#[test]
+fn a_gpt_past_the_limits_is_refused_before_any_allocation_naming_the_block_size_that_fits() {
+    use halfgrad::nn::gpt::GptConfig;
+    use halfgrad::train::{GptTrainConfig, GptTrainer};
+    let g = limited(LIMIT);
+    let created = (g.pool().created(), g.pool().created_bytes());
+    let run = |batch: usize, block: usize| GptTrainConfig {
+        model: GptConfig {
+            vocab: 11,
+            block,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+        },
+        precision: Precision::F32,
+        batch,
+        ..GptTrainConfig::tiny(10)
+    };
+    // One sequence of 64 tokens already needs (1, 2, 64, 64) f32 attention scores, 32768
+    // bytes: no batch helps; block 22 (2 x 22 x 22 x 4 = 3872 bytes) is the most that fits.
+    let r = GptTrainer::new(&g, run(1, 64), None);
+    match &r {
+        Err(e @ Error::DoesNotFit { .. }) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            for part in [
+                "attention scores",
+                "[1, 2, 64, 64] f32",
+                "32768",
+                "4096",
+                LIMIT_NAME,
+                "the largest block size that fits is 22",
+            ] {
+                assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+            }
+        }
+        other => panic!("expected DoesNotFit, got {other:?}"),
+    }
+    // A batch too large for the logits (B*T, V) of the evaluation graph: the batch is named.
+    let r = GptTrainer::new(&g, run(64, 8), None);
+    match &r {
+        Err(
+            e @ Error::DoesNotFit {
+                largest: Some(b), ..
+            },
+        ) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            assert!(
+                msg.contains(&format!("the largest batch that fits is {b}")),
+                "{msg}"
+            );
+            assert!(GptTrainer::plan(&run(*b, 8)).unwrap().total() > 0);
+        }
+        other => panic!("expected DoesNotFit with a batch, got {other:?}"),
+    }
+    assert_eq!((g.pool().created(), g.pool().created_bytes()), created);
+    // The sizes it names train.
+    GptTrainer::new(&g, run(1, 22), None).unwrap();
+    g.check().unwrap();
+}
