@@ -1,9 +1,22 @@
-//! Deterministic property campaign over damaged inputs of the GPT's data loaders
-//! (`cargo xtask fuzz --target text`).
+//! Deterministic property campaigns over damaged inputs of the GPT's loaders
+//! (`cargo xtask fuzz --target text|hf`).
 //!
 //! ```text
-//! cargo run --release --example loader_fuzz -- [CASES] [--seed S] [--case I]
+//! cargo run --release --example loader_fuzz -- [--target text|hf] [CASES] [--seed S]
+//!                                               [--case I]
 //! ```
+//!
+//! Target `hf` (`nn::gpt::hf::from_files`, and `hf::load` on a folder every 64th case):
+//! each case takes a valid Hugging Face export of a small GPT (`config.json` +
+//! `model.safetensors`) and damages one or both files: in config.json truncation, byte
+//! flips, a size set to a huge, negative, fractional, string, null or array value, a
+//! missing key, another `model_type`, unsupported options, sizes that disagree with the
+//! weights; in model.safetensors truncation, byte flips, a tensor's dtype changed (F16,
+//! BF16, I64, U8, unknown), its shape changed (swapped, grown, rank 3, huge), a tensor
+//! removed, renamed or duplicated, offsets past the end. A load must give weights of the
+//! parsed config (one value per element) or a typed `Checkpoint` / `Io` error, never a
+//! panic, with a peak allocation of at most `HF_ALLOC_FACTOR` x the two files' size +
+//! `ALLOC_SLACK`.
 //!
 //! Target `text` (`TextData::from_bytes`, and `TextData::load` on every 64th case): each
 //! case takes a seed text (slices of the shipped King James Bible, random bytes, invalid
@@ -27,7 +40,9 @@
 
 use halfgrad::data::text::{Split, TextBatcher, TextData, KJV};
 use halfgrad::data::SplitMix64;
+use halfgrad::nn::gpt::{hf, GptConfig, GptWeights};
 use halfgrad::Error;
+use serde_json::{json, Map, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -327,6 +342,7 @@ fn main() -> std::process::ExitCode {
     let mut cases = 100_000u64;
     let mut seed = 0x5445_5854_4655_5A5Au64;
     let mut only = None;
+    let mut target = "text".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let num = |v: Option<String>| v.and_then(|v| v.replace('_', "").parse::<u64>().ok());
@@ -335,9 +351,9 @@ fn main() -> std::process::ExitCode {
             "--case" => only = Some(num(it.next()).expect("--case I")),
             "--cases" => cases = num(it.next()).expect("--cases N"),
             "--target" => {
-                let t = it.next().unwrap_or_default();
-                if t != "text" {
-                    eprintln!("loader_fuzz: unknown target `{t}` (targets: text)");
+                target = it.next().unwrap_or_default();
+                if target != "text" && target != "hf" {
+                    eprintln!("loader_fuzz: unknown target `{target}` (targets: text, hf)");
                     return std::process::ExitCode::FAILURE;
                 }
             }
@@ -349,6 +365,9 @@ fn main() -> std::process::ExitCode {
             *m = info.to_string();
         }
     }));
+    if target == "hf" {
+        return hf_campaign(seed, only, cases);
+    }
     let dir = std::env::temp_dir().join(format!("halfgrad-loader-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");
     let file = dir.join("case.txt");
@@ -451,5 +470,383 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
         assert!(loaded > 200, "only {loaded} of 2000 damaged texts loaded");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Target hf: Hugging Face export folders
+
+/// Peak allocation of an `hf` load: this many times the two files' size, plus
+/// [`ALLOC_SLACK`] x 4. (The checkpoint parse holds the tensors, the weights are a
+/// second copy, f16 tensors widen to f32 and Conv1D weights are transposed once more.)
+const HF_ALLOC_FACTOR: usize = 8;
+
+/// Valid exports: (config.json, model.safetensors) of three small GPTs.
+fn hf_seeds() -> Vec<(String, Vec<u8>)> {
+    let configs = [
+        GptConfig {
+            vocab: 11,
+            block: 7,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+        },
+        GptConfig {
+            vocab: 5,
+            block: 3,
+            n_layer: 2,
+            n_head: 1,
+            n_embd: 4,
+        },
+        GptConfig {
+            vocab: 256,
+            block: 16,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 16,
+        },
+    ];
+    configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| hf::to_files(&GptWeights::init(c, i as u64).unwrap()).unwrap())
+        .collect()
+}
+
+fn huge_value(rng: &mut SplitMix64) -> Value {
+    match pick(rng, 12) {
+        0 => json!(u64::MAX),
+        1 => json!(-1),
+        2 => json!(1.5),
+        3 => json!(1e300),
+        4 => json!("12"),
+        5 => Value::Null,
+        6 => json!([1, 2]),
+        7 => json!({}),
+        8 => json!(0),
+        9 => json!(1u64 << 40),
+        10 => json!(u32::MAX),
+        _ => json!(1 + pick(rng, 70)),
+    }
+}
+
+const HF_KINDS: [&str; 12] = [
+    "config: truncate",
+    "config: flip bytes",
+    "config: size value",
+    "config: remove key",
+    "config: option",
+    "weights: truncate",
+    "weights: flip bytes",
+    "weights: dtype",
+    "weights: shape",
+    "weights: drop / rename / duplicate tensor",
+    "weights: offsets",
+    "weights: header garbage",
+];
+
+/// The safetensors header as JSON and the data after it.
+fn st_split(b: &[u8]) -> Option<(Map<String, Value>, Vec<u8>)> {
+    let n = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
+    let header = b.get(8..8usize.checked_add(n)?)?;
+    let map = serde_json::from_slice::<Value>(header)
+        .ok()?
+        .as_object()?
+        .clone();
+    Some((map, b[8 + n..].to_vec()))
+}
+
+fn st_join(map: &Map<String, Value>, data: &[u8]) -> Vec<u8> {
+    let header = serde_json::to_vec(map).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out
+}
+
+fn mutate_hf(config: &mut Vec<u8>, weights: &mut Vec<u8>, kind: usize, rng: &mut SplitMix64) {
+    let keys = [
+        "vocab_size",
+        "n_positions",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "n_ctx",
+    ];
+    let edit_config = |config: &mut Vec<u8>, f: &mut dyn FnMut(&mut Map<String, Value>)| {
+        if let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(config) {
+            f(&mut m);
+            *config = serde_json::to_vec_pretty(&Value::Object(m)).unwrap();
+        }
+    };
+    let mut edit_tensors =
+        |weights: &mut Vec<u8>, f: &mut dyn FnMut(&mut Map<String, Value>, &mut SplitMix64)| {
+            if let Some((mut m, data)) = st_split(weights) {
+                f(&mut m, rng);
+                *weights = st_join(&m, &data);
+            }
+        };
+    let tensor_names = |m: &Map<String, Value>| -> Vec<String> {
+        m.keys().filter(|k| *k != "__metadata__").cloned().collect()
+    };
+    match kind {
+        0 => {
+            let n = pick(rng, config.len() + 1);
+            config.truncate(n);
+        }
+        1 => {
+            for _ in 0..1 + pick(rng, 4) {
+                if !config.is_empty() {
+                    let i = pick(rng, config.len());
+                    config[i] ^= 1 << pick(rng, 8);
+                }
+            }
+        }
+        2 => {
+            let key = keys[pick(rng, keys.len())];
+            let v = huge_value(rng);
+            edit_config(config, &mut |m| {
+                m.insert(key.into(), v.clone());
+            });
+        }
+        3 => {
+            let key = keys[pick(rng, keys.len())];
+            edit_config(config, &mut |m| {
+                m.remove(key);
+            });
+        }
+        4 => {
+            let options = [
+                ("model_type", json!("gpt_neox")),
+                ("model_type", json!(7)),
+                ("activation_function", json!("relu")),
+                ("layer_norm_epsilon", json!(1e-6)),
+                ("tie_word_embeddings", json!(false)),
+                ("n_inner", json!(12)),
+                ("scale_attn_by_inverse_layer_idx", json!(true)),
+            ];
+            let (k, v) = options[pick(rng, options.len())].clone();
+            edit_config(config, &mut |m| {
+                m.insert(k.into(), v.clone());
+            });
+        }
+        5 => {
+            let n = pick(rng, weights.len() + 1);
+            weights.truncate(n);
+        }
+        6 => {
+            for _ in 0..1 + pick(rng, 8) {
+                if !weights.is_empty() {
+                    let i = pick(rng, weights.len());
+                    weights[i] ^= 1 << pick(rng, 8);
+                }
+            }
+        }
+        7 => edit_tensors(weights, &mut |m, rng| {
+            let names = tensor_names(m);
+            let name = &names[pick(rng, names.len())];
+            let dt = ["F16", "BF16", "I64", "U8", "F64", "X", "f32"][pick(rng, 7)];
+            m[name]["dtype"] = json!(dt);
+        }),
+        8 => edit_tensors(weights, &mut |m, rng| {
+            let names = tensor_names(m);
+            let name = &names[pick(rng, names.len())];
+            let shape: Vec<u64> = m[name]["shape"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            let new = match pick(rng, 5) {
+                0 => shape.iter().rev().copied().collect(),
+                1 => shape.iter().map(|d| d.saturating_add(1)).collect(),
+                2 => [shape.clone(), vec![1]].concat(),
+                3 => vec![u64::MAX, 2],
+                _ => vec![],
+            };
+            m[name]["shape"] = json!(new);
+        }),
+        9 => edit_tensors(weights, &mut |m, rng| {
+            let names = tensor_names(m);
+            let name = names[pick(rng, names.len())].clone();
+            match pick(rng, 4) {
+                0 => {
+                    m.remove(&name);
+                }
+                1 => {
+                    let v = m.remove(&name).unwrap();
+                    m.insert(format!("{name}.renamed"), v);
+                }
+                2 => {
+                    let v = m[&name].clone();
+                    m.insert("lm_head.weight".into(), v);
+                }
+                _ => {
+                    let v = m[&name].clone();
+                    m.insert(name.replace("transformer.", ""), v);
+                }
+            }
+        }),
+        10 => edit_tensors(weights, &mut |m, rng| {
+            let names = tensor_names(m);
+            let name = &names[pick(rng, names.len())];
+            let offsets = match pick(rng, 4) {
+                0 => json!([0, u64::MAX]),
+                1 => json!([8, 4]),
+                2 => json!([1u64 << 40, (1u64 << 40) + 4]),
+                _ => json!([0, 0]),
+            };
+            m[name]["data_offsets"] = offsets;
+        }),
+        _ => {
+            let garbage: Vec<u8> = (0..pick(rng, 64)).map(|_| rng.next_u64() as u8).collect();
+            let at = pick(rng, weights.len().min(200) + 1);
+            weights.splice(at..at, garbage);
+        }
+    }
+}
+
+/// Case `i` of target hf: (config bytes, weights bytes, mutation kinds).
+fn hf_case(seeds: &[(String, Vec<u8>)], seed: u64, i: u64) -> (Vec<u8>, Vec<u8>, Vec<usize>) {
+    let mut rng = SplitMix64::new(SplitMix64::mix(seed ^ 0x4846 ^ SplitMix64::mix(i)));
+    let (c, w) = &seeds[pick(&mut rng, seeds.len())];
+    let (mut config, mut weights) = (c.clone().into_bytes(), w.clone());
+    let mut kinds = Vec::new();
+    for _ in 0..1 + pick(&mut rng, 3) {
+        let k = pick(&mut rng, HF_KINDS.len());
+        mutate_hf(&mut config, &mut weights, k, &mut rng);
+        kinds.push(k);
+    }
+    (config, weights, kinds)
+}
+
+/// Properties of one hf case; `dir`: also write the folder and load it from disk.
+fn hf_run(config: &[u8], weights: &[u8], dir: Option<&std::path::Path>) -> Result<Outcome, String> {
+    let text = String::from_utf8_lossy(config).into_owned();
+    let size = text.len() + weights.len();
+    let budget = HF_ALLOC_FACTOR * size + 4 * ALLOC_SLACK;
+    let (r, peak) = measured(|| hf::from_files(&text, weights, "fuzz"));
+    if peak > budget {
+        return Err(format!(
+            "from_files allocated {peak} bytes for {size} (budget {budget})"
+        ));
+    }
+    let check = |r: &halfgrad::Result<GptWeights>| -> Result<bool, String> {
+        match r {
+            Ok(w) => {
+                let specs = w.config().param_specs();
+                let ok = w.values().len() == specs.len()
+                    && w.values()
+                        .iter()
+                        .zip(&specs)
+                        .all(|(v, s)| v.len() == s.len());
+                if ok {
+                    Ok(true)
+                } else {
+                    Err("loaded weights do not match their config".into())
+                }
+            }
+            Err(Error::Checkpoint { .. } | Error::Io { .. }) => Ok(false),
+            Err(e) => Err(format!("untyped error: {e:?}")),
+        }
+    };
+    let loaded = check(&r)?;
+    let mut file_peak = None;
+    if let Some(dir) = dir {
+        std::fs::write(dir.join("config.json"), config).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("model.safetensors"), weights).map_err(|e| e.to_string())?;
+        let (r2, peak) = measured(|| hf::load(dir));
+        file_peak = Some(peak);
+        let budget = HF_ALLOC_FACTOR * (config.len() + weights.len()) + 4 * ALLOC_SLACK;
+        if peak > budget {
+            return Err(format!("load allocated {peak} bytes (budget {budget})"));
+        }
+        let loaded_from_disk = check(&r2)?;
+        // Lossy UTF-8 can only turn a refused config into another refused one.
+        if loaded_from_disk && !loaded {
+            return Err("load accepted what from_files refused".into());
+        }
+    }
+    Ok(Outcome {
+        loaded,
+        peak,
+        file_peak,
+    })
+}
+
+fn hf_campaign(seed: u64, only: Option<u64>, cases: u64) -> std::process::ExitCode {
+    let seeds = hf_seeds();
+    for (c, w) in &seeds {
+        assert!(matches!(
+            hf_run(c.as_bytes(), w, None),
+            Ok(Outcome { loaded: true, .. })
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("halfgrad-hf-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let range = match only {
+        Some(i) => i..i + 1,
+        None => 0..cases,
+    };
+    println!(
+        "hf loader fuzz: {} cases, seed {seed:#x}, seed exports of {:?} bytes",
+        range.end - range.start,
+        seeds
+            .iter()
+            .map(|(c, w)| c.len() + w.len())
+            .collect::<Vec<_>>()
+    );
+    let start = Instant::now();
+    let (mut n, mut loaded, mut failures) = (0u64, 0u64, 0u64);
+    let (mut max_ratio, mut max_peak, mut ratio_case) = (0.0f64, 0usize, 0u64);
+    for i in range {
+        let Ok((config, weights, kinds)) = catch_unwind(|| hf_case(&seeds, seed, i)) else {
+            let msg = LAST_PANIC.lock().map(|m| m.clone()).unwrap_or_default();
+            println!("case {i}: the harness's mutation panicked: {msg}");
+            return std::process::ExitCode::FAILURE;
+        };
+        n += 1;
+        let with_dir = (i % 64 == 0).then_some(dir.as_path());
+        let named: Vec<&str> = kinds.iter().map(|&k| HF_KINDS[k]).collect();
+        match catch_unwind(AssertUnwindSafe(|| hf_run(&config, &weights, with_dir))) {
+            Ok(Ok(o)) => {
+                loaded += o.loaded as u64;
+                for p in [Some(o.peak), o.file_peak].into_iter().flatten() {
+                    max_peak = max_peak.max(p);
+                    let ratio = p as f64 / (config.len() + weights.len()).max(1) as f64;
+                    if ratio > max_ratio {
+                        (max_ratio, ratio_case) = (ratio, i);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures <= 10 {
+                    println!("case {i} ({named:?}): {e}");
+                }
+            }
+            Err(_) => {
+                failures += 1;
+                if failures <= 10 {
+                    let msg = LAST_PANIC.lock().map(|m| m.clone()).unwrap_or_default();
+                    println!("case {i} ({named:?}): PANIC {msg}");
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "hf loader fuzz: {n} cases in {secs:.1} s, {loaded} loaded, {} refused with typed \
+         errors, {failures} failed",
+        n - loaded - failures
+    );
+    println!(
+        "max peak allocation {max_peak} bytes; max peak / (config + weights) size \
+         {max_ratio:.2} (case {ratio_case}); budget {HF_ALLOC_FACTOR} x size + {}",
+        4 * ALLOC_SLACK
+    );
+    if failures == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
