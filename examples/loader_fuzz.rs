@@ -471,6 +471,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(loaded > 200, "only {loaded} of 2000 damaged texts loaded");
     }
+
+    #[test]
+    fn two_thousand_damaged_hugging_face_exports_load_or_fail_typed() {
+        let seeds = super::hf_seeds();
+        let dir = std::env::temp_dir().join(format!("halfgrad-hf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut loaded = 0;
+        for i in 0..2000 {
+            let (config, weights, kinds) = super::hf_case(&seeds, 0x5445_5854_4655_5A5A, i);
+            let with_dir = (i % 64 == 0).then_some(dir.as_path());
+            match super::hf_run(&config, &weights, with_dir) {
+                Ok(o) => loaded += o.loaded as u32,
+                Err(e) => panic!("case {i} ({kinds:?}): {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded > 20, "only {loaded} of 2000 damaged exports loaded");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 //! Reliability campaigns, kept out of the default CI run because they take minutes:
 //!
-//! - `cargo xtask fuzz [--target checkpoint|text] [--cases N] [--seed S]`: the
+//! - `cargo xtask fuzz [--target checkpoint|text|hf] [--cases N] [--seed S]`: the
 //!   deterministic property campaigns over damaged checkpoint files
-//!   (examples/checkpoint_fuzz.rs) or damaged texts for the GPT's data loader
-//!   (examples/loader_fuzz.rs), in release mode.
+//!   (examples/checkpoint_fuzz.rs), damaged texts for the GPT's data loader or damaged
+//!   Hugging Face export folders for `--init` (examples/loader_fuzz.rs), in release mode.
 //! - `cargo xtask long-run [ARGS]`: a long F16 training run on the available adapter that
 //!   checks the loss scale's range, finite master weights and the skipped-step rate
 //!   (examples/long_run.rs).
@@ -11,8 +11,9 @@
 use crate::{cargo, step, Result};
 
 /// Lines for the usage text.
-pub const USAGE: &str = "  fuzz [--target checkpoint|text] [--cases N] [--seed S]
-               property campaign over damaged checkpoints (default) or texts (release
+pub const USAGE: &str = "  fuzz [--target checkpoint|text|hf] [--cases N] [--seed S]
+               property campaign over damaged checkpoints (default), texts or Hugging
+               Face exports (release
                build; default 1,000,000 cases): no panic, typed errors, bounded allocation
   long-run [ARGS]
                20,000 F16 training steps with a short growth interval: the loss scale
@@ -51,13 +52,20 @@ fn fuzz(args: &[String]) -> Result {
     }
     let example = match target.as_str() {
         "checkpoint" => "checkpoint_fuzz",
-        "text" => "loader_fuzz",
-        other => return Err(format!("fuzz: unknown target `{other}` (checkpoint, text)")),
+        "text" | "hf" => "loader_fuzz",
+        other => {
+            return Err(format!(
+                "fuzz: unknown target `{other}` (checkpoint, text, hf)"
+            ))
+        }
     };
     let mut c = cargo();
     c.args(["run", "--release", "--example", example, "--", "--cases"])
         .arg(&cases)
         .args(&rest);
+    if example == "loader_fuzz" {
+        c.args(["--target", &target]);
+    }
     step(&format!("{target} property campaign ({cases} cases)"), c)
 }
 
