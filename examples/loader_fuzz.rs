@@ -450,47 +450,6 @@ fn kinds_named(kinds: &[usize]) -> Vec<&'static str> {
     kinds.iter().map(|&k| KINDS[k]).collect()
 }
 
-/// The campaign's first 2,000 cases as a normal test (`cargo test --example loader_fuzz`);
-/// the full campaign is `cargo xtask fuzz --target text`.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn two_thousand_damaged_texts_load_or_fail_typed_within_the_allocation_budget() {
-        let dir = std::env::temp_dir().join(format!("halfgrad-loader-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("case.txt");
-        let mut loaded = 0;
-        for i in 0..2000 {
-            let (bytes, block, kinds) = super::case_input(0x5445_5854_4655_5A5A, i);
-            let with_file = (i % 64 == 0).then_some(file.as_path());
-            match super::run_case(&bytes, block, with_file) {
-                Ok(o) => loaded += o.loaded as u32,
-                Err(e) => panic!("case {i} (block {block}, {kinds:?}): {e}"),
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(loaded > 200, "only {loaded} of 2000 damaged texts loaded");
-    }
-
-    #[test]
-    fn two_thousand_damaged_hugging_face_exports_load_or_fail_typed() {
-        let seeds = super::hf_seeds();
-        let dir = std::env::temp_dir().join(format!("halfgrad-hf-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut loaded = 0;
-        for i in 0..2000 {
-            let (config, weights, kinds) = super::hf_case(&seeds, 0x5445_5854_4655_5A5A, i);
-            let with_dir = (i % 64 == 0).then_some(dir.as_path());
-            match super::hf_run(&config, &weights, with_dir) {
-                Ok(o) => loaded += o.loaded as u32,
-                Err(e) => panic!("case {i} ({kinds:?}): {e}"),
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(loaded > 20, "only {loaded} of 2000 damaged exports loaded");
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Target hf: Hugging Face export folders
 
@@ -866,5 +825,46 @@ fn hf_campaign(seed: u64, only: Option<u64>, cases: u64) -> std::process::ExitCo
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
+    }
+}
+
+/// Each campaign's first 2,000 cases as normal tests (`cargo test --example loader_fuzz`);
+/// the full campaigns are `cargo xtask fuzz --target text|hf`.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn two_thousand_damaged_texts_load_or_fail_typed_within_the_allocation_budget() {
+        let dir = std::env::temp_dir().join(format!("halfgrad-loader-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("case.txt");
+        let mut loaded = 0;
+        for i in 0..2000 {
+            let (bytes, block, kinds) = super::case_input(0x5445_5854_4655_5A5A, i);
+            let with_file = (i % 64 == 0).then_some(file.as_path());
+            match super::run_case(&bytes, block, with_file) {
+                Ok(o) => loaded += o.loaded as u32,
+                Err(e) => panic!("case {i} (block {block}, {kinds:?}): {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded > 200, "only {loaded} of 2000 damaged texts loaded");
+    }
+
+    #[test]
+    fn two_thousand_damaged_hugging_face_exports_load_or_fail_typed() {
+        let seeds = super::hf_seeds();
+        let dir = std::env::temp_dir().join(format!("halfgrad-hf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut loaded = 0;
+        for i in 0..2000 {
+            let (config, weights, kinds) = super::hf_case(&seeds, 0x5445_5854_4655_5A5A, i);
+            let with_dir = (i % 64 == 0).then_some(dir.as_path());
+            match super::hf_run(&config, &weights, with_dir) {
+                Ok(o) => loaded += o.loaded as u32,
+                Err(e) => panic!("case {i} ({kinds:?}): {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded > 20, "only {loaded} of 2000 damaged exports loaded");
     }
 }
