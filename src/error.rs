@@ -65,6 +65,25 @@ pub enum Error {
         limit_name: &'static str,
         limit: u64,
     },
+    /// A model and batch whose planned buffers exceed the adapter's limits or memory
+    /// budget, found before anything is allocated ([`SizePlan`](crate::nn::SizePlan)).
+    #[error(
+        "{tensor} needs {bytes} bytes, over the adapter's {limit_name} of {limit} bytes \
+         ({dimension} {value}); {}",
+        fits_advice(dimension, *largest)
+    )]
+    DoesNotFit {
+        tensor: String,
+        bytes: u64,
+        limit_name: &'static str,
+        limit: u64,
+        /// What can be made smaller: "batch" or "block size".
+        dimension: &'static str,
+        /// Its value in the refused plan.
+        value: usize,
+        /// The largest value that fits, when any does.
+        largest: Option<usize>,
+    },
     /// A class label is outside `0..classes`.
     #[error("label {label} at position {index} is out of range for {classes} classes")]
     LabelOutOfRange {
@@ -157,5 +176,12 @@ impl Error {
             expected: expected.to_string(),
             got: got.to_string(),
         }
+    }
+}
+
+fn fits_advice(dimension: &str, largest: Option<usize>) -> String {
+    match largest {
+        Some(n) => format!("the largest {dimension} that fits is {n}"),
+        None => format!("not even {dimension} 1 fits: use a smaller model"),
     }
 }

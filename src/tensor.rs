@@ -21,6 +21,7 @@ pub struct BufferPool {
     device: wgpu::Device,
     free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     created: std::sync::atomic::AtomicU64,
+    created_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl BufferPool {
@@ -29,6 +30,7 @@ impl BufferPool {
             device,
             free: Mutex::new(HashMap::new()),
             created: 0.into(),
+            created_bytes: 0.into(),
         }
     }
 
@@ -43,6 +45,8 @@ impl BufferPool {
         }
         self.created
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.created_bytes
+            .fetch_add(size, std::sync::atomic::Ordering::SeqCst);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("halfgrad tensor"),
             size,
@@ -60,6 +64,11 @@ impl BufferPool {
     /// Buffers created so far (tests check that a repeated step creates none).
     pub fn created(&self) -> u64 {
         self.created.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes of the buffers created so far (tests compare it with a size plan).
+    pub fn created_bytes(&self) -> u64 {
+        self.created_bytes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -10,6 +10,7 @@ use halfgrad::kernels::Bind;
 use halfgrad::nn::{Activation, LayerCtx, Linear, Mlp, MlpConfig, Node, Param, SplitMix64};
 use halfgrad::ops::{cast, loss_scale};
 use halfgrad::optim::{AdamConfig, AdamW};
+use halfgrad::train::{MemoryReport, TrainConfig, Trainer};
 use halfgrad::{DType, Error, Gpu, GpuOptions, Tensor};
 
 const LIMIT: u64 = 4096;
@@ -186,4 +187,272 @@ fn layers_and_models_past_the_limit_are_refused() {
     m.set_batch(&[0.25; 128], &[1, 2, 3, 4]).unwrap();
     m.forward().unwrap();
     assert!(m.read_loss_blocking().unwrap().is_finite());
+}
+
+fn mlp_config(widths: &[usize], layer_norm: bool) -> MlpConfig {
+    MlpConfig {
+        widths: widths.to_vec(),
+        activation: Activation::Gelu,
+        layer_norm,
+        bias: true,
+    }
+}
+
+fn train_config(precision: Precision, batch: usize, mlp: &MlpConfig) -> TrainConfig {
+    TrainConfig {
+        batch,
+        ..TrainConfig::default()
+            .with_precision(precision)
+            .with_mlp(mlp)
+    }
+}
+
+#[test]
+fn the_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
+    for precision in [Precision::F32, Precision::F16, Precision::BF16] {
+        for layer_norm in [false, true] {
+            // A fresh device: its pool starts empty, so every tensor is a new buffer.
+            let g = limited(u64::MAX);
+            let mlp = mlp_config(&[5, 7, 6, 3], layer_norm);
+            let config = train_config(precision, 9, &mlp);
+            let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
+            let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+            let t = Trainer::<Mlp>::with_model(&g, config, &mlp, 100).unwrap();
+            let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+            assert_eq!(
+                (g.pool().created() - count, g.pool().created_bytes() - bytes),
+                (pooled, plan.pooled_bytes()),
+                "{precision} layer_norm={layer_norm}"
+            );
+            // The measured report (unpadded tensor bytes) never exceeds the plan's
+            // (padded, and with the saved row terms, log-sum-exp and labels, which the
+            // graph does not list).
+            let (measured, planned) = (t.memory(), MemoryReport::from_plan(&plan));
+            assert!(measured.parameter_bytes() <= planned.parameter_bytes());
+            assert!(measured.activation_bytes() <= planned.activation_bytes());
+        }
+    }
+}
+
+/// `DoesNotFit` naming `tensor`, its `bytes`, the binding limit and `largest`.
+fn assert_does_not_fit<T: std::fmt::Debug>(
+    r: halfgrad::Result<T>,
+    tensor: &str,
+    bytes: u64,
+    largest: Option<usize>,
+) {
+    match r {
+        Err(e @ Error::DoesNotFit { .. }) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            let Error::DoesNotFit {
+                tensor: t,
+                bytes: b,
+                limit_name,
+                limit,
+                largest: l,
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert!(t.contains(tensor), "{t}");
+            assert_eq!(
+                (b, limit_name, limit, l),
+                (bytes, LIMIT_NAME, LIMIT, largest)
+            );
+            let mut parts = vec![tensor.to_string(), bytes.to_string(), LIMIT.to_string()];
+            parts.push(LIMIT_NAME.to_string());
+            match largest {
+                Some(n) => parts.push(format!("the largest batch that fits is {n}")),
+                None => parts.push("not even batch 1 fits".into()),
+            }
+            for part in parts {
+                assert!(msg.contains(&part), "{msg:?} does not name {part}");
+            }
+        }
+        other => panic!("expected DoesNotFit({tensor}), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
+    let g = limited(LIMIT);
+    let created = (g.pool().created(), g.pool().created_bytes());
+    // A batch too large: the widest activation, (1000, 32) f16 = 64000 bytes, is named;
+    // 64 rows of 32 f16 (4096 bytes) is the most that fits.
+    let mlp = mlp_config(&[2, 32, 3], true);
+    let config = train_config(Precision::F16, 1000, &mlp);
+    assert_does_not_fit(
+        Trainer::<Mlp>::with_model(&g, config.clone(), &mlp, 5000),
+        "`0 output` ([1000, 32] f16, activation)",
+        64000,
+        Some(64),
+    );
+    // A parameter too large: no batch helps (33 x 32 f32 master = 4224 bytes).
+    let wide = mlp_config(&[32, 33, 3], false);
+    assert_does_not_fit(
+        Trainer::<Mlp>::with_model(&g, train_config(Precision::F32, 4, &wide), &wide, 10),
+        "`0.weight` ([33, 32] f32, master weight (f32))",
+        4224,
+        None,
+    );
+    // Nothing was created: not one tensor, not the loss scaler's state.
+    assert_eq!((g.pool().created(), g.pool().created_bytes()), created);
+    // The batch it names fits and trains; one more row does not.
+    let fits = TrainConfig {
+        batch: 64,
+        ..config
+    };
+    assert_does_not_fit(
+        Trainer::<Mlp>::with_model(
+            &g,
+            TrainConfig {
+                batch: 65,
+                ..fits.clone()
+            },
+            &mlp,
+            5000,
+        ),
+        "`0 output`",
+        65 * 32 * 2,
+        Some(64),
+    );
+    let mut t = Trainer::<Mlp>::with_model(&g, fits, &mlp, 5000).unwrap();
+    t.step(&[0.5; 128], &[1; 64]).unwrap();
+    assert!(t.stats_blocking().unwrap().loss.is_finite());
+    g.check().unwrap();
+}
+
+/// Runs the built `halfgrad` binary with `HALFGRAD_MEMORY_BUDGET` set to `budget`.
+fn halfgrad_with_budget(budget: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halfgrad"))
+        .args(args)
+        .env("HALFGRAD_MEMORY_BUDGET", budget)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn train_memory_prints_the_plan_without_training_and_train_refuses_what_does_not_fit() {
+    // The default digits run plans 688,288 bytes in f16 (72 buffers).
+    let (ok, text) = halfgrad_with_budget("1G", &["train", "--memory"]);
+    assert!(ok, "{text}");
+    for part in [
+        "planned bytes per tensor group",
+        "f16 (this run) fits in 72 buffers; nothing was trained",
+        "all buffers",
+        "Adam moments",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    assert!(!text.contains("test loss"), "--memory trained: {text}");
+    // Under a 600 KiB budget f16 does not fit; the largest batch that does is named.
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--memory"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("the largest batch that fits is 41"), "{text}");
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3"]);
+    assert!(!ok, "{text}");
+    for part in [
+        "the total of all 72 buffers needs 688288 bytes",
+        "memory budget (HALFGRAD_MEMORY_BUDGET) of 614400 bytes",
+        "(batch 64); the largest batch that fits is 41",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3", "--batch", "41"]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn the_gpt_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
+    use halfgrad::nn::gpt::{GptConfig, GptModel};
+    let gpt = GptConfig {
+        vocab: 11,
+        block: 7,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+    };
+    for precision in [Precision::F32, Precision::F16, Precision::BF16] {
+        let g = limited(u64::MAX);
+        let config = TrainConfig {
+            batch: 3,
+            ..TrainConfig::default().with_precision(precision)
+        };
+        let plan = Trainer::<GptModel>::plan(&config, &gpt).unwrap().unwrap();
+        let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+        Trainer::<GptModel>::with_model(&g, config, &gpt, 3).unwrap();
+        let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+        assert_eq!(
+            (g.pool().created() - count, g.pool().created_bytes() - bytes),
+            (pooled, plan.pooled_bytes()),
+            "{precision}"
+        );
+    }
+}
+
+#[test]
+fn a_gpt_past_the_limits_is_refused_before_any_allocation_naming_the_block_size_that_fits() {
+    use halfgrad::nn::gpt::GptConfig;
+    use halfgrad::train::{GptTrainConfig, GptTrainer};
+    let g = limited(LIMIT);
+    let created = (g.pool().created(), g.pool().created_bytes());
+    let run = |batch: usize, block: usize| GptTrainConfig {
+        model: GptConfig {
+            vocab: 11,
+            block,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+        },
+        precision: Precision::F32,
+        batch,
+        ..GptTrainConfig::tiny(10)
+    };
+    // One sequence of 64 tokens already needs (1, 2, 64, 64) f32 attention scores, 32768
+    // bytes: no batch helps; block 22 (2 x 22 x 22 x 4 = 3872 bytes) is the most that fits.
+    let r = GptTrainer::new(&g, run(1, 64), None);
+    match &r {
+        Err(e @ Error::DoesNotFit { .. }) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            for part in [
+                "attention scores",
+                "[1, 2, 64, 64] f32",
+                "32768",
+                "4096",
+                LIMIT_NAME,
+                "the largest block size that fits is 22",
+            ] {
+                assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+            }
+        }
+        other => panic!("expected DoesNotFit, got {other:?}"),
+    }
+    // A batch too large for the logits (B*T, V) of the evaluation graph: the batch is named.
+    let r = GptTrainer::new(&g, run(64, 8), None);
+    match &r {
+        Err(
+            e @ Error::DoesNotFit {
+                largest: Some(b), ..
+            },
+        ) => {
+            let msg = e.to_string();
+            eprintln!("ok  {msg}");
+            assert!(
+                msg.contains(&format!("the largest batch that fits is {b}")),
+                "{msg}"
+            );
+            assert!(GptTrainer::plan(&run(*b, 8)).unwrap().total() > 0);
+        }
+        other => panic!("expected DoesNotFit with a batch, got {other:?}"),
+    }
+    assert_eq!((g.pool().created(), g.pool().created_bytes()), created);
+    // The sizes it names train.
+    GptTrainer::new(&g, run(1, 22), None).unwrap();
+    g.check().unwrap();
 }

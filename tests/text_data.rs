@@ -238,3 +238,22 @@ fn bad_files_are_io_errors_naming_the_file() {
     assert_eq!(t.name(), good.display().to_string());
     assert_eq!(t.block(), 8);
 }
+
+#[test]
+fn huge_block_sizes_are_typed_errors_not_overflows() {
+    for block in [
+        usize::MAX,
+        usize::MAX - 1,
+        usize::MAX / 2,
+        usize::MAX / 9,
+        1 << 40,
+    ] {
+        for bytes in [&b"x"[..], &KJV[..1000]] {
+            match TextData::from_bytes("t", bytes.to_vec(), block) {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains("too short"), "{m}"),
+                other => panic!("block {block}: {other:?}"),
+            }
+        }
+        assert_eq!(eval_window_count(1000, block), 0);
+    }
+}

@@ -8,6 +8,7 @@ use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::text::{Split, TextData};
 use halfgrad::nn::gpt::{hf, GptConfig, GptPreset, GptWeights, SampleConfig};
+use halfgrad::nn::DeviceBudget;
 use halfgrad::train::{GptTrainConfig, GptTrainer, LrSchedule, MemoryReport, TrainStats};
 use halfgrad::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -289,6 +290,14 @@ fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs) -> Result<(GptTrainer, TextD
 }
 
 fn fresh(gpu: &Gpu, args: &TrainArgs) -> Result<(GptTrainer, TextData)> {
+    let (config, init) = fresh_config(args)?;
+    let data = load_text(args.data.as_deref(), config.model.block)?;
+    let trainer = GptTrainer::new(gpu, config, init.as_ref())?;
+    Ok((trainer, data))
+}
+
+/// A fresh run's settings (and the `--init` weights), before any device work.
+fn fresh_config(args: &TrainArgs) -> Result<(GptTrainConfig, Option<GptWeights>)> {
     let preset = GptConfig::preset(args.preset.as_deref().unwrap_or("tiny"))?;
     let (config, init) = match &args.init {
         Some(dir) => {
@@ -313,9 +322,7 @@ fn fresh(gpu: &Gpu, args: &TrainArgs) -> Result<(GptTrainer, TextData)> {
         None => (args.new_config(preset.config, &preset), None),
     };
     config.validate()?;
-    let data = load_text(args.data.as_deref(), config.model.block)?;
-    let trainer = GptTrainer::new(gpu, config, init.as_ref())?;
-    Ok((trainer, data))
+    Ok((config, init))
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode> {
@@ -327,6 +334,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     args.schedule_end.check(args.resume.is_some())?;
     let started = Instant::now();
     let gpu = Gpu::new_blocking()?;
+    if args.memory {
+        return print_plan(&gpu, &args);
+    }
     let (mut trainer, data) = match &args.resume {
         Some(path) => resume(&gpu, path, &args)?,
         None => fresh(&gpu, &args)?,
@@ -346,9 +356,6 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             trainer.set_schedule(longer)?;
         }
         steps = steps.max(asked);
-    }
-    if args.memory {
-        out.text(&memory_table(&gpu, &trainer)?);
     }
     out.header(
         &trainer,
@@ -517,34 +524,60 @@ fn stats_line(s: &TrainStats, tokens_per_second: f64) -> String {
     )
 }
 
-/// The memory table in f32, f16 and bf16: this trainer's numbers, fresh trainers for the
-/// other precisions (built, not trained).
-fn memory_table(gpu: &Gpu, trainer: &GptTrainer) -> Result<String> {
-    let mut reports = Vec::new();
+/// `--memory`: the size plan of this run (parameters, Adam moments, the training and
+/// evaluation graphs) in f32, f16 and bf16, per role and per layer against the adapter's
+/// limits, computed without allocating or training. With `--resume`, the checkpoint's
+/// settings.
+fn print_plan(gpu: &Gpu, args: &TrainArgs) -> Result<ExitCode> {
+    let config = match &args.resume {
+        Some(path) => resume(gpu, path, args)?.0.config(),
+        None => fresh_config(args)?.0,
+    };
+    let mut plans = Vec::new();
     for p in [Precision::F32, Precision::F16, Precision::BF16] {
-        if p == trainer.config().precision {
-            reports.push(trainer.memory());
-        } else {
-            let config = GptTrainConfig {
-                precision: p,
-                scaler: None,
-                ..trainer.config().clone()
-            };
-            reports.push(GptTrainer::new(gpu, config, None)?.memory());
-        }
+        plans.push(GptTrainer::plan(&GptTrainConfig {
+            precision: p,
+            scaler: None,
+            ..config.clone()
+        })?);
     }
-    let c = trainer.config();
-    let m = c.model;
+    let budget = DeviceBudget::of(gpu.caps(), gpu.adapter().device_type == "Cpu");
+    let fits = GptTrainer::check_fits(gpu, &config);
+    if args.json {
+        let rows: Vec<serde_json::Value> = plans
+            .iter()
+            .map(|p| {
+                let m = MemoryReport::from_plan(p);
+                serde_json::json!({
+                    "precision": p.policy.precision.to_string(),
+                    "batch": p.batch,
+                    "parameters": m.params,
+                    "buffers": p.tensors.len(),
+                    "total_bytes": p.total(),
+                    "parameter_bytes": m.parameter_bytes(),
+                    "activation_bytes": m.activation_bytes(),
+                    "fits": p.check(&budget).is_ok(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "memory_plan": rows }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = config.model;
     let s = |p: Precision| p.compute_dtype().size_bytes();
-    let mut table = MemoryReport::table(&reports);
-    table.push_str(&format!(
+    print!("{}", MemoryReport::plan_table(&plans, &budget));
+    println!(
         "attention keeps P (batch, heads, block, block) per layer: heads x block x bytes = {} B \
          per token per layer in 16 bits ({} in f32); the f32 scores and dS are scratch shared \
-         by the layers\n",
+         by the layers; group `eval` is the forward-only evaluation graph",
         m.n_head * m.block * s(Precision::F16),
         m.n_head * m.block * s(Precision::F32)
-    ));
-    Ok(table)
+    );
+    match fits {
+        Ok(()) => println!("{} (this run) fits; nothing was trained", config.precision),
+        Err(e) => println!("{} (this run): {e}", config.precision),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where text goes: nowhere with --json (stdout carries the JSON object only).

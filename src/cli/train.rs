@@ -13,7 +13,7 @@ use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::{Dataset, InMemory};
-use halfgrad::nn::Activation;
+use halfgrad::nn::{Activation, DeviceBudget, Mlp};
 use halfgrad::train::{Evaluation, LrSchedule, MemoryReport, TrainConfig, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -167,6 +167,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let gpu = Gpu::new_blocking()?;
     let (train, test, source) = (data.train, data.test, data.source);
     let train = recover::nan_sample_hook(train)?;
+    if args.memory {
+        return print_plan(&gpu, &args, &source, &train);
+    }
     let (mut trainer, resumed, notes) = match &args.resume {
         Some(path) => {
             let (mut trainer, stretched) = resume(&gpu, path, &args, &train)?;
@@ -184,9 +187,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     };
     let out = Output { json: args.json };
 
-    if args.memory {
-        out.text(&memory_table(&gpu, &trainer, &train)?);
-    }
     out.header(
         &trainer,
         &source,
@@ -506,19 +506,56 @@ fn stats_line(s: &TrainStats, steps_per_second: f64) -> String {
     )
 }
 
-/// The memory table in f32, f16 and bf16: this trainer's numbers for its precision,
-/// fresh trainers (built, not trained) for the others.
-fn memory_table(gpu: &Gpu, trainer: &Trainer, train: &InMemory) -> Result<String> {
-    let mut reports = Vec::new();
+/// `--memory`: the size plan of this run's model and batch in f32, f16 and bf16 (per
+/// role and per layer, against the adapter's limits), computed without allocating or
+/// training. With `--resume`, the checkpoint's settings.
+fn print_plan(gpu: &Gpu, args: &TrainArgs, source: &Source, train: &InMemory) -> Result<ExitCode> {
+    let config = match &args.resume {
+        Some(path) => resume(gpu, path, args, train)?.0.config().clone(),
+        None => source.fit_batch(args.new_config(), args.batch, train),
+    };
+    let mlp = config.mlp_config(train.features(), train.classes());
+    let mut plans = Vec::new();
     for p in [Precision::F32, Precision::F16, Precision::BF16] {
-        if p == trainer.config().precision {
-            reports.push(trainer.memory());
-        } else {
-            let config = trainer.config().clone().with_precision(p);
-            reports.push(Trainer::new_blocking(gpu, config, train)?.memory());
+        let c = config.clone().with_precision(p);
+        if let Some(plan) = Trainer::<Mlp>::plan(&c, &mlp)? {
+            plans.push(plan);
         }
     }
-    Ok(MemoryReport::table(&reports))
+    let budget = DeviceBudget::of(gpu.caps(), gpu.adapter().device_type == "Cpu");
+    if args.json {
+        let rows: Vec<serde_json::Value> = plans
+            .iter()
+            .map(|p| {
+                let m = MemoryReport::from_plan(p);
+                serde_json::json!({
+                    "precision": p.policy.precision.to_string(),
+                    "batch": p.batch,
+                    "parameters": m.params,
+                    "buffers": p.tensors.len(),
+                    "total_bytes": p.total(),
+                    "parameter_bytes": m.parameter_bytes(),
+                    "activation_bytes": m.activation_bytes(),
+                    "fits": p.check(&budget).is_ok(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "memory_plan": rows }));
+    } else {
+        print!("{}", MemoryReport::plan_table(&plans, &budget));
+        let this = config.precision;
+        if let Some(p) = plans.iter().find(|p| p.policy.precision == this) {
+            if let Err(e) = Trainer::<Mlp>::check_fits(gpu, &config, &mlp) {
+                println!("{this} (this run): {e}");
+            } else {
+                println!(
+                    "{this} (this run) fits in {} buffers; nothing was trained",
+                    p.tensors.len()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where text goes: nowhere with --json (stdout carries the JSON object only).

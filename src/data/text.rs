@@ -82,13 +82,17 @@ impl TextData {
         }
         let split_at = train_len(len);
         let shortest = split_at.min(len - split_at);
-        if shortest < block + 1 {
+        // `shortest <= block`, not `< block + 1`: a block of usize::MAX must not overflow.
+        if shortest <= block {
+            let needed = match min_len(block) {
+                Some(n) => format!("{n} bytes"),
+                None => "more bytes than a usize counts".into(),
+            };
             return Err(Error::InvalidArgument(format!(
                 "{name}: {len} bytes is too short for block {block}: each split (train = first \
                  90%, validation = last 10%) needs at least block + 1 = {} bytes, so the text \
-                 needs at least {} bytes",
-                block + 1,
-                min_len(block)
+                 needs at least {needed}",
+                block as u128 + 1,
             )));
         }
         Ok(TextData {
@@ -197,24 +201,26 @@ impl TextData {
 
 /// The train split's length for a text of `len` bytes: `floor(0.9 len)`, in integers.
 fn train_len(len: usize) -> usize {
-    (len as u64 * 9 / 10) as usize
+    // u128: no overflow for any usize length.
+    (len as u128 * 9 / 10) as usize
 }
 
-/// The shortest text whose splits both hold `block + 1` bytes.
-fn min_len(block: usize) -> usize {
+/// The shortest text whose splits both hold `block + 1` bytes; `None` when that length
+/// overflows a usize.
+fn min_len(block: usize) -> Option<usize> {
     // validation = ceil(len / 10) >= block + 1  <=>  len >= 10 * block + 1; the train
     // split (>= 9x validation - 9) is then long enough too.
-    let mut len = 10 * block + 1;
-    while train_len(len).min(len - train_len(len)) < block + 1 {
-        len += 1;
+    let mut len = block.checked_mul(10)?.checked_add(1)?;
+    while train_len(len).min(len - train_len(len)) <= block {
+        len = len.checked_add(1)?;
     }
-    len
+    Some(len)
 }
 
 /// Evaluation windows of `len` bytes with context `block`: every `i` with
 /// `i*T + T + 1 <= len`.
 pub fn eval_window_count(len: usize, block: usize) -> usize {
-    if block == 0 || len < block + 1 {
+    if block == 0 || len <= block {
         0
     } else {
         (len - 1) / block
@@ -315,12 +321,12 @@ impl TextBatcher {
         let bytes = data.split(split);
         let t = data.block();
         // Checked by TextData::from_bytes; kept so a hand-made state cannot panic.
-        if bytes.len() < t + 1 {
+        if bytes.len() <= t {
             return Err(Error::InvalidArgument(format!(
                 "{}: the {split:?} split has {} bytes, fewer than block + 1 = {}",
                 data.name(),
                 bytes.len(),
-                t + 1
+                t as u128 + 1
             )));
         }
         let starts = (bytes.len() - t) as u64; // windows start at 0 ..= len - T - 1

@@ -6,13 +6,14 @@
 use super::graph::{Graph, GraphBuilder, ParamStore, ValueId};
 use super::init::SplitMix64;
 use super::model::{Batch, BatchLayout, Inputs, Model};
+use super::plan::{Role, SizePlan};
 use super::{
     activation, layer_norm, layer_norm_params, linear, linear_params, softmax_cross_entropy,
     Activation, LayerCtx, Param, XentLoss,
 };
 use crate::amp::Policy;
 use crate::ops::layernorm::DEFAULT_EPS;
-use crate::{Error, Gpu, Result, Tensor};
+use crate::{DType, Error, Gpu, Result, Tensor};
 use std::fmt;
 
 /// The architecture of an [`Mlp`]. Displays as (and parses from) one line such as
@@ -235,6 +236,87 @@ impl Mlp {
         Ok((graph, input, loss))
     }
 
+    /// Every buffer [`Mlp::new`] allocates for `batch` rows under `policy`, in the
+    /// order it allocates them, without a GPU (see [`SizePlan`]). Groups are the
+    /// `nn.Sequential` indices, then `loss`.
+    pub fn plan(config: &MlpConfig, batch: usize, policy: Policy) -> Result<SizePlan> {
+        config.validate()?;
+        if batch == 0 {
+            return Err(Error::Empty {
+                what: "MLP batch",
+                shape: vec![0, config.inputs()],
+            });
+        }
+        let mut plan = SizePlan::new(policy, batch);
+        let act = policy.activation;
+        // Parameters (Mlp::init_params).
+        let mut index = 0usize;
+        let last = config.widths.len() - 2;
+        for (i, w) in config.widths.windows(2).enumerate() {
+            let group = index.to_string();
+            plan.param(
+                &group,
+                &format!("{index}.weight"),
+                &[w[1], w[0]],
+                policy.matmul_operand,
+            );
+            if config.bias {
+                plan.param(&group, &format!("{index}.bias"), &[w[1]], DType::F32);
+            }
+            index += 1;
+            if i == last {
+                break;
+            }
+            if config.layer_norm {
+                let group = index.to_string();
+                plan.param(&group, &format!("{index}.weight"), &[w[1]], DType::F32);
+                plan.param(&group, &format!("{index}.bias"), &[w[1]], DType::F32);
+                index += 1;
+            }
+            index += 1;
+        }
+        // The graph (Mlp::build_graph): every value, then the gradients backward creates.
+        plan.value("input", "input", &[batch, config.inputs()], act, false);
+        let mut index = 0usize;
+        for (i, w) in config.widths.windows(2).enumerate() {
+            let rows = [batch, w[1]];
+            let group = index.to_string();
+            plan.value(&group, &format!("{index} output"), &rows, act, true);
+            index += 1;
+            if i == last {
+                break;
+            }
+            if config.layer_norm {
+                let group = index.to_string();
+                plan.value(&group, &format!("{index} output"), &rows, act, true);
+                for stat in ["mean", "rstd"] {
+                    plan.value(
+                        &group,
+                        &format!("{index} {stat}"),
+                        &[batch],
+                        DType::F32,
+                        false,
+                    );
+                }
+                plan.scratch(
+                    &group,
+                    &format!("{index} row terms"),
+                    &[batch, 2],
+                    DType::F32,
+                );
+                index += 1;
+            }
+            let group = index.to_string();
+            plan.value(&group, &format!("{index} output"), &rows, act, true);
+            index += 1;
+        }
+        plan.raw("loss", "labels", Role::Activations, &[batch], DType::U32);
+        plan.value("loss", "log-sum-exp", &[batch], DType::F32, false);
+        plan.value("loss", "losses", &[batch], DType::F32, false);
+        plan.value("loss", "mean loss", &[1], DType::F32, false);
+        Ok(plan)
+    }
+
     /// Uploads one batch (queued with `queue.write_buffer`; ordered before the next
     /// submission). `x` is rounded to the activation dtype on the host. Labels are checked
     /// first: an out-of-range label gives `Error::LabelOutOfRange` and nothing is written.
@@ -384,6 +466,10 @@ impl Model for Mlp {
 
     fn config(&self) -> &MlpConfig {
         &self.config
+    }
+
+    fn plan(config: &MlpConfig, batch: usize, policy: Policy) -> Result<Option<SizePlan>> {
+        Mlp::plan(config, batch, policy).map(Some)
     }
 
     fn params(&self) -> &ParamStore {

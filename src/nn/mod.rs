@@ -29,6 +29,7 @@ pub mod linear;
 pub mod mlp;
 pub mod model;
 pub mod param;
+pub mod plan;
 pub mod softmax_xent;
 
 pub use activation::{activation, ActivationLayer};
@@ -39,6 +40,7 @@ pub use linear::{linear, linear_params, Linear};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{Batch, BatchLayout, Inputs, Model};
 pub use param::Param;
+pub use plan::{check_plan, DeviceBudget, PlannedTensor, Role, SizePlan};
 pub use softmax_xent::{softmax_cross_entropy, SoftmaxCrossEntropy, XentLoss};
 
 pub use crate::ops::activation::Activation;

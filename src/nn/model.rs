@@ -4,7 +4,9 @@
 //! the schedule, statistics, evaluation and checkpoints. [`Mlp`](super::Mlp) is one.
 
 use super::graph::{Graph, ParamStore};
+use super::plan::SizePlan;
 use super::LayerCtx;
+use crate::amp::Policy;
 use crate::{Error, Result, Tensor};
 
 /// A batch's inputs: f32 feature rows, or u32 token ids.
@@ -62,6 +64,17 @@ pub trait Model: Sized + std::fmt::Debug {
         seed: u64,
         scale: &wgpu::Buffer,
     ) -> Result<Self>;
+
+    /// Every buffer [`Model::build`] would allocate for `batch` rows under `policy`
+    /// (parameters with their 16-bit copies and gradients, graph values, their gradients,
+    /// scratch), computed from the configuration alone. The trainer adds its optimizer's
+    /// and checks the whole plan against the adapter before allocating anything. `None`
+    /// (the default): the model does not plan, and its tensors are refused one by one
+    /// as they are created.
+    fn plan(config: &Self::Config, batch: usize, policy: Policy) -> Result<Option<SizePlan>> {
+        let _ = (config, batch, policy);
+        Ok(None)
+    }
 
     fn config(&self) -> &Self::Config;
 

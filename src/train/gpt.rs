@@ -18,8 +18,8 @@ use crate::amp::{constant_scale, Policy, Precision, ScalerConfig};
 use crate::checkpoint::Checkpoint;
 use crate::data::text::{Split, TextBatcher, TextBatcherState, TextData};
 use crate::data::SplitMix64;
-use crate::nn::gpt::{GptConfig, GptGraph, GptModel, GptWeights, SampleConfig};
-use crate::nn::{Batch, Inputs, LayerCtx, Model, ParamStore};
+use crate::nn::gpt::{plan_graph, GptConfig, GptGraph, GptModel, GptWeights, SampleConfig};
+use crate::nn::{check_plan, Batch, DeviceBudget, Inputs, LayerCtx, Model, ParamStore, SizePlan};
 use crate::optim::{AdamConfig, AdamW};
 use crate::{Error, Gpu, Result};
 
@@ -161,6 +161,66 @@ impl std::fmt::Debug for GptTrainer {
 }
 
 impl GptTrainer {
+    /// Every buffer [`GptTrainer::new`] allocates, computed from `config` without a GPU:
+    /// the Trainer's ([`Trainer::plan`]: parameters, Adam moments, the training graph,
+    /// state) and the forward-only evaluation graph (group `eval`). The sampling graph
+    /// (1 x T, forward only, built on first use) is not included.
+    pub fn plan(config: &GptTrainConfig) -> Result<SizePlan> {
+        config.validate()?;
+        let mut plan = Trainer::<GptModel>::plan(&config.train_config(), &config.model)?
+            .ok_or_else(|| Error::InvalidArgument("the GPT model does not plan".into()))?;
+        let mut eval = SizePlan::new(plan.policy, config.batch);
+        plan_graph(
+            &mut eval,
+            &config.model,
+            (config.batch, config.model.block),
+            false,
+        )?;
+        plan.tensors.extend(eval.tensors.into_iter().map(|mut t| {
+            t.group = "eval".into();
+            t.name = format!("eval {}", t.name);
+            t
+        }));
+        Ok(plan)
+    }
+
+    /// Refuses `config` before anything is allocated when [`GptTrainer::plan`] does not
+    /// fit the device ([`crate::nn::check_plan`]): [`Error::DoesNotFit`] names the
+    /// buffer, its size, the limit and the largest batch that fits, or, when no batch
+    /// does (the attention scores of one sequence, a position embedding), the largest
+    /// block size.
+    pub fn check_fits(gpu: &Gpu, config: &GptTrainConfig) -> Result<()> {
+        let budget = DeviceBudget::of(gpu.caps(), gpu.adapter().device_type == "Cpu");
+        let by_batch = check_plan(&budget, "batch", config.batch, |batch| {
+            GptTrainer::plan(&GptTrainConfig {
+                batch,
+                ..config.clone()
+            })
+        });
+        match by_batch {
+            Err(Error::DoesNotFit { largest: None, .. }) => {
+                let by_block = check_plan(&budget, "block size", config.model.block, |block| {
+                    GptTrainer::plan(&GptTrainConfig {
+                        model: GptConfig {
+                            block,
+                            ..config.model
+                        },
+                        ..config.clone()
+                    })
+                });
+                match by_block {
+                    Err(
+                        e @ Error::DoesNotFit {
+                            largest: Some(_), ..
+                        },
+                    ) => Err(e),
+                    _ => by_batch,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A fresh run: GPT-2's initialisation from `config.seed`, or `init` (e.g. a Hugging
     /// Face GPT-2 read by [`crate::nn::gpt::hf::load`]; its config must be `config.model`).
     pub fn new(gpu: &Gpu, config: GptTrainConfig, init: Option<&GptWeights>) -> Result<GptTrainer> {
@@ -174,6 +234,8 @@ impl GptTrainer {
                 )));
             }
         }
+        // The whole plan (training and evaluation graphs) before any buffer.
+        GptTrainer::check_fits(gpu, &config)?;
         // The Trainer's row batcher is unused (text batches come from the step count);
         // it is given the smallest valid length.
         let trainer = Trainer::<GptModel>::with_model(

@@ -8,10 +8,13 @@
 //! bytes per parameter in f16 / bf16 and 16 in f32 (no 16-bit copy). Activations and
 //! their gradients are stored in the 16-bit dtype: half the f32 bytes.
 
+use super::config::TrainConfig;
 use super::trainer::Trainer;
 use crate::amp::Precision;
-use crate::nn::Model;
-use crate::Tensor;
+use crate::layout;
+use crate::nn::{check_plan, DeviceBudget, Model, Role, SizePlan};
+use crate::ops::loss_scale::check_groups;
+use crate::{DType, Gpu, Result, Tensor};
 use std::fmt::Write;
 
 /// Bytes held by a trainer's tensors, by role.
@@ -156,6 +159,167 @@ impl MemoryReport {
             .collect::<Vec<_>>()
             .join("\n")
             + "\n"
+    }
+}
+
+impl MemoryReport {
+    /// The planned bytes by role (see [`Trainer::plan`]); backward scratch counts with
+    /// the activation gradients, the small fixed state buffers are left out (as
+    /// [`Trainer::memory`] leaves them out).
+    pub fn from_plan(plan: &SizePlan) -> MemoryReport {
+        let bytes = |r: Role| plan.role_bytes(r) as usize;
+        MemoryReport {
+            precision: plan.policy.precision,
+            params: plan.num_params() as usize,
+            batch: plan.batch,
+            master_weights: bytes(Role::MasterWeights),
+            low_copies: bytes(Role::LowCopy),
+            moments: bytes(Role::Moments),
+            grads: bytes(Role::Grads),
+            activations: bytes(Role::Activations),
+            activation_grads: bytes(Role::ActivationGrads) + bytes(Role::Scratch),
+        }
+    }
+
+    /// The plans of one model in several precisions: the role table
+    /// ([`MemoryReport::table`]), then bytes per tensor group (layer) and the buffer
+    /// that is largest, each set against the adapter's limits.
+    pub fn plan_table(plans: &[SizePlan], budget: &DeviceBudget) -> String {
+        let reports: Vec<MemoryReport> = plans.iter().map(MemoryReport::from_plan).collect();
+        let mut s = MemoryReport::table(&reports);
+        let Some(first) = plans.first() else {
+            return s;
+        };
+        let _ = writeln!(
+            s,
+            "\nplanned bytes per tensor group (weights+grads+Adam | activations)"
+        );
+        let _ = write!(s, "{:<14}", "group");
+        for p in plans {
+            let _ = write!(s, "{:>34}", p.policy.precision.to_string());
+        }
+        let _ = writeln!(s);
+        let groups: Vec<Vec<(String, u64, u64)>> = plans.iter().map(SizePlan::groups).collect();
+        for (i, (name, _, _)) in first.groups().iter().enumerate() {
+            let _ = write!(s, "{name:<14}");
+            for g in &groups {
+                let (_, params, acts) = g.get(i).cloned().unwrap_or_default();
+                let _ = write!(
+                    s,
+                    "{:>16} | {:>15}",
+                    group(params as usize),
+                    group(acts as usize)
+                );
+            }
+            let _ = writeln!(s);
+        }
+        let _ = write!(s, "{:<14}", "all buffers");
+        for p in plans {
+            let _ = write!(s, "{:>34}", group(p.total() as usize));
+        }
+        let _ = writeln!(s, "\n{}", budget.describe());
+        for p in plans {
+            let largest = p.tensors.iter().max_by_key(|t| t.bytes());
+            let verdict = match p.check(budget) {
+                Ok(()) => "fits".to_string(),
+                Err(o) => format!(
+                    "does NOT fit: {} needs {} B, over {} = {} B",
+                    o.tensor,
+                    group(o.bytes as usize),
+                    o.limit_name,
+                    group(o.limit as usize)
+                ),
+            };
+            if let Some(t) = largest {
+                let _ = writeln!(
+                    s,
+                    "{}: {} buffers, largest `{}` {:?} {} = {} B; {verdict}",
+                    p.policy.precision,
+                    p.tensors.len(),
+                    t.name,
+                    t.shape,
+                    t.dtype,
+                    group(t.bytes() as usize)
+                );
+            }
+        }
+        s
+    }
+}
+
+impl<M: Model> Trainer<M> {
+    /// Every buffer [`Trainer::with_model`] would allocate for `model` under `config`
+    /// (its batch and precision), computed without a GPU: the model's plan
+    /// ([`Model::plan`]), the Adam moments of every parameter, the loss scaler's and the
+    /// optimizer's state buffers and the gradient-norm partial sums. `None` when the
+    /// model does not plan.
+    pub fn plan(config: &TrainConfig, model: &M::Config) -> Result<Option<SizePlan>> {
+        let Some(mut plan) = M::plan(model, config.batch, config.policy())? else {
+            return Ok(None);
+        };
+        let params: Vec<(String, String, Vec<usize>)> = plan
+            .params()
+            .map(|t| (t.group.clone(), t.name.clone(), t.shape.clone()))
+            .collect();
+        let state = "trainer state";
+        plan.raw(
+            state,
+            "loss scaler",
+            Role::State,
+            &[layout::scaler::ALLOCATED],
+            DType::U32,
+        );
+        plan.raw(
+            state,
+            "adamw hyper",
+            Role::State,
+            &[layout::hyper::ALLOCATED],
+            DType::F32,
+        );
+        plan.raw(
+            state,
+            "adamw work",
+            Role::State,
+            &[layout::work::ALLOCATED],
+            DType::U32,
+        );
+        let partials: usize = params
+            .iter()
+            .map(|(_, _, shape)| check_groups(crate::tensor::numel(shape)) as usize)
+            .sum();
+        plan.raw(
+            state,
+            "grad-norm partials",
+            Role::State,
+            &[partials],
+            DType::U32,
+        );
+        for (group, name, shape) in &params {
+            for moment in ["exp_avg", "exp_avg_sq"] {
+                plan.moment(group, &format!("{name}.{moment}"), shape);
+            }
+        }
+        Ok(Some(plan))
+    }
+
+    /// Refuses `model` at `config`'s batch when a planned buffer exceeds the adapter's
+    /// `max_storage_buffer_binding_size`, `max_buffer_size` or u32 indexing, or the total
+    /// exceeds the memory budget ([`DeviceBudget::of`]), before anything is allocated:
+    /// [`Error::DoesNotFit`](crate::Error::DoesNotFit) names the buffer, its size, the
+    /// limit and the largest batch that fits. `Ok` for models that do not plan.
+    pub fn check_fits(gpu: &Gpu, config: &TrainConfig, model: &M::Config) -> Result<()> {
+        if Trainer::<M>::plan(config, model)?.is_none() {
+            return Ok(());
+        }
+        let budget = DeviceBudget::of(gpu.caps(), gpu.adapter().device_type == "Cpu");
+        check_plan(&budget, "batch", config.batch, |batch| {
+            let config = TrainConfig {
+                batch,
+                ..config.clone()
+            };
+            Ok(Trainer::<M>::plan(&config, model)?
+                .unwrap_or_else(|| SizePlan::new(config.policy(), batch)))
+        })
     }
 }
 

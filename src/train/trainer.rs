@@ -116,6 +116,9 @@ impl<M: Model> Trainer<M> {
         train_len: usize,
     ) -> Result<Trainer<M>> {
         config.validate()?;
+        // The size plan before any buffer: a model or batch past the adapter's limits is
+        // refused with the largest batch that fits, not at its first oversized tensor.
+        Trainer::<M>::check_fits(gpu, &config, model)?;
         let batcher = Batcher::new(train_len, config.batch, config.seed)?;
         let policy = config.policy();
         // The scaler first: its found-inf flag and scale buffer are bound by the graph.

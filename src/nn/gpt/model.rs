@@ -16,18 +16,21 @@ use super::config::GptConfig;
 use super::embedding::embedding;
 use super::params::{block_prefix, GptWeights, WPE, WTE};
 use super::residual::residual_add;
+use crate::amp::{Policy, Precision};
 use crate::nn::graph::{Graph, GraphBuilder, ParamId, ParamStore, ValueId};
 use crate::nn::{activation, layer_norm, linear, softmax_cross_entropy, Activation};
+use crate::nn::{check_plan, DeviceBudget, Role, SizePlan};
 use crate::nn::{Batch, BatchLayout, Inputs, LayerCtx, Model, Param, XentLoss};
 use crate::ops::embedding::{check_tokens, TokenIndex};
 use crate::ops::layernorm::DEFAULT_EPS;
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::sync::Arc;
 
-/// Checks that a GPT of `config` with `batch` sequences of `t` tokens fits the device's
-/// buffer limits before anything is allocated: each parameter and the largest
-/// activations (scores, logits, the MLP's hidden layer). A tensor past a limit is an
-/// [`Error::TooLarge`] naming it and the limit.
+/// Checks that a GPT graph of `config` with `batch` sequences of `t` tokens in `dtype`
+/// activations, with its parameters, fits the device's buffer limits before anything
+/// is allocated: its [`SizePlan`] ([`plan_params`] and [`plan_graph`], with backward).
+/// A buffer past a limit is an [`Error::DoesNotFit`] naming it, its size, the limit and
+/// the largest batch that fits.
 pub fn check_fits(
     gpu: &Gpu,
     config: &GptConfig,
@@ -35,57 +38,159 @@ pub fn check_fits(
     t: usize,
     dtype: DType,
 ) -> Result<()> {
+    let precision = match dtype {
+        DType::F16 => Precision::F16,
+        DType::BF16 => Precision::BF16,
+        _ => Precision::F32,
+    };
+    let budget = DeviceBudget::limits_only(gpu.caps());
+    check_plan(&budget, "batch", batch, |batch| {
+        let mut plan = SizePlan::new(Policy::new(precision), batch);
+        plan_params(&mut plan, config)?;
+        plan_graph(&mut plan, config, (batch, t), true)?;
+        Ok(plan)
+    })
+}
+
+/// Adds every buffer [`GptGraph::new`] allocates for `batch` sequences of `t` tokens
+/// under `policy`, in its order, to `plan` (see [`SizePlan`]); `backward` as there.
+/// Groups: `embedding`, `transformer.h.N`, `head`.
+pub fn plan_graph(
+    plan: &mut SizePlan,
+    config: &GptConfig,
+    (batch, t): (usize, usize),
+    backward: bool,
+) -> Result<()> {
     config.validate()?;
+    if batch == 0 || t == 0 {
+        return Err(Error::Empty {
+            what: "GPT batch",
+            shape: vec![batch, t],
+        });
+    }
     let rows = batch.checked_mul(t).ok_or_else(|| {
         Error::InvalidArgument(format!("{batch} sequences of {t} tokens overflow"))
     })?;
+    let act = plan.policy.activation;
     let (v, c, h) = (config.vocab, config.n_embd, config.n_head);
-    let checks: [(&'static str, Vec<usize>, DType); 6] = [
-        (
-            "GPT token embedding transformer.wte.weight (vocab, n_embd) f32",
-            vec![v, c],
+    let (state, emb) = ("inputs", "embedding");
+    plan.raw(state, "tokens", Role::Activations, &[rows], DType::U32);
+    if backward {
+        plan.raw(
+            state,
+            "token index offsets",
+            Role::Scratch,
+            &[v + 1],
+            DType::U32,
+        );
+        plan.raw(
+            state,
+            "token index positions",
+            Role::Scratch,
+            &[rows],
+            DType::U32,
+        );
+    }
+    let square = [batch, h, t, t];
+    plan.scratch(
+        "attention",
+        "attention scores (shared)",
+        &square,
+        DType::F32,
+    );
+    if backward {
+        plan.scratch("attention", "attention dS (shared)", &square, act);
+    }
+    let wide = |k: usize| [rows, k * c];
+    plan.value(
+        emb,
+        "embedding output (residual stream)",
+        &wide(1),
+        DType::F32,
+        backward,
+    );
+    if backward && config.n_layer > 0 {
+        // Each residual-stream value feeds a LayerNorm and a residual add; the LayerNorm's
+        // input gradient (which cannot accumulate) goes through one shared scratch.
+        let name = "residual-stream gradient scratch";
+        plan.scratch(emb, name, &wide(1), DType::F32);
+    }
+    let layer_norm = |plan: &mut SizePlan, group: &str, name: &str| {
+        plan.value(group, &format!("{name} output"), &wide(1), act, backward);
+        plan.value(group, &format!("{name} mean"), &[rows], DType::F32, false);
+        plan.value(group, &format!("{name} rstd"), &[rows], DType::F32, false);
+        plan.scratch(group, &format!("{name} row terms"), &[rows, 2], DType::F32);
+    };
+    for layer in 0..config.n_layer {
+        let p = block_prefix(layer);
+        let g = p.as_str();
+        layer_norm(plan, g, &format!("{p}.ln_1"));
+        plan.value(
+            g,
+            &format!("{p}.attn.c_attn output (qkv)"),
+            &wide(3),
+            act,
+            backward,
+        );
+        plan.value(g, &format!("{p}.attn probabilities"), &square, act, false);
+        plan.value(g, &format!("{p}.attn output"), &wide(1), act, backward);
+        plan.value(
+            g,
+            &format!("{p}.attn.c_proj output"),
+            &wide(1),
+            act,
+            backward,
+        );
+        plan.value(
+            g,
+            &format!("{p} residual 1"),
+            &wide(1),
             DType::F32,
-        ),
-        (
-            "GPT MLP weight mlp.c_fc.weight (4 n_embd, n_embd) f32",
-            vec![4 * c, c],
+            backward,
+        );
+        layer_norm(plan, g, &format!("{p}.ln_2"));
+        plan.value(g, &format!("{p}.mlp.c_fc output"), &wide(4), act, backward);
+        plan.value(g, &format!("{p}.mlp GELU output"), &wide(4), act, backward);
+        plan.value(
+            g,
+            &format!("{p}.mlp.c_proj output"),
+            &wide(1),
+            act,
+            backward,
+        );
+        plan.value(
+            g,
+            &format!("{p} residual 2"),
+            &wide(1),
             DType::F32,
-        ),
-        ("GPT logits (batch x block, vocab)", vec![rows, v], dtype),
-        (
-            "GPT attention scores (batch, heads, block, block) f32",
-            vec![batch, h, t, t],
-            DType::F32,
-        ),
-        (
-            "GPT MLP hidden layer (batch x block, 4 n_embd)",
-            vec![rows, 4 * c],
-            dtype,
-        ),
-        (
-            "GPT qkv (batch x block, 3 n_embd)",
-            vec![rows, 3 * c],
-            dtype,
-        ),
-    ];
-    for (what, shape, d) in checks {
-        match Tensor::check_size(gpu, &shape, d) {
-            Err(Error::TooLarge {
-                bytes,
-                limit_name,
-                limit,
-                ..
-            }) => {
-                return Err(Error::TooLarge {
-                    what,
-                    bytes,
-                    limit_name,
-                    limit,
-                })
-            }
-            Err(e) => return Err(e),
-            Ok(_) => {}
-        }
+            backward,
+        );
+    }
+    layer_norm(plan, "head", "transformer.ln_f");
+    plan.value("head", "logits", &[rows, v], act, backward);
+    plan.raw("head", "labels", Role::Activations, &[rows], DType::U32);
+    plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
+    plan.value("head", "losses", &[rows], DType::F32, false);
+    plan.value("head", "mean loss", &[1], DType::F32, false);
+    Ok(())
+}
+
+/// The parameters [`upload_params`] allocates (groups: `embedding`, `transformer.h.N`,
+/// `head` for the final LayerNorm).
+pub fn plan_params(plan: &mut SizePlan, config: &GptConfig) -> Result<()> {
+    config.validate()?;
+    for spec in config.param_specs() {
+        let compute = if spec.is_matrix() && spec.name != WPE {
+            plan.policy.matmul_operand
+        } else {
+            DType::F32
+        };
+        let group = match spec.name.strip_prefix("transformer.h.") {
+            Some(rest) => format!("transformer.h.{}", rest.split('.').next().unwrap_or("")),
+            None if spec.name.starts_with("transformer.ln_f") => "head".into(),
+            None => "embedding".into(),
+        };
+        plan.param(&group, &spec.name, &spec.shape, compute);
     }
     Ok(())
 }
@@ -391,6 +496,14 @@ impl Model for GptModel {
 
     fn config(&self) -> &GptConfig {
         self.graph.config()
+    }
+
+    /// The parameters and the training graph for `batch` sequences of `block` tokens.
+    fn plan(config: &GptConfig, batch: usize, policy: Policy) -> Result<Option<SizePlan>> {
+        let mut plan = SizePlan::new(policy, batch);
+        plan_params(&mut plan, config)?;
+        plan_graph(&mut plan, config, (batch, config.block), true)?;
+        Ok(Some(plan))
     }
 
     fn params(&self) -> &ParamStore {
