@@ -73,12 +73,12 @@ pub mod plan;
 pub mod tiled;
 
 pub use coop::CoopTile;
-pub use shader_matmul::{COOP, TILED};
-pub use shader_matmul_coop::COOP_TILE;
 pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, MatmulKernel, MatmulOptions,
     MatmulPlan, MatmulTuning,
 };
+pub use shader_matmul::{COOP, TILED};
+pub use shader_matmul_coop::COOP_TILE;
 pub use tiled::{TiledConfig, TiledTile};
 
 use crate::flag::OverflowFlag;
