@@ -64,9 +64,13 @@ fn adamw_math(c: StepConsts, grad: f32, master: f32, m_old: f32, v_old: f32) -> 
 // work: optimizer work words (writes this step's values, advances BC1 / BC2)
 // hyper: hyperparameter words
 // found_inf: (1) atomic u32, read only here
+// tensor_flags: (tensors) atomic u32, raised by `check` per non-finite gradient; cleared here
+// overflow_counts: (tensors) u32, steps each gradient was non-finite (statistics)
 struct Params {
     count: u32,          // partial sums to add
     skip_nonfinite: u32, // 1: a raised found-inf skips the step
+    tensors: u32,        // elements of tensor_flags and overflow_counts
+    _pad: u32,
 }
 
 @compute @workgroup_size(WG)
@@ -76,6 +80,10 @@ fn main(@builtin(local_invocation_index) li: u32) {
         s += partials[i];
     }
     let total = wg_sum(s, li);
+    // Per-tensor overflow counts, for the statistics (read with them, never per step).
+    for (var t = li; t < params.tensors; t += WG) {
+        overflow_counts[t] += atomicExchange(&tensor_flags[t], 0u);
+    }
     if (li != 0u) {
         return;
     }

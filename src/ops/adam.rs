@@ -26,6 +26,8 @@ declare_kernels! {
             Slot::raw("work", SlotKind::U32, Access::ReadWrite),
             Slot::raw("hyper", SlotKind::F32, Access::Read),
             Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+            Slot::raw("tensor_flags", SlotKind::Atomic, Access::ReadWrite),
+            Slot::raw("overflow_counts", SlotKind::U32, Access::ReadWrite),
         ];
     /// AdamW update of one f32 master tensor (no low-precision copy).
     ADAMW = "adamw", slots: &UPDATE_SLOTS;
@@ -50,6 +52,20 @@ const WG: u32 = 256;
 struct FinalizeParams {
     count: u32,
     skip_nonfinite: u32,
+    tensors: u32,
+    _pad: u32,
+}
+
+/// Per-tensor overflow bookkeeping: `loss_scale::check` raises `flags[t]`, `finalize`
+/// adds it into `counts[t]` and clears it.
+#[derive(Clone, Copy)]
+pub struct OverflowCounts<'a> {
+    /// (tensors) u32 flags.
+    pub flags: &'a wgpu::Buffer,
+    /// (tensors) u32 counts of non-finite steps per tensor.
+    pub counts: &'a wgpu::Buffer,
+    /// Number of tensors.
+    pub tensors: u32,
 }
 
 /// The state buffers every AdamW kernel binds.
@@ -71,11 +87,20 @@ pub fn finalize(
     count: u32,
     state: StateBuffers<'_>,
     flag: &OverflowFlag,
+    overflow: OverflowCounts<'_>,
     skip_nonfinite: bool,
 ) -> Result<Dispatch> {
+    let needed = overflow.tensors as u64 * 4;
+    if overflow.flags.size() < needed || overflow.counts.size() < needed {
+        return Err(Error::InvalidArgument(format!(
+            "adam/finalize: overflow flags / counts buffers need {needed} bytes"
+        )));
+    }
     let params = FinalizeParams {
         count,
         skip_nonfinite: skip_nonfinite as u32,
+        tensors: overflow.tensors,
+        _pad: 0,
     };
     gpu.dispatch(
         &FINALIZE,
@@ -85,6 +110,8 @@ pub fn finalize(
             Bind::Buffer(state.work),
             Bind::Buffer(state.hyper),
             Bind::Buffer(flag.buffer()),
+            Bind::Buffer(overflow.flags),
+            Bind::Buffer(overflow.counts),
         ],
         bytemuck::bytes_of(&params),
         &[],

@@ -9,7 +9,7 @@ use crate::checkpoint::state::{
 use crate::kernels::Dispatch;
 use crate::layout::{hyper, scaler as word, work};
 use crate::nn::Param;
-use crate::ops::adam::{self, StateBuffers, UpdateTensors};
+use crate::ops::adam::{self, OverflowCounts, StateBuffers, UpdateTensors};
 use crate::ops::loss_scale;
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -183,6 +183,10 @@ pub struct AdamW {
     finalize: Dispatch,
     updates: Vec<Dispatch>,
     lr_bits: AtomicU32,
+    /// (params) u32: raised per gradient by `check`, cleared by `finalize` (bound only).
+    _tensor_flags: wgpu::Buffer,
+    /// (params) u32: steps each gradient was non-finite.
+    overflow_counts: wgpu::Buffer,
 }
 
 impl std::fmt::Debug for AdamW {
@@ -272,6 +276,11 @@ impl AdamW {
             &vec![0u32; total_partials as usize],
         )?;
 
+        // Which gradients overflowed: flags raised by `check`, counted by `finalize`.
+        let tensor_flags =
+            storage_buffer(gpu, "halfgrad overflow flags", &vec![0u32; params.len()])?;
+        let overflow_counts =
+            storage_buffer(gpu, "halfgrad overflow counts", &vec![0u32; params.len()])?;
         let state = StateBuffers {
             scaler: scaler.state_buffer(),
             work: &work_buf,
@@ -281,7 +290,7 @@ impl AdamW {
         let mut checks = Vec::with_capacity(params.len());
         let mut updates = Vec::with_capacity(params.len());
         let mut base = 0u32;
-        for p in params {
+        for (index, p) in params.iter().enumerate() {
             let exp_avg = Tensor::zeros(gpu, p.shape(), DType::F32)?;
             let exp_avg_sq = Tensor::zeros(gpu, p.shape(), DType::F32)?;
             if p.grad.shape() != p.shape() {
@@ -291,13 +300,17 @@ impl AdamW {
                     format!("{:?}", p.grad.shape()),
                 ));
             }
-            checks.push(loss_scale::check(
+            checks.push(loss_scale::check_tensor(
                 gpu,
                 &p.grad,
                 scaler.state_buffer(),
                 &partials,
                 base,
                 scaler.flag(),
+                loss_scale::TensorFlag {
+                    flags: &tensor_flags,
+                    tensor: index as u32,
+                },
             )?);
             base += loss_scale::check_groups(p.len());
             updates.push(adam::update(
@@ -324,6 +337,11 @@ impl AdamW {
             base,
             state,
             scaler.flag(),
+            OverflowCounts {
+                flags: &tensor_flags,
+                counts: &overflow_counts,
+                tensors: params.len() as u32,
+            },
             scaler.config().skips_nonfinite(),
         )?;
         Ok(AdamW {
@@ -337,7 +355,49 @@ impl AdamW {
             checks,
             finalize,
             updates,
+            _tensor_flags: tensor_flags,
+            overflow_counts,
         })
+    }
+
+    /// The buffer of per-parameter overflow counts: `u32` element i counts the steps whose
+    /// gradient of parameter i held an inf or NaN (in [`AdamW::param_names`]' order). The
+    /// trainer copies it beside its statistics; [`AdamW::overflow_tensors`] reads it.
+    pub fn overflow_counts_buffer(&self) -> &wgpu::Buffer {
+        &self.overflow_counts
+    }
+
+    /// Parameter names, in the optimizer's order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.name.as_str())
+    }
+
+    /// The parameters whose gradients were non-finite, with how many steps each (those
+    /// with a count of 0 left out), from `counts` as [`AdamW::overflow_counts_buffer`]
+    /// holds them.
+    pub fn name_overflows(&self, counts: &[u32]) -> Vec<(String, u32)> {
+        self.param_names()
+            .zip(counts)
+            .filter(|(_, &c)| c > 0)
+            .map(|(n, &c)| (n.to_string(), c))
+            .collect()
+    }
+
+    /// Reads the per-parameter overflow counts (one readback); see
+    /// [`AdamW::name_overflows`].
+    pub async fn overflow_tensors(&self) -> Result<Vec<(String, u32)>> {
+        let bytes = self
+            .gpu
+            .read_buffer(&self.overflow_counts, self.params.len() as u64 * 4)
+            .await?;
+        let counts: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        Ok(self.name_overflows(&counts))
+    }
+
+    /// Blocking [`AdamW::overflow_tensors`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn overflow_tensors_blocking(&self) -> Result<Vec<(String, u32)>> {
+        pollster::block_on(self.overflow_tensors())
     }
 
     /// Clears the found-inf flag: encode it first in every step's encoder, before the
