@@ -15,15 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const USAGE: &str = "\
-  web-bench [--rev REV] [--steps N]
+  web-bench [--rev REV] [--steps N] [--rounds R]
                steps/s of the browser demo's training step in headless Chromium (default
                model and MLP 64-256-256-10; f16, bf16, f32), for this tree and, with
-               --rev, a build of REV measured in the same run
+               --rev, a build of REV measured in the same run, cases interleaved
 ";
 
 pub fn web_bench(args: &[String]) -> Result {
     let mut rev = None;
     let mut steps: u32 = 40;
+    let mut rounds: u32 = 2;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -34,6 +35,13 @@ pub fn web_bench(args: &[String]) -> Result {
                     .and_then(|s| s.parse().ok())
                     .filter(|&s| s > 0)
                     .ok_or("--steps needs a positive number")?
+            }
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&s| s > 0)
+                    .ok_or("--rounds needs a positive number")?
             }
             other => return Err(format!("web-bench: unknown argument `{other}`")),
         }
@@ -48,10 +56,8 @@ pub fn web_bench(args: &[String]) -> Result {
         builds.push((rev.clone(), base.clone()));
     }
     build(&root())?;
-    builds.push(("this tree".into(), root()));
-    let result = builds
-        .iter()
-        .try_for_each(|(label, dir)| bench(label, &dir.join("web"), steps));
+    builds.push(("this-tree".into(), root()));
+    let result = bench(&builds, steps, rounds);
     if rev.is_some() {
         let mut rm = Command::new("git");
         rm.current_dir(root())
@@ -108,18 +114,21 @@ fn build(dir: &Path) -> Result {
     step("wasm-bindgen -> web/pkg", gen)
 }
 
-/// Serves `web` on a free port and runs web/tests/bench.mjs against it.
-fn bench(label: &str, web: &Path, steps: u32) -> Result {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let dir = web.to_path_buf();
-    std::thread::spawn(move || serve(listener, dir));
+/// Serves each build's `web/` on a free port and runs web/tests/bench.mjs against all of
+/// them at once (it interleaves the builds case by case).
+fn bench(builds: &[(String, PathBuf)], steps: u32, rounds: u32) -> Result {
     let mut node = Command::new("node");
     node.current_dir(root())
         .arg("web/tests/bench.mjs")
-        .arg(format!("http://{addr}/"))
-        .arg(label)
         .arg(steps.to_string())
+        .arg(rounds.to_string())
         .env("HALFGRAD_CHROMIUM", CHROMIUM);
-    step(&format!("browser benchmark: {label}"), node)
+    for (label, dir) in builds {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let web = dir.join("web");
+        std::thread::spawn(move || serve(listener, web));
+        node.arg(format!("{label}=http://{addr}/"));
+    }
+    step("browser benchmark (builds interleaved)", node)
 }
