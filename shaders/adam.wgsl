@@ -123,10 +123,12 @@ fn main(@builtin(local_invocation_index) li: u32) {
 }
 
 //!kernel adamw
-// master: (n) f32; grad: (n) f32 scaled gradient (cleared); exp_avg, exp_avg_sq: (n) f32
+// master: (n) f32; grad: (n) f32 scaled gradient (cleared when clear_grad);
+// exp_avg, exp_avg_sq: (n) f32
 // scaler: scaler state words (reads SCALER_SCALE); work: this step's words; hyper: hyperparameters
 struct Params {
-    n: u32, // elements of the parameter
+    n: u32,          // elements of the parameter
+    clear_grad: u32, // 1: zero the gradient (backward accumulates); 0: backward overwrites it
 }
 
 @compute @workgroup_size(WG)
@@ -138,8 +140,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     if (work[WORK_SKIP] != 0u) {
         // Skipped step: parameters and moments untouched; the gradient is still cleared
-        // so the next step starts from zero.
-        store_grad(i, 0.0);
+        // (when backward accumulates) so the next step starts from zero.
+        if (params.clear_grad != 0u) {
+            store_grad(i, 0.0);
+        }
         return;
     }
     let r = adamw_math(step_consts(), load_grad(i), load_master(i), load_exp_avg(i),
@@ -147,14 +151,17 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     store_master(i, r.x);
     store_exp_avg(i, r.y);
     store_exp_avg_sq(i, r.z);
-    store_grad(i, 0.0);
+    if (params.clear_grad != 0u) {
+        store_grad(i, 0.0);
+    }
 }
 
 //!kernel adamw_low
 // As `adamw`, plus low: (n) f16 / bf16 copy of p, rounded to nearest even. Each
 // invocation owns one pair of elements (2q, 2q + 1) so packed 16-bit words never race.
 struct Params {
-    n: u32, // elements of the parameter
+    n: u32,          // elements of the parameter
+    clear_grad: u32, // as `adamw`
 }
 
 @compute @workgroup_size(WG)
@@ -167,9 +174,11 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     let has_second = i + 1u < params.n;
     if (work[WORK_SKIP] != 0u) {
-        store_grad(i, 0.0);
-        if (has_second) {
-            store_grad(i + 1u, 0.0);
+        if (params.clear_grad != 0u) {
+            store_grad(i, 0.0);
+            if (has_second) {
+                store_grad(i + 1u, 0.0);
+            }
         }
         return;
     }
@@ -185,7 +194,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         store_master(j, r.x);
         store_exp_avg(j, r.y);
         store_exp_avg_sq(j, r.z);
-        store_grad(j, 0.0);
+        if (params.clear_grad != 0u) {
+            store_grad(j, 0.0);
+        }
         pair[k] = r.x;
     }
     store2_low(q, pair);

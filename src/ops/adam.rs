@@ -135,6 +135,18 @@ pub struct UpdateTensors<'a> {
 
 /// The AdamW update of one parameter (after `finalize`).
 pub fn update(gpu: &Gpu, t: &UpdateTensors<'_>, state: StateBuffers<'_>) -> Result<Dispatch> {
+    update_with(gpu, t, state, true)
+}
+
+/// [`update`], zeroing the gradient after reading it only when `clear_grad` (backward
+/// accumulates into it); with `false` the next backward's first write overwrites it and
+/// the update saves a store per element.
+pub fn update_with(
+    gpu: &Gpu,
+    t: &UpdateTensors<'_>,
+    state: StateBuffers<'_>,
+    clear_grad: bool,
+) -> Result<Dispatch> {
     let n = t.master.len();
     for (what, x) in [
         ("grad", Some(t.grad)),
@@ -172,7 +184,7 @@ pub fn update(gpu: &Gpu, t: &UpdateTensors<'_>, state: StateBuffers<'_>) -> Resu
     gpu.dispatch(
         def,
         &binds,
-        bytemuck::bytes_of(&n32),
+        bytemuck::cast_slice(&[n32, clear_grad as u32]),
         &[],
         gpu.grid_1d(threads, WG),
     )

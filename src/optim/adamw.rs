@@ -170,7 +170,8 @@ struct ParamState {
 /// ```
 ///
 /// Gradients are cleared by every step, skipped or not, so backward kernels may
-/// accumulate into them. Master weights, gradients, moments and the low copy must not
+/// accumulate into them ([`AdamW::new`]; [`AdamW::with_grad_clearing`] leaves them for a
+/// backward that overwrites them). Master weights, gradients, moments and the low copy must not
 /// be written by anything else between the backward and the step.
 pub struct AdamW {
     gpu: Gpu,
@@ -227,6 +228,19 @@ impl AdamW {
         params: &[&Param],
         config: AdamConfig,
         scaler: &LossScaler,
+    ) -> Result<AdamW> {
+        Self::with_grad_clearing(gpu, params, config, scaler, true)
+    }
+
+    /// [`AdamW::new`], clearing the gradients after each step only when `clear_grads`:
+    /// pass `false` when backward overwrites them ([`crate::nn::GradMode::Overwrite`],
+    /// the graph's first write of each gradient), which saves a store per parameter.
+    pub fn with_grad_clearing(
+        gpu: &Gpu,
+        params: &[&Param],
+        config: AdamConfig,
+        scaler: &LossScaler,
+        clear_grads: bool,
     ) -> Result<AdamW> {
         config.validate()?;
         if params.is_empty() {
@@ -313,7 +327,7 @@ impl AdamW {
                 },
             )?);
             base += loss_scale::check_groups(p.len());
-            updates.push(adam::update(
+            updates.push(adam::update_with(
                 gpu,
                 &UpdateTensors {
                     master: &p.master,
@@ -323,6 +337,7 @@ impl AdamW {
                     low: p.low.as_ref(),
                 },
                 state,
+                clear_grads,
             )?);
             slots.push(ParamState {
                 name: p.name.clone(),

@@ -143,7 +143,15 @@ impl<M: Model> Trainer<M> {
             )));
         }
         let params: Vec<&crate::nn::Param> = model.params().params().iter().collect();
-        let optim = AdamW::new(gpu, &params, config.adam_config(), &scaler)?;
+        // Backward overwrites the gradients (the graph's first write of each), so the
+        // optimizer clears them only when the context accumulates.
+        let optim = AdamW::with_grad_clearing(
+            gpu,
+            &params,
+            config.adam_config(),
+            &scaler,
+            ctx.grad_mode.accumulate(),
+        )?;
         let stats = gpu.scoped("allocating the trainer statistics", || {
             gpu.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("halfgrad trainer stats"),
