@@ -9,10 +9,13 @@
 // interleaved so a busy machine slows every build alike): a fresh trainer, 5 warm-up
 // steps and a readback, then STEPS steps submitted at once and ended by one statistics
 // readback. ROUNDS rounds; the best round counts (software WebGPU shares the CPU with
-// everything else). Prints one line per case and a JSON line `BENCH {...}`.
+// everything else). Beside wall-clock steps/s it reports the CPU time the browser's
+// processes spent per step (from /proc, Linux): on a machine busy with other work that
+// figure still compares builds fairly. Prints one line per case and a JSON line
+// `BENCH {...}`.
 
 import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -57,14 +60,21 @@ try {
       for (const b of builds) {
         const rounds = [];
         for (let round = 0; round < ROUNDS; round++) {
-          rounds.push(await b.page.evaluate(timeSteps, [model, precision, STEPS]));
+          // The browser's CPU time over the timed part only: the page marks its start.
+          const t = await b.page.evaluate(prepare, [model, precision]);
+          const cpuStart = browserCpuSeconds();
+          const r = await b.page.evaluate(timeSteps, STEPS);
+          const cpu = browserCpuSeconds() - cpuStart;
+          rounds.push({ ...r, ...t, cpu_ms_per_step: (1000 * cpu) / STEPS });
         }
         const best = rounds.reduce((x, y) => (y.steps_per_s > x.steps_per_s ? y : x));
+        best.cpu_ms_per_step = Math.min(...rounds.map((r) => r.cpu_ms_per_step));
         const row = { build: b.label, model: model.name, precision, ...best,
           rounds: rounds.map((r) => r.steps_per_s) };
         results.push(row);
         console.log(`${b.label.padEnd(10)} ${model.name.padEnd(34)} ${precision.padEnd(5)} ` +
           `${best.steps_per_s.toFixed(1).padStart(7)} steps/s  ${best.ms_per_step.toFixed(1).padStart(7)} ms/step` +
+          `  cpu ${best.cpu_ms_per_step.toFixed(1).padStart(7)} ms/step` +
           `  (rounds: ${rounds.map((r) => r.steps_per_s.toFixed(1)).join(', ')}; loss ${best.loss.toFixed(6)})`);
       }
     }
@@ -79,15 +89,38 @@ try {
 }
 process.exit(code);
 
-/** In the page: a fresh trainer, warm-up, then `steps` steps ended by one readback. */
-async function timeSteps([model, precision, steps]) {
+/** CPU seconds (user + system) of every process of this browser (its profile directory
+ * is on each one's command line). */
+function browserCpuSeconds() {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(profile)) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+/** In the page: a fresh trainer, warm-up steps and a readback. */
+async function prepare([model, precision]) {
   const m = await import('/pkg/halfgrad.js');
   await m.default();
   window.session ??= await m.Session.open(true);
+  await window.session.benchTrainer(precision, model.hidden, model.layerNorm);
+  window.session.step(5);
+  await window.session.stats();
+  return {};
+}
+
+/** In the page: `steps` steps submitted at once, ended by one statistics readback. */
+async function timeSteps(steps) {
   const s = window.session;
-  await s.benchTrainer(precision, model.hidden, model.layerNorm);
-  s.step(5);
-  await s.stats();
   const t0 = performance.now();
   s.step(steps);
   const stats = JSON.parse(await s.stats());
