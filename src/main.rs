@@ -27,6 +27,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Classify the rows of a CSV file with a trained checkpoint: class and probability.
     Predict(cli::predict::PredictArgs),
+    /// A byte-level GPT-2: `gpt train`, `gpt sample`, `gpt eval`, `gpt export` (Hugging Face).
+    Gpt(cli::gpt::GptArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::Train(a) => cli::train::run(a),
         Command::Predict(a) => cli::predict::run(a),
+        Command::Gpt(a) => cli::gpt::run(a),
     };
     match result {
         Ok(code) => code,

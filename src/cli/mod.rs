@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_step;
 pub mod bench_timing;
 pub mod data;
+pub mod gpt;
 pub mod info;
 pub mod predict;
 pub mod recover;

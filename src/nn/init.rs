@@ -37,3 +37,43 @@ mod tests {
         assert_eq!(linear_bound(4), 0.5);
     }
 }
+
+/// `n` values from N(0, std^2) by the Box-Muller transform, computed in f64 and rounded
+/// once to f32. Each pair of uniforms gives two values (cos, then sin); an odd `n` drops
+/// the last sin. `ln` and `cos` come from the platform's libm: a platform whose f64
+/// results differ in the last bit may, very rarely, round one f32 differently.
+pub fn normal_vec(rng: &mut SplitMix64, n: usize, std: f32) -> Vec<f32> {
+    let s = std as f64;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        // 1 - u lies in (0, 1]: the logarithm stays finite.
+        let u1 = 1.0 - unit_f64(rng);
+        let u2 = unit_f64(rng);
+        let r = (-2.0 * u1.ln()).sqrt() * s;
+        let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
+        out.push((r * cos) as f32);
+        if out.len() < n {
+            out.push((r * sin) as f32);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod normal_tests {
+    use super::*;
+
+    #[test]
+    fn normal_has_the_asked_moments_and_is_seeded() {
+        let v = normal_vec(&mut SplitMix64::new(7), 20_001, 0.02);
+        assert_eq!(v.len(), 20_001);
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 0.0005, "mean {mean}");
+        assert!((var.sqrt() - 0.02).abs() < 0.0005, "std {}", var.sqrt());
+        assert!(v.iter().all(|x| x.is_finite()));
+        assert_eq!(v, normal_vec(&mut SplitMix64::new(7), 20_001, 0.02));
+        assert_ne!(v, normal_vec(&mut SplitMix64::new(8), 20_001, 0.02));
+    }
+}

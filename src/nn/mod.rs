@@ -21,6 +21,7 @@
 //! instead (gradient accumulation over micro-batches; the optimizer then clears them).
 
 pub mod activation;
+pub mod gpt;
 pub mod graph;
 pub mod init;
 pub mod layernorm;
