@@ -360,7 +360,7 @@ fn stats_line(s: &TrainStats, overflows: &[(String, u32)], steps_per_second: f64
 }
 
 /// `1.weight x12, 2.bias x1`: the gradients that held an inf or NaN, and in how many steps.
-fn overflow_list(overflows: &[(String, u32)]) -> String {
+pub(crate) fn overflow_list(overflows: &[(String, u32)]) -> String {
     overflows
         .iter()
         .map(|(name, count)| format!("{name} x{count}"))
