@@ -68,7 +68,8 @@ impl Bench {
             .collect();
         mlp.set_batch(&x, &labels)?;
         let params = mlp.params();
-        let adamw = AdamW::new(gpu, &params, AdamConfig::default(), &scaler)?;
+        // Backward overwrites the gradients (GradMode::Overwrite), as in the trainer.
+        let adamw = AdamW::with_grad_clearing(gpu, &params, AdamConfig::default(), &scaler, false)?;
         Ok(Bench {
             gpu: gpu.clone(),
             mlp,
