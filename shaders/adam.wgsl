@@ -64,12 +64,13 @@ fn adamw_math(c: StepConsts, grad: f32, master: f32, m_old: f32, v_old: f32) -> 
 // work: optimizer work words (writes this step's values, advances BC1 / BC2)
 // hyper: hyperparameter words
 // found_inf: (1) atomic u32, read only here
-// tensor_flags: (tensors) atomic u32, raised by `check` per non-finite gradient; cleared here
-// overflow_counts: (tensors) u32, steps each gradient was non-finite (statistics)
+// tensor_ends: (tensors) u32, end (exclusive) of each parameter's partial sums in `partials`
+// overflow_counts: (tensors) u32, per parameter: found-inf steps whose partial sums of that
+//   parameter were non-finite (an inf or NaN in the gradient makes its sums inf or NaN)
 struct Params {
     count: u32,          // partial sums to add
     skip_nonfinite: u32, // 1: a raised found-inf skips the step
-    tensors: u32,        // elements of tensor_flags and overflow_counts
+    tensors: u32,        // elements of tensor_ends and overflow_counts
     _pad: u32,
 }
 
@@ -80,14 +81,26 @@ fn main(@builtin(local_invocation_index) li: u32) {
         s += partials[i];
     }
     let total = wg_sum(s, li);
-    // Per-tensor overflow counts, for the statistics (read with them, never per step).
-    for (var t = li; t < params.tensors; t += WG) {
-        overflow_counts[t] += atomicExchange(&tensor_flags[t], 0u);
+    let found = atomicLoad(&found_inf[0]) != 0u;
+    // Which parameters overflowed, counted for the statistics (read with them, never per
+    // step): `check` sums the squares of each gradient, so its sums are non-finite exactly
+    // when the gradient is (or when its squares overflow f32, which is no better).
+    if (found) {
+        for (var t = li; t < params.tensors; t += WG) {
+            var start = 0u;
+            if (t > 0u) {
+                start = tensor_ends[t - 1u];
+            }
+            var bad = false;
+            for (var i = start; i < tensor_ends[t]; i++) {
+                bad = bad || f32_is_nonfinite(partials[i]);
+            }
+            overflow_counts[t] += select(0u, 1u, bad);
+        }
     }
     if (li != 0u) {
         return;
     }
-    let found = atomicLoad(&found_inf[0]) != 0u;
     let skip = found && params.skip_nonfinite != 0u;
     let norm = sqrt(total);
     scaler[SCALER_LAST_NORM] = bitcast<u32>(norm);

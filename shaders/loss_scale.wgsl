@@ -19,13 +19,11 @@ const WG: u32 = 256u; // = REDUCE_WG: `check` reduces over its whole workgroup
 // scaler: scaler state words (reads SCALER_SCALE)
 // partials: (total) f32; this dispatch writes partials[base .. base + groups)
 // found_inf: (1) atomic u32, raised on any non-finite element
-// tensor_flags: (tensors) atomic u32, element `tensor` raised with found_inf (which
-//   tensor overflowed; adam.wgsl `finalize` counts and clears them)
 struct Params {
     n: u32,      // elements of grad
     base: u32,   // first partial-sum slot of this tensor
     groups: u32, // workgroups of this dispatch (1-D), one partial sum each
-    tensor: u32, // this gradient's index in tensor_flags
+    _pad: u32,
 }
 
 @compute @workgroup_size(WG)
@@ -43,7 +41,6 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     }
     if (bad) {
         atomicOr(&found_inf[0], 1u);
-        atomicOr(&tensor_flags[params.tensor], 1u);
     }
     let total = wg_sum(sum, li);
     if (li == 0u) {

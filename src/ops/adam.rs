@@ -26,7 +26,7 @@ declare_kernels! {
             Slot::raw("work", SlotKind::U32, Access::ReadWrite),
             Slot::raw("hyper", SlotKind::F32, Access::Read),
             Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-            Slot::raw("tensor_flags", SlotKind::Atomic, Access::ReadWrite),
+            Slot::raw("tensor_ends", SlotKind::U32, Access::Read),
             Slot::raw("overflow_counts", SlotKind::U32, Access::ReadWrite),
         ];
     /// AdamW update of one f32 master tensor (no low-precision copy).
@@ -56,12 +56,13 @@ struct FinalizeParams {
     _pad: u32,
 }
 
-/// Per-tensor overflow bookkeeping: `loss_scale::check` raises `flags[t]`, `finalize`
-/// adds it into `counts[t]` and clears it.
+/// Per-tensor overflow bookkeeping: on a found-inf step `finalize` adds 1 to `counts[t]`
+/// for every parameter t whose partial sums (`partials[ends[t-1]..ends[t]]`, written by
+/// its `loss_scale::check`) are non-finite.
 #[derive(Clone, Copy)]
 pub struct OverflowCounts<'a> {
-    /// (tensors) u32 flags.
-    pub flags: &'a wgpu::Buffer,
+    /// (tensors) u32: end (exclusive) of each parameter's partial sums.
+    pub ends: &'a wgpu::Buffer,
     /// (tensors) u32 counts of non-finite steps per tensor.
     pub counts: &'a wgpu::Buffer,
     /// Number of tensors.
@@ -91,9 +92,9 @@ pub fn finalize(
     skip_nonfinite: bool,
 ) -> Result<Dispatch> {
     let needed = overflow.tensors as u64 * 4;
-    if overflow.flags.size() < needed || overflow.counts.size() < needed {
+    if overflow.ends.size() < needed || overflow.counts.size() < needed {
         return Err(Error::InvalidArgument(format!(
-            "adam/finalize: overflow flags / counts buffers need {needed} bytes"
+            "adam/finalize: tensor ends / overflow counts buffers need {needed} bytes"
         )));
     }
     let params = FinalizeParams {
@@ -110,7 +111,7 @@ pub fn finalize(
             Bind::Buffer(state.work),
             Bind::Buffer(state.hyper),
             Bind::Buffer(flag.buffer()),
-            Bind::Buffer(overflow.flags),
+            Bind::Buffer(overflow.ends),
             Bind::Buffer(overflow.counts),
         ],
         bytemuck::bytes_of(&params),

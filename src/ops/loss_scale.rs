@@ -15,7 +15,6 @@ declare_kernels! {
             Slot::raw("scaler", SlotKind::U32, Access::Read),
             Slot::raw("partials", SlotKind::F32, Access::ReadWrite),
             Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-            Slot::raw("tensor_flags", SlotKind::Atomic, Access::ReadWrite),
         ];
     /// The scale update (backoff / growth / counters), one thread.
     UPDATE = "update",
@@ -46,20 +45,11 @@ struct CheckParams {
     n: u32,
     base: u32,
     groups: u32,
-    tensor: u32,
-}
-
-/// Where [`check`] records which gradient overflowed: `tensor_flags[tensor]`.
-pub struct TensorFlag<'a> {
-    /// (tensors) u32 flags, raised with the overflow flag.
-    pub flags: &'a wgpu::Buffer,
-    /// This gradient's index.
-    pub tensor: u32,
+    _pad: u32,
 }
 
 /// Raises `flag` when `grad` holds an inf or NaN and writes `check_groups(grad.len())`
-/// partial sums of `(grad / scale)^2` at `partials[base..]` ([`check_tensor`] without a
-/// per-tensor flag: it raises one of its own that nothing reads).
+/// partial sums of `(grad / scale)^2` at `partials[base..]`.
 // grad: (any shape) f32 scaled gradient
 // scaler_state: the scaler state buffer (word 0 = scale)
 // partials: f32 buffer with at least base + check_groups(n) elements
@@ -70,36 +60,6 @@ pub fn check(
     partials: &wgpu::Buffer,
     base: u32,
     flag: &OverflowFlag,
-) -> Result<Dispatch> {
-    let unread = gpu.scoped("loss_scale/check tensor flag", || {
-        gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("halfgrad unread tensor flag"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        })
-    })?;
-    let tensor_flag = TensorFlag {
-        flags: &unread,
-        tensor: 0,
-    };
-    check_tensor(gpu, grad, scaler_state, partials, base, flag, tensor_flag)
-}
-
-/// [`check`], also raising `tensor_flag`'s element when `grad` holds an inf or NaN (so the
-/// optimizer can say which gradient overflowed without another pass).
-// grad: (any shape) f32 scaled gradient
-// scaler_state: the scaler state buffer (word 0 = scale)
-// partials: f32 buffer with at least base + check_groups(n) elements
-// tensor_flag.flags: (tensors) u32
-pub fn check_tensor(
-    gpu: &Gpu,
-    grad: &Tensor,
-    scaler_state: &wgpu::Buffer,
-    partials: &wgpu::Buffer,
-    base: u32,
-    flag: &OverflowFlag,
-    tensor_flag: TensorFlag<'_>,
 ) -> Result<Dispatch> {
     if grad.dtype() != DType::F32 {
         return Err(Error::DTypeMismatch {
@@ -116,18 +76,11 @@ pub fn check_tensor(
             partials.size()
         )));
     }
-    let needed = (tensor_flag.tensor as u64 + 1) * 4;
-    if tensor_flag.flags.size() < needed {
-        return Err(Error::InvalidArgument(format!(
-            "loss_scale/check: tensor flags buffer has {} bytes, needs {needed}",
-            tensor_flag.flags.size()
-        )));
-    }
     let params = CheckParams {
         n: grad.len() as u32,
         base,
         groups,
-        tensor: tensor_flag.tensor,
+        _pad: 0,
     };
     gpu.dispatch(
         &CHECK,
@@ -136,7 +89,6 @@ pub fn check_tensor(
             Bind::Buffer(scaler_state),
             Bind::Buffer(partials),
             Bind::Buffer(flag.buffer()),
-            Bind::Buffer(tensor_flag.flags),
         ],
         bytemuck::bytes_of(&params),
         &[],

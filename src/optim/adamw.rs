@@ -184,8 +184,8 @@ pub struct AdamW {
     finalize: Dispatch,
     updates: Vec<Dispatch>,
     lr_bits: AtomicU32,
-    /// (params) u32: raised per gradient by `check`, cleared by `finalize` (bound only).
-    _tensor_flags: wgpu::Buffer,
+    /// (params) u32: where each parameter's partial sums end (bound by `finalize` only).
+    _tensor_ends: wgpu::Buffer,
     /// (params) u32: steps each gradient was non-finite.
     overflow_counts: wgpu::Buffer,
 }
@@ -290,9 +290,16 @@ impl AdamW {
             &vec![0u32; total_partials as usize],
         )?;
 
-        // Which gradients overflowed: flags raised by `check`, counted by `finalize`.
-        let tensor_flags =
-            storage_buffer(gpu, "halfgrad overflow flags", &vec![0u32; params.len()])?;
+        // Which gradients overflowed: `finalize` reads each one's partial sums, which
+        // end at `tensor_ends`.
+        let tensor_ends: Vec<u32> = params
+            .iter()
+            .scan(0u32, |end, p| {
+                *end += loss_scale::check_groups(p.len());
+                Some(*end)
+            })
+            .collect();
+        let tensor_ends = storage_buffer(gpu, "halfgrad overflow tensor ends", &tensor_ends)?;
         let overflow_counts =
             storage_buffer(gpu, "halfgrad overflow counts", &vec![0u32; params.len()])?;
         let state = StateBuffers {
@@ -304,7 +311,7 @@ impl AdamW {
         let mut checks = Vec::with_capacity(params.len());
         let mut updates = Vec::with_capacity(params.len());
         let mut base = 0u32;
-        for (index, p) in params.iter().enumerate() {
+        for p in params {
             let exp_avg = Tensor::zeros(gpu, p.shape(), DType::F32)?;
             let exp_avg_sq = Tensor::zeros(gpu, p.shape(), DType::F32)?;
             if p.grad.shape() != p.shape() {
@@ -314,17 +321,13 @@ impl AdamW {
                     format!("{:?}", p.grad.shape()),
                 ));
             }
-            checks.push(loss_scale::check_tensor(
+            checks.push(loss_scale::check(
                 gpu,
                 &p.grad,
                 scaler.state_buffer(),
                 &partials,
                 base,
                 scaler.flag(),
-                loss_scale::TensorFlag {
-                    flags: &tensor_flags,
-                    tensor: index as u32,
-                },
             )?);
             base += loss_scale::check_groups(p.len());
             updates.push(adam::update_with(
@@ -353,7 +356,7 @@ impl AdamW {
             state,
             scaler.flag(),
             OverflowCounts {
-                flags: &tensor_flags,
+                ends: &tensor_ends,
                 counts: &overflow_counts,
                 tensors: params.len() as u32,
             },
@@ -370,7 +373,7 @@ impl AdamW {
             checks,
             finalize,
             updates,
-            _tensor_flags: tensor_flags,
+            _tensor_ends: tensor_ends,
             overflow_counts,
         })
     }
