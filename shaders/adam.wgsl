@@ -64,9 +64,14 @@ fn adamw_math(c: StepConsts, grad: f32, master: f32, m_old: f32, v_old: f32) -> 
 // work: optimizer work words (writes this step's values, advances BC1 / BC2)
 // hyper: hyperparameter words
 // found_inf: (1) atomic u32, read only here
+// tensor_ends: (tensors) u32, end (exclusive) of each parameter's partial sums in `partials`
+// overflow_counts: (tensors) u32, per parameter: found-inf steps whose partial sums of that
+//   parameter were non-finite (an inf or NaN in the gradient makes its sums inf or NaN)
 struct Params {
     count: u32,          // partial sums to add
     skip_nonfinite: u32, // 1: a raised found-inf skips the step
+    tensors: u32,        // elements of tensor_ends and overflow_counts
+    _pad: u32,
 }
 
 @compute @workgroup_size(WG)
@@ -76,10 +81,26 @@ fn main(@builtin(local_invocation_index) li: u32) {
         s += partials[i];
     }
     let total = wg_sum(s, li);
+    let found = atomicLoad(&found_inf[0]) != 0u;
+    // Which parameters overflowed, counted for the statistics (read with them, never per
+    // step): `check` sums the squares of each gradient, so its sums are non-finite exactly
+    // when the gradient is (or when its squares overflow f32, which is no better).
+    if (found) {
+        for (var t = li; t < params.tensors; t += WG) {
+            var start = 0u;
+            if (t > 0u) {
+                start = tensor_ends[t - 1u];
+            }
+            var bad = false;
+            for (var i = start; i < tensor_ends[t]; i++) {
+                bad = bad || f32_is_nonfinite(partials[i]);
+            }
+            overflow_counts[t] += select(0u, 1u, bad);
+        }
+    }
     if (li != 0u) {
         return;
     }
-    let found = atomicLoad(&found_inf[0]) != 0u;
     let skip = found && params.skip_nonfinite != 0u;
     let norm = sqrt(total);
     scaler[SCALER_LAST_NORM] = bitcast<u32>(norm);
@@ -115,10 +136,12 @@ fn main(@builtin(local_invocation_index) li: u32) {
 }
 
 //!kernel adamw
-// master: (n) f32; grad: (n) f32 scaled gradient (cleared); exp_avg, exp_avg_sq: (n) f32
+// master: (n) f32; grad: (n) f32 scaled gradient (cleared when clear_grad);
+// exp_avg, exp_avg_sq: (n) f32
 // scaler: scaler state words (reads SCALER_SCALE); work: this step's words; hyper: hyperparameters
 struct Params {
-    n: u32, // elements of the parameter
+    n: u32,          // elements of the parameter
+    clear_grad: u32, // 1: zero the gradient (backward accumulates); 0: backward overwrites it
 }
 
 @compute @workgroup_size(WG)
@@ -130,8 +153,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     if (work[WORK_SKIP] != 0u) {
         // Skipped step: parameters and moments untouched; the gradient is still cleared
-        // so the next step starts from zero.
-        store_grad(i, 0.0);
+        // (when backward accumulates) so the next step starts from zero.
+        if (params.clear_grad != 0u) {
+            store_grad(i, 0.0);
+        }
         return;
     }
     let r = adamw_math(step_consts(), load_grad(i), load_master(i), load_exp_avg(i),
@@ -139,14 +164,17 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     store_master(i, r.x);
     store_exp_avg(i, r.y);
     store_exp_avg_sq(i, r.z);
-    store_grad(i, 0.0);
+    if (params.clear_grad != 0u) {
+        store_grad(i, 0.0);
+    }
 }
 
 //!kernel adamw_low
 // As `adamw`, plus low: (n) f16 / bf16 copy of p, rounded to nearest even. Each
 // invocation owns one pair of elements (2q, 2q + 1) so packed 16-bit words never race.
 struct Params {
-    n: u32, // elements of the parameter
+    n: u32,          // elements of the parameter
+    clear_grad: u32, // as `adamw`
 }
 
 @compute @workgroup_size(WG)
@@ -159,9 +187,11 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     let has_second = i + 1u < params.n;
     if (work[WORK_SKIP] != 0u) {
-        store_grad(i, 0.0);
-        if (has_second) {
-            store_grad(i + 1u, 0.0);
+        if (params.clear_grad != 0u) {
+            store_grad(i, 0.0);
+            if (has_second) {
+                store_grad(i + 1u, 0.0);
+            }
         }
         return;
     }
@@ -177,7 +207,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         store_master(j, r.x);
         store_exp_avg(j, r.y);
         store_exp_avg_sq(j, r.z);
-        store_grad(j, 0.0);
+        if (params.clear_grad != 0u) {
+            store_grad(j, 0.0);
+        }
         pair[k] = r.x;
     }
     store2_low(q, pair);

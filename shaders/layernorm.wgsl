@@ -2,7 +2,7 @@
 // rstd = 1 / sqrt(var + eps), biased variance (as PyTorch). Statistics, affine parameters
 // and their gradients are f32; x, y, dy and dx are in the activation dtype.
 //
-// Per-row statistics are reduced by one workgroup per row; the elementwise parts run over
+// Per-row statistics are reduced by ROW_LANES invocations a row (workgroup_reduce.wgsl); the elementwise parts run over
 // pairs of the flat (B, C) array instead, because with an odd C one packed 16-bit word
 // holds the end of one row and the start of the next, and only one invocation may write it.
 
@@ -32,26 +32,34 @@ fn col_of(i: u32) -> u32 {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let row = wg_id.y * num_wg.x + wg_id.x; // one workgroup per row (uniform)
-    if (row >= params.rows) {
-        return;
-    }
+    // REDUCE_WG / ROW_LANES rows a workgroup; rows past the end reduce zeros (the
+    // barriers need every invocation) and store nothing.
+    let row = (wg_id.y * num_wg.x + wg_id.x) * (REDUCE_WG / ROW_LANES) + row_in_group(li);
+    let live = row < params.rows;
+    let lane = row_lane(li);
     let base = row * params.cols;
     let n = f32(params.cols);
-    var s = 0.0;
-    for (var j = li; j < params.cols; j += REDUCE_WG) {
-        s += load_x(base + j);
+    var v: array<f32, ROW_SLOTS>;
+    for (var m = 0u; m < REDUCE_WG / ROW_LANES; m++) {
+        var s = 0.0;
+        for (var j = lane + m * ROW_LANES; live && j < params.cols; j += REDUCE_WG) {
+            s += load_x(base + j);
+        }
+        v[m] = s;
     }
-    let row_mean = wg_sum(s, li) / n;
+    let row_mean = row_sum(v, li) / n;
     // Two passes: sum (x - mean)^2 rather than E[x^2] - mean^2, which cancels badly when
     // |mean| >> std. Inputs ~300 give var ~9e4, beyond f16 but nothing for f32.
-    var q = 0.0;
-    for (var j = li; j < params.cols; j += REDUCE_WG) {
-        let d = load_x(base + j) - row_mean;
-        q += d * d;
+    for (var m = 0u; m < REDUCE_WG / ROW_LANES; m++) {
+        var q = 0.0;
+        for (var j = lane + m * ROW_LANES; live && j < params.cols; j += REDUCE_WG) {
+            let d = load_x(base + j) - row_mean;
+            q += d * d;
+        }
+        v[m] = q;
     }
-    let variance = wg_sum(q, li) / n;
-    if (li == 0u) {
+    let variance = row_sum(v, li) / n;
+    if (live && lane == 0u) {
         store_mean(row, row_mean);
         store_rstd(row, 1.0 / sqrt(variance + params.eps));
     }
@@ -92,24 +100,34 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let row = wg_id.y * num_wg.x + wg_id.x;
-    if (row >= params.rows) {
-        return;
-    }
+    // Rows as forward_stats.
+    let row = (wg_id.y * num_wg.x + wg_id.x) * (REDUCE_WG / ROW_LANES) + row_in_group(li);
+    let live = row < params.rows;
+    let lane = row_lane(li);
     let base = row * params.cols;
-    let row_mean = load_mean(row);
-    let row_rstd = load_rstd(row);
-    var sg = 0.0;
-    var sgx = 0.0;
-    for (var j = li; j < params.cols; j += REDUCE_WG) {
-        let g = load_dy(base + j) * load_gamma(j);
-        sg += g;
-        sgx += g * (load_x(base + j) - row_mean) * row_rstd;
+    var row_mean = 0.0;
+    var row_rstd = 0.0;
+    if (live) {
+        row_mean = load_mean(row);
+        row_rstd = load_rstd(row);
+    }
+    var vg: array<f32, ROW_SLOTS>;
+    var vgx: array<f32, ROW_SLOTS>;
+    for (var m = 0u; m < REDUCE_WG / ROW_LANES; m++) {
+        var sg = 0.0;
+        var sgx = 0.0;
+        for (var j = lane + m * ROW_LANES; live && j < params.cols; j += REDUCE_WG) {
+            let g = load_dy(base + j) * load_gamma(j);
+            sg += g;
+            sgx += g * (load_x(base + j) - row_mean) * row_rstd;
+        }
+        vg[m] = sg;
+        vgx[m] = sgx;
     }
     let n = f32(params.cols);
-    let mean_g = wg_sum(sg, li) / n;
-    let mean_gx = wg_sum(sgx, li) / n;
-    if (li == 0u) {
+    let mean_g = row_sum(vg, li) / n;
+    let mean_gx = row_sum(vgx, li) / n;
+    if (live && lane == 0u) {
         store_row_terms(2u * row, mean_g);
         store_row_terms(2u * row + 1u, mean_gx);
     }

@@ -21,22 +21,27 @@ const F32_LOWEST: f32 = -3.4028234663852886e38;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let row = wg_id.y * num_wg.x + wg_id.x; // one workgroup per row (uniform)
-    if (row >= params.rows) {
-        return;
-    }
+    // REDUCE_WG / ROW_LANES rows a workgroup (workgroup_reduce.wgsl); rows past the end
+    // reduce placeholders (the barriers need every invocation) and store nothing.
+    let row = (wg_id.y * num_wg.x + wg_id.x) * (REDUCE_WG / ROW_LANES) + row_in_group(li);
+    let live = row < params.rows;
+    let lane = row_lane(li);
     let base = row * params.cols;
     var m = F32_LOWEST;
-    for (var j = li; j < params.cols; j += REDUCE_WG) {
+    for (var j = lane; live && j < params.cols; j += ROW_LANES) {
         m = max(m, load_logits(base + j));
     }
-    let row_max = wg_max(m, li);
-    var s = 0.0;
-    for (var j = li; j < params.cols; j += REDUCE_WG) {
-        s += exp(load_logits(base + j) - row_max);
+    let top = row_max(m, li);
+    var v: array<f32, ROW_SLOTS>;
+    for (var k = 0u; k < REDUCE_WG / ROW_LANES; k++) {
+        var s = 0.0;
+        for (var j = lane + k * ROW_LANES; live && j < params.cols; j += REDUCE_WG) {
+            s += exp(load_logits(base + j) - top);
+        }
+        v[k] = s;
     }
-    let row_lse = row_max + log(wg_sum(s, li));
-    if (li == 0u) {
+    let row_lse = top + log(row_sum(v, li));
+    if (live && lane == 0u) {
         store_lse(row, row_lse);
         let label = labels[row];
         if (label < params.cols) {

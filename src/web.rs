@@ -7,6 +7,7 @@
 //! loss the page drops it and opens a new one from the last checkpoint. Results cross to
 //! JavaScript as JSON strings (one `JSON.parse` on the page), so the surface stays small.
 
+mod bench;
 mod csv;
 
 use crate::amp::Precision;

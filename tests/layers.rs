@@ -248,7 +248,8 @@ fn gelu_is_finite_for_large_inputs() {
 
 #[test]
 fn layernorm_forward_and_backward_match_f64() {
-    let cases = [(1, 5), (3, 33), (17, 130), (17, 5)];
+    // (9, 700): 32 lanes a row, each summing several elements; (2, 1030): a workgroup a row.
+    let cases = [(1, 5), (3, 33), (17, 130), (17, 5), (9, 700), (2, 1030)];
     for mode in MODES {
         for (path, g) in devices(mode) {
             for (ci, &(b, c)) in cases.iter().enumerate() {
@@ -334,7 +335,7 @@ fn layernorm_statistics_are_f32_for_inputs_whose_variance_overflows_f16() {
 
 #[test]
 fn softmax_cross_entropy_matches_f64() {
-    let cases = [(1, 5), (3, 33), (17, 130), (17, 5)];
+    let cases = [(1, 5), (3, 33), (17, 130), (17, 5), (9, 700), (2, 1030)];
     for mode in MODES {
         for (path, g) in devices(mode) {
             for (ci, &(b, v)) in cases.iter().enumerate() {

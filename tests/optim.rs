@@ -931,3 +931,38 @@ fn a_large_gradient_is_checked_to_its_last_element() {
     );
     assert_eq!(bits(&p.master), before);
 }
+
+/// Overflow diagnostics: a forced inf in one tensor's gradient, over several steps, is
+/// reported with that tensor's name and count (counted on the GPU, read with the stats);
+/// a NaN in another tensor on one step is counted separately; clean tensors are absent.
+#[test]
+fn overflowing_tensors_are_named_and_counted() {
+    let g = gpu();
+    let ps = [
+        param(g, "0.weight", &[3, 7], 1, DType::F16),
+        param(g, "0.bias", &[7], 2, DType::F16),
+        param(g, "1.weight", &[7, 2], 3, DType::F16),
+    ];
+    let refs: Vec<&Param> = ps.iter().collect();
+    let scaler = LossScaler::new(g, ScalerConfig::default()).unwrap();
+    let opt = AdamW::new(g, &refs, AdamConfig::default(), &scaler).unwrap();
+    assert_eq!(opt.overflow_tensors_blocking().unwrap(), vec![]);
+    for k in 0..5 {
+        for (i, p) in ps.iter().enumerate() {
+            let mut v = random_vec(&mut rng(50 + i as u64), p.len(), 1.0);
+            if i == 2 && k != 1 {
+                v[p.len() - 1] = f32::INFINITY; // 4 of 5 steps
+            }
+            if i == 0 && k == 3 {
+                v[0] = f32::NAN;
+            }
+            p.grad.write_f32(&v).unwrap();
+        }
+        step(g, &opt);
+    }
+    assert_eq!(stats(&opt).skipped_steps, 4);
+    assert_eq!(
+        opt.overflow_tensors_blocking().unwrap(),
+        vec![("0.weight".to_string(), 1), ("1.weight".to_string(), 4)]
+    );
+}

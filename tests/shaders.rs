@@ -7,6 +7,14 @@ use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn check_variant(name: &str, source: &str) -> Result<(), String> {
+    check_variant_with(name, source, &Default::default())
+}
+
+fn check_variant_with(
+    name: &str,
+    source: &str,
+    constants: &naga::back::PipelineConstants,
+) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
     let mut validator = Validator::new(ValidationFlags::all(), Capabilities::all());
     let info = validator.validate(&module).map_err(|e| format!("{e:?}"))?;
@@ -15,7 +23,7 @@ fn check_variant(name: &str, source: &str) -> Result<(), String> {
         &module,
         &info,
         Some((naga::ShaderStage::Compute, "main")),
-        &Default::default(),
+        constants,
     )
     .map_err(|e| format!("overrides: {e:?}"))?;
 
@@ -78,6 +86,31 @@ fn every_kernel_variant_validates_and_translates() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// The row-reduction kernels also run with 32 lanes a row (eight rows a workgroup).
+#[test]
+fn row_kernels_validate_with_32_lanes_a_row() {
+    let constants = naga::back::PipelineConstants::from_iter([("ROW_LANES".to_string(), 32.0)]);
+    let mut checked = 0;
+    for def in halfgrad::ops::all_kernels() {
+        let name = def.name;
+        if ![
+            "layernorm/forward_stats",
+            "layernorm/backward_rows",
+            "softmax_xent/forward_rows",
+        ]
+        .contains(&name)
+        {
+            continue;
+        }
+        for variant in all_variants(def) {
+            let src = compose(def, &variant).unwrap();
+            check_variant_with(name, &src, &constants).unwrap_or_else(|e| panic!("{name}: {e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked}");
 }
 
 /// `//!use reduce` / `//!use state_words` pull in the shared modules for exactly the

@@ -27,6 +27,9 @@ enum BenchCommand {
     Step(super::bench_step::StepBenchArgs),
     /// Device-to-device copy bandwidth and a memory-bound kernel against it.
     Copy(super::bench_step::CopyBenchArgs),
+    /// Full GPT training steps: ms, tokens/s, TFLOP/s, memory, per-kernel breakdown and
+    /// attention's share.
+    Gpt(super::bench_gpt::GptBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
@@ -34,6 +37,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         BenchCommand::Matmul(a) => run_matmul(a),
         BenchCommand::Step(a) => super::bench_step::run_step(a),
         BenchCommand::Copy(a) => super::bench_step::run_copy(a),
+        BenchCommand::Gpt(a) => super::bench_gpt::run_gpt(a),
     }
 }
 

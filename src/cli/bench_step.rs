@@ -68,7 +68,8 @@ impl Bench {
             .collect();
         mlp.set_batch(&x, &labels)?;
         let params = mlp.params();
-        let adamw = AdamW::new(gpu, &params, AdamConfig::default(), &scaler)?;
+        // Backward overwrites the gradients (GradMode::Overwrite), as in the trainer.
+        let adamw = AdamW::with_grad_clearing(gpu, &params, AdamConfig::default(), &scaler, false)?;
         Ok(Bench {
             gpu: gpu.clone(),
             mlp,
@@ -105,7 +106,7 @@ impl Bench {
     }
 }
 
-fn query_set(gpu: &Gpu, count: u32) -> (wgpu::QuerySet, wgpu::Buffer) {
+pub(crate) fn query_set(gpu: &Gpu, count: u32) -> (wgpu::QuerySet, wgpu::Buffer) {
     let q = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
         label: Some("bench timestamps"),
         ty: wgpu::QueryType::Timestamp,
@@ -121,7 +122,7 @@ fn query_set(gpu: &Gpu, count: u32) -> (wgpu::QuerySet, wgpu::Buffer) {
 }
 
 /// Resolves `pairs` (begin, end) timestamp pairs and returns their durations in ms.
-fn read_pairs(
+pub(crate) fn read_pairs(
     gpu: &Gpu,
     enc: wgpu::CommandEncoder,
     q: &wgpu::QuerySet,
@@ -142,7 +143,7 @@ fn read_pairs(
         .collect())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {

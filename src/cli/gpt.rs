@@ -4,6 +4,7 @@
 
 use super::interrupt::{self, Interrupts, StopSignal};
 use super::schedule::ScheduleEndArgs;
+use super::train::overflow_list;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::text::{Split, TextData};
@@ -414,7 +415,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         }
         return Err(e);
     }
-    let stats = trainer.stats_blocking()?;
+    let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
     let eval = trainer.evaluate_blocking(&data, Split::Validation)?;
     let sample = if args.sample_tokens > 0 {
         let bytes =
@@ -430,6 +431,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     let summary = Summary {
         trainer: &trainer,
         stats,
+        overflows,
         val_loss: eval.loss,
         eval_windows: eval.windows,
         seconds,
@@ -472,17 +474,17 @@ fn train_loop(
         let step = trainer.steps();
         let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every) && step < end;
         if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
-            let stats = trainer.stats_blocking()?;
+            let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
             let rate = (step - window.0) as f64 * tokens_per_step
                 / window.1.elapsed().as_secs_f64().max(1e-9);
             window = (step, Instant::now());
             bar.set_position(step);
-            bar.set_message(stats_line(&stats, rate));
+            bar.set_message(stats_line(&stats, &overflows, rate));
             if eval_now {
                 let eval = trainer.evaluate_blocking(data, Split::Validation)?;
                 let mut line = format!(
                     "step {step:>6}  {}  val loss {:.4}",
-                    stats_line(&stats, rate),
+                    stats_line(&stats, &overflows, rate),
                     eval.loss
                 );
                 if args.sample_tokens > 0 {
@@ -517,11 +519,15 @@ fn sample_line(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn stats_line(s: &TrainStats, tokens_per_second: f64) -> String {
-    format!(
+fn stats_line(s: &TrainStats, overflows: &[(String, u32)], tokens_per_second: f64) -> String {
+    let mut line = format!(
         "loss {:.4}  scale {}  skipped {}  {:.0} tokens/s",
         s.loss, s.loss_scale, s.skipped_steps, tokens_per_second
-    )
+    );
+    if !overflows.is_empty() {
+        line.push_str(&format!("  overflowed: {}", overflow_list(overflows)));
+    }
+    line
 }
 
 /// `--memory`: the size plan of this run (parameters, Adam moments, the training and
@@ -661,6 +667,8 @@ impl Output {
 struct Summary<'a> {
     trainer: &'a GptTrainer,
     stats: TrainStats,
+    /// Parameters whose gradients held an inf or NaN, with the number of steps.
+    overflows: Vec<(String, u32)>,
     val_loss: f64,
     eval_windows: usize,
     seconds: f64,
@@ -700,6 +708,12 @@ impl Summary<'_> {
             t.describe_path(),
             t.memory().summary_line(),
         );
+        if !self.overflows.is_empty() {
+            out.push_str(&format!(
+                "overflows  non-finite gradients (steps): {}\n",
+                overflow_list(&self.overflows)
+            ));
+        }
         if let Some(sample) = &self.sample {
             out.push_str(&format!(
                 "sample     {}\n",
@@ -728,6 +742,11 @@ impl Summary<'_> {
             "tokens_per_s": self.tokens_per_second(),
             "skipped_steps": s.skipped_steps,
             "nonfinite_steps": s.nonfinite_steps,
+            "overflow_tensors": self
+                .overflows
+                .iter()
+                .map(|(name, count)| (name.clone(), serde_json::json!(count)))
+                .collect::<serde_json::Map<_, _>>(),
             "optimizer_steps": s.optimizer_steps,
             "loss_scale": s.loss_scale,
             "grad_norm": s.grad_norm,

@@ -276,6 +276,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     };
     let Final {
         stats,
+        overflows,
         eval,
         per_class,
     } = final_state;
@@ -283,6 +284,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let summary = Summary {
         trainer: &trainer,
         stats,
+        overflows,
         eval,
         seconds,
         total_seconds: started.elapsed().as_secs_f64(),
@@ -324,6 +326,8 @@ enum Outcome {
 /// The final phase's results.
 struct Final {
     stats: TrainStats,
+    /// Parameters whose gradients held an inf or NaN, with the number of steps.
+    overflows: Vec<(String, u32)>,
     eval: Evaluation,
     per_class: Option<(String, serde_json::Value)>,
 }
@@ -427,18 +431,18 @@ impl Run<'_> {
             let step = trainer.steps();
             let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every);
             if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
-                let stats = trainer.stats_blocking()?;
+                let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
                 let rate = (step - window.0) as f64 / window.1.elapsed().as_secs_f64().max(1e-9);
                 window = (step, Instant::now());
                 bar.set_position(step);
-                bar.set_message(stats_line(&stats, rate));
+                bar.set_message(stats_line(&stats, &overflows, rate));
                 if eval_now && step < end {
                     recovery.before(Phase::Eval, trainer);
                     let eval = trainer.evaluate_blocking(self.test)?;
                     bar.suspend(|| {
                         self.out.text(&format!(
                             "step {step:>6}  {}  eval loss {:.4} accuracy {:.2}%",
-                            stats_line(&stats, rate),
+                            stats_line(&stats, &overflows, rate),
                             eval.loss,
                             100.0 * eval.accuracy
                         ))
@@ -467,7 +471,7 @@ impl Run<'_> {
         notes: &[(String, String)],
     ) -> Result<Final> {
         recovery.before(Phase::FinalEval, trainer);
-        let stats = trainer.stats_blocking()?;
+        let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
         let eval = trainer.evaluate_blocking(self.test)?;
         let per_class = self.source.per_class(trainer, self.test)?;
         if let Some(path) = &self.args.checkpoint {
@@ -477,6 +481,7 @@ impl Run<'_> {
         }
         Ok(Final {
             stats,
+            overflows,
             eval,
             per_class,
         })
@@ -499,11 +504,24 @@ impl Run<'_> {
     }
 }
 
-fn stats_line(s: &TrainStats, steps_per_second: f64) -> String {
-    format!(
+fn stats_line(s: &TrainStats, overflows: &[(String, u32)], steps_per_second: f64) -> String {
+    let mut line = format!(
         "loss {:.4}  scale {}  skipped {}  {:.0} steps/s",
         s.loss, s.loss_scale, s.skipped_steps, steps_per_second
-    )
+    );
+    if !overflows.is_empty() {
+        line.push_str(&format!("  overflowed: {}", overflow_list(overflows)));
+    }
+    line
+}
+
+/// `1.weight x12, 2.bias x1`: the gradients that held an inf or NaN, and in how many steps.
+pub(crate) fn overflow_list(overflows: &[(String, u32)]) -> String {
+    overflows
+        .iter()
+        .map(|(name, count)| format!("{name} x{count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `--memory`: the size plan of this run's model and batch in f32, f16 and bf16 (per
@@ -647,6 +665,8 @@ fn widths(w: &[usize]) -> String {
 struct Summary<'a> {
     trainer: &'a Trainer,
     stats: TrainStats,
+    /// Parameters whose gradients held an inf or NaN, with the number of steps.
+    overflows: Vec<(String, u32)>,
     eval: Evaluation,
     /// Training loop time (steps, periodic evaluations and saves).
     seconds: f64,
@@ -695,6 +715,12 @@ impl Summary<'_> {
         if let Some(note) = recover::skipped_note(s) {
             out.push_str(&format!("skipped    {note}\n"));
         }
+        if !self.overflows.is_empty() {
+            out.push_str(&format!(
+                "overflows  non-finite gradients (steps): {}\n",
+                overflow_list(&self.overflows)
+            ));
+        }
         if let Some(line) = self.recovery.summary() {
             out.push_str(&format!("recovery   {line}\n"));
         }
@@ -723,6 +749,11 @@ impl Summary<'_> {
             "eval_total": e.total,
             "skipped_steps": s.skipped_steps,
             "nonfinite_steps": s.nonfinite_steps,
+            "overflow_tensors": self
+                .overflows
+                .iter()
+                .map(|(name, count)| (name.clone(), serde_json::json!(count)))
+                .collect::<serde_json::Map<_, _>>(),
             "optimizer_steps": s.optimizer_steps,
             "loss_scale": s.loss_scale,
             "grad_norm": s.grad_norm,

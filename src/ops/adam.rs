@@ -26,6 +26,8 @@ declare_kernels! {
             Slot::raw("work", SlotKind::U32, Access::ReadWrite),
             Slot::raw("hyper", SlotKind::F32, Access::Read),
             Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+            Slot::raw("tensor_ends", SlotKind::U32, Access::Read),
+            Slot::raw("overflow_counts", SlotKind::U32, Access::ReadWrite),
         ];
     /// AdamW update of one f32 master tensor (no low-precision copy).
     ADAMW = "adamw", slots: &UPDATE_SLOTS;
@@ -50,6 +52,21 @@ const WG: u32 = 256;
 struct FinalizeParams {
     count: u32,
     skip_nonfinite: u32,
+    tensors: u32,
+    _pad: u32,
+}
+
+/// Per-tensor overflow bookkeeping: on a found-inf step `finalize` adds 1 to `counts[t]`
+/// for every parameter t whose partial sums (`partials[ends[t-1]..ends[t]]`, written by
+/// its `loss_scale::check`) are non-finite.
+#[derive(Clone, Copy)]
+pub struct OverflowCounts<'a> {
+    /// (tensors) u32: end (exclusive) of each parameter's partial sums.
+    pub ends: &'a wgpu::Buffer,
+    /// (tensors) u32 counts of non-finite steps per tensor.
+    pub counts: &'a wgpu::Buffer,
+    /// Number of tensors.
+    pub tensors: u32,
 }
 
 /// The state buffers every AdamW kernel binds.
@@ -71,11 +88,20 @@ pub fn finalize(
     count: u32,
     state: StateBuffers<'_>,
     flag: &OverflowFlag,
+    overflow: OverflowCounts<'_>,
     skip_nonfinite: bool,
 ) -> Result<Dispatch> {
+    let needed = overflow.tensors as u64 * 4;
+    if overflow.ends.size() < needed || overflow.counts.size() < needed {
+        return Err(Error::InvalidArgument(format!(
+            "adam/finalize: tensor ends / overflow counts buffers need {needed} bytes"
+        )));
+    }
     let params = FinalizeParams {
         count,
         skip_nonfinite: skip_nonfinite as u32,
+        tensors: overflow.tensors,
+        _pad: 0,
     };
     gpu.dispatch(
         &FINALIZE,
@@ -85,6 +111,8 @@ pub fn finalize(
             Bind::Buffer(state.work),
             Bind::Buffer(state.hyper),
             Bind::Buffer(flag.buffer()),
+            Bind::Buffer(overflow.ends),
+            Bind::Buffer(overflow.counts),
         ],
         bytemuck::bytes_of(&params),
         &[],
@@ -108,6 +136,18 @@ pub struct UpdateTensors<'a> {
 
 /// The AdamW update of one parameter (after `finalize`).
 pub fn update(gpu: &Gpu, t: &UpdateTensors<'_>, state: StateBuffers<'_>) -> Result<Dispatch> {
+    update_with(gpu, t, state, true)
+}
+
+/// [`update`], zeroing the gradient after reading it only when `clear_grad` (backward
+/// accumulates into it); with `false` the next backward's first write overwrites it and
+/// the update saves a store per element.
+pub fn update_with(
+    gpu: &Gpu,
+    t: &UpdateTensors<'_>,
+    state: StateBuffers<'_>,
+    clear_grad: bool,
+) -> Result<Dispatch> {
     let n = t.master.len();
     for (what, x) in [
         ("grad", Some(t.grad)),
@@ -145,7 +185,7 @@ pub fn update(gpu: &Gpu, t: &UpdateTensors<'_>, state: StateBuffers<'_>) -> Resu
     gpu.dispatch(
         def,
         &binds,
-        bytemuck::bytes_of(&n32),
+        bytemuck::cast_slice(&[n32, clear_grad as u32]),
         &[],
         gpu.grid_1d(threads, WG),
     )

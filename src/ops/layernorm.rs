@@ -3,7 +3,7 @@
 
 use crate::flag::OverflowFlag;
 use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
-use crate::ops::reduce::{column_grid, matrix_dims};
+use crate::ops::reduce::{column_grid, matrix_dims, row_grid};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 const FOUND_INF: Slot = Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite);
@@ -152,6 +152,7 @@ pub fn forward(
     let (b, c) = check("layernorm forward", x, &stats, gamma, &[y])?;
     expect("layernorm forward", beta, &[c as usize], true)?;
     let p = params(b, c, eps, false);
+    let (lanes, row_groups) = row_grid(gpu, b, c);
     let rows = gpu.dispatch(
         &FORWARD_STATS,
         &[
@@ -160,8 +161,8 @@ pub fn forward(
             Bind::Tensor(stats.rstd),
         ],
         bytemuck::bytes_of(&p),
-        &[],
-        gpu.grid_1d(b as u64, 1),
+        &lanes,
+        row_groups,
     )?;
     let apply = gpu.dispatch(
         &FORWARD_APPLY,
@@ -213,6 +214,7 @@ pub fn backward(
     let mut out = Vec::with_capacity(3);
     if let Some(dx) = dx {
         expect(op, dx, &[b as usize, c as usize], false)?;
+        let (lanes, row_groups) = row_grid(gpu, b, c);
         out.push(gpu.dispatch(
             &BACKWARD_ROWS,
             &[
@@ -224,8 +226,8 @@ pub fn backward(
                 Bind::Tensor(row_terms),
             ],
             bytemuck::bytes_of(&p),
-            &[],
-            gpu.grid_1d(b as u64, 1),
+            &lanes,
+            row_groups,
         )?);
         out.push(gpu.dispatch(
             &BACKWARD_INPUT,

@@ -66,6 +66,28 @@ pub fn col_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Result<
     )
 }
 
+/// Invocations a row for the row-reduction kernels (`row_sum` in workgroup_reduce.wgsl):
+/// 32 for rows up to 1024 wide, so eight rows share a 256-invocation workgroup (on
+/// software adapters a workgroup a row spent most of a small step in barriers); a whole
+/// workgroup for wider rows. The sums' bits are the same either way.
+pub(crate) fn row_lanes(cols: u32) -> u32 {
+    if cols <= 1024 {
+        32
+    } else {
+        256
+    }
+}
+
+/// The override constant and workgroups of a row-reduction kernel over (rows, cols).
+pub(crate) fn row_grid(gpu: &Gpu, rows: u32, cols: u32) -> ([(&'static str, u64); 1], [u32; 3]) {
+    let lanes = row_lanes(cols);
+    let rows_per_group = 256 / lanes;
+    (
+        [("ROW_LANES", lanes as u64)],
+        gpu.grid_1d(rows.div_ceil(rows_per_group) as u64, 1),
+    )
+}
+
 /// Workgroups for the column kernels: one per 32 columns, folded into a second dimension.
 pub(crate) fn column_grid(gpu: &Gpu, cols: u32) -> [u32; 3] {
     let groups = cols.div_ceil(COLS_PER_GROUP) as u64;

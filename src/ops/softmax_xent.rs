@@ -3,7 +3,7 @@
 
 use crate::flag::OverflowFlag;
 use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
-use crate::ops::reduce::matrix_dims;
+use crate::ops::reduce::{matrix_dims, row_grid};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 const LABELS: Slot = Slot::raw("labels", SlotKind::U32, Access::Read);
@@ -105,6 +105,7 @@ pub fn forward(
     expect_f32(op, losses, &[b as usize])?;
     expect_f32(op, loss, &[1])?;
     let p = Params { rows: b, cols: v };
+    let (lanes, row_groups) = row_grid(gpu, b, v);
     let rows = gpu.dispatch(
         &FORWARD_ROWS,
         &[
@@ -114,8 +115,8 @@ pub fn forward(
             Bind::Tensor(losses),
         ],
         bytemuck::bytes_of(&p),
-        &[],
-        gpu.grid_1d(b as u64, 1),
+        &lanes,
+        row_groups,
     )?;
     let mean = gpu.dispatch(
         &FORWARD_MEAN,

@@ -9,7 +9,7 @@ use crate::checkpoint::state::{
 use crate::kernels::Dispatch;
 use crate::layout::{hyper, scaler as word, work};
 use crate::nn::Param;
-use crate::ops::adam::{self, StateBuffers, UpdateTensors};
+use crate::ops::adam::{self, OverflowCounts, StateBuffers, UpdateTensors};
 use crate::ops::loss_scale;
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -170,7 +170,8 @@ struct ParamState {
 /// ```
 ///
 /// Gradients are cleared by every step, skipped or not, so backward kernels may
-/// accumulate into them. Master weights, gradients, moments and the low copy must not
+/// accumulate into them ([`AdamW::new`]; [`AdamW::with_grad_clearing`] leaves them for a
+/// backward that overwrites them). Master weights, gradients, moments and the low copy must not
 /// be written by anything else between the backward and the step.
 pub struct AdamW {
     gpu: Gpu,
@@ -183,6 +184,10 @@ pub struct AdamW {
     finalize: Dispatch,
     updates: Vec<Dispatch>,
     lr_bits: AtomicU32,
+    /// (params) u32: where each parameter's partial sums end (bound by `finalize` only).
+    _tensor_ends: wgpu::Buffer,
+    /// (params) u32: steps each gradient was non-finite.
+    overflow_counts: wgpu::Buffer,
 }
 
 impl std::fmt::Debug for AdamW {
@@ -223,6 +228,19 @@ impl AdamW {
         params: &[&Param],
         config: AdamConfig,
         scaler: &LossScaler,
+    ) -> Result<AdamW> {
+        Self::with_grad_clearing(gpu, params, config, scaler, true)
+    }
+
+    /// [`AdamW::new`], clearing the gradients after each step only when `clear_grads`:
+    /// pass `false` when backward overwrites them ([`crate::nn::GradMode::Overwrite`],
+    /// the graph's first write of each gradient), which saves a store per parameter.
+    pub fn with_grad_clearing(
+        gpu: &Gpu,
+        params: &[&Param],
+        config: AdamConfig,
+        scaler: &LossScaler,
+        clear_grads: bool,
     ) -> Result<AdamW> {
         config.validate()?;
         if params.is_empty() {
@@ -272,6 +290,18 @@ impl AdamW {
             &vec![0u32; total_partials as usize],
         )?;
 
+        // Which gradients overflowed: `finalize` reads each one's partial sums, which
+        // end at `tensor_ends`.
+        let tensor_ends: Vec<u32> = params
+            .iter()
+            .scan(0u32, |end, p| {
+                *end += loss_scale::check_groups(p.len());
+                Some(*end)
+            })
+            .collect();
+        let tensor_ends = storage_buffer(gpu, "halfgrad overflow tensor ends", &tensor_ends)?;
+        let overflow_counts =
+            storage_buffer(gpu, "halfgrad overflow counts", &vec![0u32; params.len()])?;
         let state = StateBuffers {
             scaler: scaler.state_buffer(),
             work: &work_buf,
@@ -300,7 +330,7 @@ impl AdamW {
                 scaler.flag(),
             )?);
             base += loss_scale::check_groups(p.len());
-            updates.push(adam::update(
+            updates.push(adam::update_with(
                 gpu,
                 &UpdateTensors {
                     master: &p.master,
@@ -310,6 +340,7 @@ impl AdamW {
                     low: p.low.as_ref(),
                 },
                 state,
+                clear_grads,
             )?);
             slots.push(ParamState {
                 name: p.name.clone(),
@@ -324,6 +355,11 @@ impl AdamW {
             base,
             state,
             scaler.flag(),
+            OverflowCounts {
+                ends: &tensor_ends,
+                counts: &overflow_counts,
+                tensors: params.len() as u32,
+            },
             scaler.config().skips_nonfinite(),
         )?;
         Ok(AdamW {
@@ -337,7 +373,49 @@ impl AdamW {
             checks,
             finalize,
             updates,
+            _tensor_ends: tensor_ends,
+            overflow_counts,
         })
+    }
+
+    /// The buffer of per-parameter overflow counts: `u32` element i counts the steps whose
+    /// gradient of parameter i held an inf or NaN (in [`AdamW::param_names`]' order). The
+    /// trainer copies it beside its statistics; [`AdamW::overflow_tensors`] reads it.
+    pub fn overflow_counts_buffer(&self) -> &wgpu::Buffer {
+        &self.overflow_counts
+    }
+
+    /// Parameter names, in the optimizer's order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.name.as_str())
+    }
+
+    /// The parameters whose gradients were non-finite, with how many steps each (those
+    /// with a count of 0 left out), from `counts` as [`AdamW::overflow_counts_buffer`]
+    /// holds them.
+    pub fn name_overflows(&self, counts: &[u32]) -> Vec<(String, u32)> {
+        self.param_names()
+            .zip(counts)
+            .filter(|(_, &c)| c > 0)
+            .map(|(n, &c)| (n.to_string(), c))
+            .collect()
+    }
+
+    /// Reads the per-parameter overflow counts (one readback); see
+    /// [`AdamW::name_overflows`].
+    pub async fn overflow_tensors(&self) -> Result<Vec<(String, u32)>> {
+        let bytes = self
+            .gpu
+            .read_buffer(&self.overflow_counts, self.params.len() as u64 * 4)
+            .await?;
+        let counts: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        Ok(self.name_overflows(&counts))
+    }
+
+    /// Blocking [`AdamW::overflow_tensors`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn overflow_tensors_blocking(&self) -> Result<Vec<(String, u32)>> {
+        pollster::block_on(self.overflow_tensors())
     }
 
     /// Clears the found-inf flag: encode it first in every step's encoder, before the

@@ -346,6 +346,13 @@ impl GptTrainer {
     pub fn stats_blocking(&self) -> Result<TrainStats> {
         pollster::block_on(self.stats())
     }
+
+    /// The statistics and the parameters whose gradients were non-finite, with their
+    /// step counts, in one readback ([`Trainer::stats_and_overflows`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn stats_and_overflows_blocking(&self) -> Result<(TrainStats, Vec<(String, u32)>)> {
+        self.trainer.stats_and_overflows_blocking()
+    }
     /// The evaluation windows of a split this run scores: every one, or
     /// `config.eval_windows` of them evenly spaced (window `j * W / K`).
     pub fn eval_window_indices(&self, data: &TextData, split: Split) -> Vec<usize> {

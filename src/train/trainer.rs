@@ -146,11 +146,20 @@ impl<M: Model> Trainer<M> {
             )));
         }
         let params: Vec<&crate::nn::Param> = model.params().params().iter().collect();
-        let optim = AdamW::new(gpu, &params, config.adam_config(), &scaler)?;
+        // Backward overwrites the gradients (the graph's first write of each), so the
+        // optimizer clears them only when the context accumulates.
+        let optim = AdamW::with_grad_clearing(
+            gpu,
+            &params,
+            config.adam_config(),
+            &scaler,
+            ctx.grad_mode.accumulate(),
+        )?;
         let stats = gpu.scoped("allocating the trainer statistics", || {
             gpu.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("halfgrad trainer stats"),
-                size: (stats_word::ALLOCATED * 4) as u64,
+                // Then the optimizer's per-parameter overflow counts.
+                size: ((stats_word::ALLOCATED + params.len()) * 4) as u64,
                 usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -252,6 +261,14 @@ impl<M: Model> Trainer<M> {
     /// Reads the statistics: one small copy and one readback. Call it between steps
     /// (every few steps, not every one: it waits for the GPU).
     pub async fn stats(&self) -> Result<TrainStats> {
+        Ok(self.stats_and_overflows().await?.0)
+    }
+
+    /// [`Trainer::stats`] and the parameters whose gradients held an inf or NaN, with
+    /// the number of steps each did (counted on the GPU by the optimizer's check; only
+    /// those that did), in the same readback.
+    pub async fn stats_and_overflows(&self) -> Result<(TrainStats, Vec<(String, u32)>)> {
+        let tensors = self.optim.param_names().count();
         let mut enc = self.gpu.encoder("halfgrad trainer stats");
         enc.copy_buffer_to_buffer(
             self.scaler.state_buffer(),
@@ -260,16 +277,34 @@ impl<M: Model> Trainer<M> {
             0,
             (word::USED * 4) as u64,
         );
+        enc.copy_buffer_to_buffer(
+            self.optim.overflow_counts_buffer(),
+            0,
+            &self.stats,
+            (stats_word::ALLOCATED * 4) as u64,
+            (tensors * 4) as u64,
+        );
         self.gpu.submit(enc.finish())?;
         let bytes = self
             .gpu
-            .read_buffer(&self.stats, (stats_word::ALLOCATED * 4) as u64)
+            .read_buffer(&self.stats, ((stats_word::ALLOCATED + tensors) * 4) as u64)
             .await?;
         let w: Vec<u32> = bytes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        Ok(TrainStats {
+        let overflows = self.optim.name_overflows(&w[stats_word::ALLOCATED..]);
+        Ok((self.stats_from_words(&w), overflows))
+    }
+
+    /// Blocking [`Trainer::stats_and_overflows`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn stats_and_overflows_blocking(&self) -> Result<(TrainStats, Vec<(String, u32)>)> {
+        pollster::block_on(self.stats_and_overflows())
+    }
+
+    fn stats_from_words(&self, w: &[u32]) -> TrainStats {
+        TrainStats {
             step: self.step,
             loss: f32::from_bits(w[stats_word::LOSS]),
             loss_scale: f32::from_bits(w[word::SCALE]),
@@ -278,7 +313,7 @@ impl<M: Model> Trainer<M> {
             optimizer_steps: w[word::STEP],
             grad_norm: f32::from_bits(w[word::LAST_NORM]),
             last_step_skipped: w[word::LAST_SKIPPED] != 0,
-        })
+        }
     }
 
     /// Blocking [`Trainer::stats`] (native only).

@@ -7,6 +7,7 @@
 
 mod reliability;
 mod web;
+mod web_bench;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -35,8 +36,9 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("web") => web::web(&args[1..]),
+        Some("web-bench") => web_bench::web_bench(&args[1..]),
         Some("-h") | Some("--help") | None => {
-            print!("{USAGE}{}", reliability::USAGE);
+            print!("{USAGE}{}{}", web_bench::USAGE, reliability::USAGE);
             Ok(())
         }
         Some(other) => reliability::run(other, &args[1..]).unwrap_or_else(|| {

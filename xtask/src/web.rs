@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const WASM_TARGET: &str = "wasm32-unknown-unknown";
+pub(crate) const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Where cargo puts build outputs: `CARGO_TARGET_DIR` when set, else `<root>/target`.
 pub fn target_dir() -> PathBuf {
@@ -66,7 +66,7 @@ fn find_wasm_bindgen() -> Option<(PathBuf, String)> {
 
 /// The wasm-bindgen CLI at exactly Cargo.lock's version; `cargo install`s it otherwise
 /// (a few minutes, once).
-fn ensure_wasm_bindgen() -> Result<PathBuf> {
+pub(crate) fn ensure_wasm_bindgen() -> Result<PathBuf> {
     let want = locked_wasm_bindgen_version()?;
     if let Some((path, have)) = find_wasm_bindgen() {
         if have == want {
@@ -252,10 +252,10 @@ fn handle(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
     out.flush()
 }
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Debian's Chromium (its WebGPU runs on SwiftShader, without shader-f16).
-fn ensure_chromium() -> Result {
+pub(crate) fn ensure_chromium() -> Result {
     if Path::new(CHROMIUM).exists() {
         println!("==> {CHROMIUM} present (skipping install)");
         return Ok(());
@@ -265,7 +265,7 @@ fn ensure_chromium() -> Result {
 }
 
 /// Node.js and playwright-core (from web/tests/package-lock.json) for the browser driver.
-fn ensure_playwright() -> Result {
+pub(crate) fn ensure_playwright() -> Result {
     if output_ok("node", &["--version"]).is_none() {
         println!("==> node missing: installing Debian's nodejs and npm");
         apt_install(&["nodejs", "npm"])?;
