@@ -832,8 +832,13 @@ fn hf_campaign(seed: u64, only: Option<u64>, cases: u64) -> std::process::ExitCo
 /// the full campaigns are `cargo xtask fuzz --target text|hf`.
 #[cfg(test)]
 mod tests {
+    /// The counting allocator is global: two cases measured at once would count each
+    /// other's allocations, so the tests take turns.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn two_thousand_damaged_texts_load_or_fail_typed_within_the_allocation_budget() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!("halfgrad-loader-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("case.txt");
@@ -852,6 +857,7 @@ mod tests {
 
     #[test]
     fn two_thousand_damaged_hugging_face_exports_load_or_fail_typed() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let seeds = super::hf_seeds();
         let dir = std::env::temp_dir().join(format!("halfgrad-hf-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -589,16 +589,17 @@ fn a_model_past_the_binding_limit_is_refused_naming_the_tensor() {
         ..small_run(Precision::F16, 10)
     };
     match GptTrainer::new(&limited, config, None) {
-        Err(halfgrad::Error::TooLarge {
-            what, limit_name, ..
+        // Refused by the size plan before any allocation (issue 16: `DoesNotFit`).
+        Err(halfgrad::Error::DoesNotFit {
+            tensor, limit_name, ..
         }) => {
-            assert!(what.contains("transformer.wte.weight"), "{what}");
+            assert!(tensor.contains("transformer.wte.weight"), "{tensor}");
             assert!(
                 limit_name.contains("max_storage_buffer_binding_size"),
                 "{limit_name}"
             );
         }
-        other => panic!("expected TooLarge, got {other:?}"),
+        other => panic!("expected DoesNotFit, got {other:?}"),
     }
     // Attention scores of a long context: (batch, heads, block, block) f32.
     let config = GptTrainConfig {
@@ -610,9 +611,9 @@ fn a_model_past_the_binding_limit_is_refused_naming_the_tensor() {
         ..small_run(Precision::F16, 10)
     };
     match GptTrainer::new(&limited, config, None) {
-        Err(halfgrad::Error::TooLarge { what, .. }) => {
-            assert!(what.contains("attention scores"), "{what}")
+        Err(halfgrad::Error::DoesNotFit { tensor, .. }) => {
+            assert!(tensor.contains("attention scores"), "{tensor}")
         }
-        other => panic!("expected TooLarge, got {other:?}"),
+        other => panic!("expected DoesNotFit, got {other:?}"),
     }
 }
