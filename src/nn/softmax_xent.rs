@@ -86,7 +86,7 @@ struct XentOp {
 /// The mean softmax cross-entropy of `logits` against labels the caller writes with
 /// [`XentLoss::set_labels`]. Its backward is the root of the graph's: dlogits =
 /// (softmax - onehot) * scale[0] / B, where `scale` is an f32 storage buffer (the loss
-/// scaler's, or [`constant_scale`](crate::amp::constant_scale)`(gpu, 1.0)`).
+/// scaler's, or [`constant_scale`](crate::precision::constant_scale)`(gpu, 1.0)`).
 // logits: (B, V) any dtype
 pub fn softmax_cross_entropy(
     g: &mut GraphBuilder<'_>,
