@@ -428,7 +428,7 @@ impl Model for Mlp {
         }
     }
 
-    fn targets(&self) -> &wgpu::Buffer {
+    fn targets(&self) -> &Tensor {
         self.loss.labels()
     }
 

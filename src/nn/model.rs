@@ -84,8 +84,8 @@ pub trait Model: Sized + std::fmt::Debug {
     /// many batches at once and copies them in on the GPU).
     fn encode_inputs(&self, inputs: Inputs<'_>) -> Result<Vec<u8>>;
 
-    /// The target buffer: (B * targets_per_row) u32.
-    fn targets(&self) -> &wgpu::Buffer;
+    /// The targets: (B * targets_per_row) u32.
+    fn targets(&self) -> &Tensor;
 
     /// The mean loss (1) f32, written by forward.
     fn loss(&self) -> &Tensor;

@@ -122,7 +122,7 @@ pub struct GptGraph {
     t: usize,
     graph: Graph,
     // tokens: (B*T) u32, written by set_batch
-    tokens: wgpu::Buffer,
+    tokens: Tensor,
     // index: the batch's token index for the embedding's backward (training graphs)
     index: Option<Arc<TokenIndex>>,
     logits: ValueId,
@@ -170,14 +170,7 @@ impl GptGraph {
                 param(format!("{prefix}.bias"))?,
             ))
         };
-        let tokens = gpu.scoped("allocating the GPT token buffer", || {
-            gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("halfgrad gpt tokens"),
-                size: (rows as u64 * 4).div_ceil(16) * 16,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        })?;
+        let tokens = Tensor::zeros(gpu, &[rows], DType::U32)?;
         let index = match backward {
             true => Some(Arc::new(TokenIndex::new(gpu, config.vocab, rows)?)),
             false => None,
@@ -263,7 +256,7 @@ impl GptGraph {
         self.gpu.check()?;
         self.gpu
             .queue()
-            .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+            .write_buffer(self.tokens.buffer(), 0, bytemuck::cast_slice(tokens));
         Ok(())
     }
 
@@ -310,9 +303,13 @@ impl GptGraph {
     pub fn seq_len(&self) -> usize {
         self.t
     }
-    /// The (B*T) u32 token buffer [`GptGraph::set_batch`] fills.
-    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+    /// The (B*T) u32 tokens [`GptGraph::set_batch`] fills.
+    pub fn tokens(&self) -> &Tensor {
         &self.tokens
+    }
+    /// The buffer of [`GptGraph::tokens`].
+    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+        self.tokens.buffer()
     }
     /// Logits (B*T, V) in the activation dtype, written by forward.
     pub fn logits(&self) -> &Tensor {
@@ -434,7 +431,7 @@ impl Model for GptModel {
         Ok(bytemuck::cast_slice(tokens).to_vec())
     }
 
-    fn targets(&self) -> &wgpu::Buffer {
+    fn targets(&self) -> &Tensor {
         self.graph.loss_layer().labels()
     }
 
