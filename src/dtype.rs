@@ -114,18 +114,3 @@ impl fmt::Display for DType {
         f.write_str(self.name())
     }
 }
-
-impl std::str::FromStr for DType {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(DType::F32),
-            "f16" | "fp16" | "float16" | "half" => Ok(DType::F16),
-            "bf16" | "bfloat16" => Ok(DType::BF16),
-            "u32" | "uint32" => Ok(DType::U32),
-            other => Err(crate::Error::InvalidArgument(format!(
-                "unknown dtype `{other}` (expected f32, f16, bf16 or u32)"
-            ))),
-        }
-    }
-}

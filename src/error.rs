@@ -185,3 +185,20 @@ fn fits_advice(dimension: &str, largest: Option<usize>) -> String {
         None => format!("not even {dimension} 1 fits: use a smaller model"),
     }
 }
+
+/// Parsing a dtype name reports an [`Error`]; the impl lives here, not in `dtype`, so
+/// `dtype` (which `Error` names) uses nothing above it.
+impl std::str::FromStr for DType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(DType::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(DType::F16),
+            "bf16" | "bfloat16" => Ok(DType::BF16),
+            "u32" | "uint32" => Ok(DType::U32),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown dtype `{other}` (expected f32, f16, bf16 or u32)"
+            ))),
+        }
+    }
+}

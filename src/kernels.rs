@@ -17,8 +17,7 @@
 //! and the module's `KERNELS` list, which [`crate::ops::all_kernels`] chains.
 
 use crate::{DType, Error, Gpu, Result, Tensor};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// How a slot is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -365,32 +364,8 @@ pub fn all_variants(def: &KernelDef) -> Vec<Variant> {
     out
 }
 
-/// A compiled pipeline with its bind-group layout.
-#[derive(Debug, Clone)]
-pub struct Pipeline {
-    pub pipeline: wgpu::ComputePipeline,
-    pub layout: wgpu::BindGroupLayout,
-}
-
-type CacheKey = (&'static str, Variant, Vec<(String, u64)>);
-
-/// Pipelines by (kernel, variant, overrides). Creation happens once per key.
-#[derive(Default)]
-pub struct KernelCache {
-    pipelines: Mutex<HashMap<CacheKey, Arc<Pipeline>>>,
-}
-
-impl KernelCache {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn len(&self) -> usize {
-        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use crate::gpu::pipelines::PipelineKey;
+pub use crate::gpu::pipelines::{KernelCache, Pipeline};
 
 fn layout_entries(def: &KernelDef) -> Vec<wgpu::BindGroupLayoutEntry> {
     let mut entries: Vec<_> = def
@@ -455,15 +430,13 @@ impl Gpu {
         let mut ov: Vec<(String, u64)> =
             overrides.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         ov.sort();
-        let key = (def.name, variant.clone(), ov.clone());
-        if let Some(p) = self
-            .inner
-            .kernels
-            .pipelines
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned())
-        {
+        let key = PipelineKey {
+            kernel: def.name,
+            dtypes: variant.dtypes.clone(),
+            f16_native: variant.f16_native,
+            overrides: ov.clone(),
+        };
+        if let Some(p) = self.inner.kernels.get(&key) {
             return Ok(p);
         }
         let source = compose(def, &variant)?;
@@ -519,9 +492,7 @@ impl Gpu {
                 other => other,
             })?;
         let p = Arc::new(pipeline);
-        if let Ok(mut m) = self.inner.kernels.pipelines.lock() {
-            m.insert(key, p.clone());
-        }
+        self.inner.kernels.insert(key, p.clone());
         Ok(p)
     }
 

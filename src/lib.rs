@@ -15,6 +15,8 @@ pub mod gpu;
 pub mod kernels;
 pub mod layout;
 pub mod ops;
+pub mod precision;
+pub mod rng;
 pub mod tensor;
 
 pub use dtype::DType;

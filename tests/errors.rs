@@ -944,10 +944,10 @@ fn layer_ops_refuse_wrong_shapes_and_dtypes() {
         Error::DTypeMismatch { .. } | Error::MissingFeature { .. }
     );
 
-    // softmax cross-entropy: (B, V) logits, a labels buffer of B words, f32 outputs.
+    // softmax cross-entropy: (B, V) logits, (B) u32 labels, f32 outputs.
     let logits = t(&[4, 3], DType::F16);
-    let small_labels = raw_buffer(g, 4);
-    let labels = raw_buffer(g, 16);
+    let small_labels = Tensor::from_u32(g, &[1], &[0]).unwrap();
+    let labels = Tensor::from_u32(g, &[4], &[0; 4]).unwrap();
     let (lse, losses, loss) = (
         t(&[4], DType::F32),
         t(&[4], DType::F32),

@@ -50,17 +50,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// A storage buffer holding `data` (u32), padded to 16 bytes: the token batch.
-fn u32_buffer(g: &Gpu, data: &[u32]) -> wgpu::Buffer {
-    use wgpu::util::DeviceExt;
-    let mut words = data.to_vec();
-    words.resize(data.len().div_ceil(4).max(1) * 4, 0);
-    g.device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("test tokens"),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        })
+/// A (N) u32 tensor holding `data`: the token batch.
+fn u32_tensor(g: &Gpu, data: &[u32]) -> Tensor {
+    Tensor::from_u32(g, &[data.len()], data).unwrap()
 }
 
 fn random_tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
@@ -190,7 +182,7 @@ fn embedding_forward_matches_f64_exactly() {
         let wpe = Tensor::from_f32(g, &[k.t_max, k.c], &d.wpe, DType::F32).unwrap();
         let x = Tensor::empty(g, &[n, k.c], DType::F32).unwrap();
         poison(&x);
-        let tokens = u32_buffer(g, &d.tokens);
+        let tokens = u32_tensor(g, &d.tokens);
         let f = embedding::forward(g, &tokens, k.t, &wte, &wpe, &x).unwrap();
         g.run(&[&f]).unwrap();
         let got = read(&x);
@@ -216,7 +208,7 @@ fn embedding_forward_writes_nan_rows_for_out_of_range_tokens() {
     let wpe = Tensor::full(g, &[t, c], DType::F32, 0.5).unwrap();
     let x = Tensor::empty(g, &[t, c], DType::F32).unwrap();
     poison(&x);
-    let tokens = u32_buffer(g, &[0, 4, 3]);
+    let tokens = u32_tensor(g, &[0, 4, 3]);
     g.run(&[&embedding::forward(g, &tokens, t, &wte, &wpe, &x).unwrap()])
         .unwrap();
     let got = read(&x);
@@ -396,7 +388,7 @@ fn embedding_bad_inputs_are_typed_errors() {
     let wte = Tensor::zeros(g, &[4, 3], DType::F32).unwrap();
     let wpe = Tensor::zeros(g, &[2, 3], DType::F32).unwrap();
     let x = Tensor::zeros(g, &[6, 3], DType::F32).unwrap();
-    let tokens = u32_buffer(g, &[0; 6]);
+    let tokens = u32_tensor(g, &[0; 6]);
     // Block 3 > the 2 rows of wpe; 6 positions are not whole blocks of 4.
     assert!(matches!(
         embedding::forward(g, &tokens, 3, &wte, &wpe, &x),
@@ -408,7 +400,7 @@ fn embedding_bad_inputs_are_typed_errors() {
     ));
     let x16 = Tensor::zeros(g, &[6, 3], DType::F16).unwrap();
     assert!(embedding::forward(g, &tokens, 2, &wte, &wpe, &x16).is_err());
-    let short = u32_buffer(g, &[0; 4]);
+    let short = u32_tensor(g, &[0; 4]);
     let x8 = Tensor::zeros(g, &[8, 3], DType::F32).unwrap();
     assert!(matches!(
         embedding::forward(g, &short, 2, &wte, &wpe, &x8),

@@ -582,7 +582,7 @@ impl Model for Tied {
         };
         Ok(self.graph.value(self.x).dtype().encode(x))
     }
-    fn targets(&self) -> &wgpu::Buffer {
+    fn targets(&self) -> &Tensor {
         self.loss.labels()
     }
     fn loss(&self) -> &Tensor {

@@ -38,7 +38,7 @@ struct Digest(u64);
 
 impl Digest {
     fn word(&mut self, w: u64) {
-        self.0 = crate::data::SplitMix64::mix(self.0.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ w);
+        self.0 = crate::rng::SplitMix64::mix(self.0.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ w);
     }
 
     /// Length, then the bytes as little-endian words (the last one zero-padded).

@@ -7,8 +7,8 @@
 //! depends only on `(seed, e)`, so the whole stream is a pure function of
 //! `(len, seed)` and a run resumed at any position continues it exactly.
 
-use super::rng::SplitMix64;
 use super::Dataset;
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
 /// Everything needed to recreate a [`Batcher`] at its current position; store it in a

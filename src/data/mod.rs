@@ -12,13 +12,13 @@
 mod batcher;
 pub mod csv;
 mod digits;
-mod rng;
+
 pub mod text;
 
+pub use crate::rng::SplitMix64;
 pub use batcher::{Batcher, BatcherState};
 pub use csv::{CsvData, CsvMeta, CsvOptions, CsvTable};
 pub use digits::Digits;
-pub use rng::SplitMix64;
 
 use crate::{Error, Result};
 

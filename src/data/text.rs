@@ -14,7 +14,7 @@
 //! compiled in on native targets; on wasm32 the page fetches it and calls
 //! [`TextData::from_bytes`].
 
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 use std::borrow::Cow;
 use std::ops::Range;

@@ -1,8 +1,8 @@
 //! Seeded parameter initialisation, drawn from the crate's SplitMix64 stream
-//! ([`crate::data::SplitMix64`]), so library code needs no `rand` dependency and the same
+//! ([`crate::rng::SplitMix64`]), so library code needs no `rand` dependency and the same
 //! seed gives the same parameters on every platform.
 
-pub use crate::data::SplitMix64;
+pub use crate::rng::SplitMix64;
 
 /// Uniform in [0, 1) with 53 random bits.
 pub fn unit_f64(rng: &mut SplitMix64) -> f64 {

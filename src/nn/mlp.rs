@@ -11,8 +11,8 @@ use super::{
     activation, layer_norm, layer_norm_params, linear, linear_params, softmax_cross_entropy,
     Activation, LayerCtx, Param, XentLoss,
 };
-use crate::amp::Policy;
 use crate::ops::layernorm::DEFAULT_EPS;
+use crate::precision::Policy;
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::fmt;
 
@@ -124,7 +124,7 @@ impl Mlp {
     /// `nn.Linear` from a SplitMix64 stream seeded by `seed`. `ctx` carries the found-inf
     /// flag that 16-bit stores raise (the loss scaler's) and the parameter-gradient mode;
     /// `scale` is the f32 buffer whose element 0 seeds backward (the loss scaler's scale,
-    /// or [`constant_scale`](crate::amp::constant_scale)`(gpu, 1.0)`).
+    /// or [`constant_scale`](crate::precision::constant_scale)`(gpu, 1.0)`).
     pub fn new(
         ctx: &LayerCtx<'_>,
         config: &MlpConfig,
@@ -514,7 +514,7 @@ impl Model for Mlp {
         }
     }
 
-    fn targets(&self) -> &wgpu::Buffer {
+    fn targets(&self) -> &Tensor {
         self.loss.labels()
     }
 

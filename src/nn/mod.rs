@@ -45,7 +45,8 @@ pub use softmax_xent::{softmax_cross_entropy, SoftmaxCrossEntropy, XentLoss};
 
 pub use crate::ops::activation::Activation;
 
-use crate::amp::{OverflowFlag, Policy};
+use crate::flag::OverflowFlag;
+use crate::precision::Policy;
 use crate::{DType, Gpu, Result, Tensor};
 
 /// A value flowing between layers, with the gradient of the loss with respect to it.

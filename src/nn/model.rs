@@ -6,7 +6,7 @@
 use super::graph::{Graph, ParamStore};
 use super::plan::SizePlan;
 use super::LayerCtx;
-use crate::amp::Policy;
+use crate::precision::Policy;
 use crate::{Error, Result, Tensor};
 
 /// A batch's inputs: f32 feature rows, or u32 token ids.
@@ -97,8 +97,8 @@ pub trait Model: Sized + std::fmt::Debug {
     /// many batches at once and copies them in on the GPU).
     fn encode_inputs(&self, inputs: Inputs<'_>) -> Result<Vec<u8>>;
 
-    /// The target buffer: (B * targets_per_row) u32.
-    fn targets(&self) -> &wgpu::Buffer;
+    /// The targets: (B * targets_per_row) u32.
+    fn targets(&self) -> &Tensor;
 
     /// The mean loss (1) f32, written by forward.
     fn loss(&self) -> &Tensor;

@@ -13,7 +13,7 @@
 //! set; else, for a software (CPU) adapter on Linux, the host's `MemTotal`; else unknown
 //! (no total check: an allocation the device refuses is still a typed error).
 
-use crate::amp::Policy;
+use crate::precision::Policy;
 use crate::gpu::Capabilities;
 use crate::tensor::{checked_numel, BUFFER_ALIGN, MAX_ELEMENTS};
 use crate::{DType, Error, Result};
@@ -494,7 +494,7 @@ pub(crate) fn group(n: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amp::Precision;
+    use crate::precision::Precision;
 
     #[test]
     fn byte_sizes_parse_with_binary_suffixes() {

@@ -17,8 +17,7 @@ pub struct XentLoss {
     // logits: (B, V) activation dtype
     logits: ValueId,
     // labels: (B) u32, written by set_labels
-    // TODO(graph): a DType::U32 graph input once tensors have one (helper B's branch).
-    labels: wgpu::Buffer,
+    labels: Tensor,
     // losses: (B) f32 per-example loss
     losses: Tensor,
     // loss: (1) f32 mean loss
@@ -41,7 +40,7 @@ impl XentLoss {
         check_labels(labels, self.classes)?;
         gpu.check()?;
         gpu.queue()
-            .write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
+            .write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(labels));
         Ok(())
     }
 
@@ -55,8 +54,8 @@ impl XentLoss {
     pub fn logits(&self) -> ValueId {
         self.logits
     }
-    /// The label buffer (B) u32.
-    pub fn labels(&self) -> &wgpu::Buffer {
+    /// The labels (B) u32.
+    pub fn labels(&self) -> &Tensor {
         &self.labels
     }
     /// Per-example losses (B) f32, written by forward.
@@ -75,7 +74,8 @@ struct XentOp {
     // logits: (B, V)
     logits: ValueId,
     logits_value: Tensor,
-    labels: wgpu::Buffer,
+    // labels: (B) u32
+    labels: Tensor,
     // scale: f32 buffer whose element 0 seeds backward
     scale: wgpu::Buffer,
     // lse: (B) f32 log-sum-exp saved for backward
@@ -86,7 +86,7 @@ struct XentOp {
 /// The mean softmax cross-entropy of `logits` against labels the caller writes with
 /// [`XentLoss::set_labels`]. Its backward is the root of the graph's: dlogits =
 /// (softmax - onehot) * scale[0] / B, where `scale` is an f32 storage buffer (the loss
-/// scaler's, or [`constant_scale`](crate::amp::constant_scale)`(gpu, 1.0)`).
+/// scaler's, or [`constant_scale`](crate::precision::constant_scale)`(gpu, 1.0)`).
 // logits: (B, V) any dtype
 pub fn softmax_cross_entropy(
     g: &mut GraphBuilder<'_>,
@@ -105,16 +105,7 @@ pub fn softmax_cross_entropy(
             ))
         }
     };
-    let labels = gpu.scoped("allocating the label buffer", || {
-        gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("halfgrad labels"),
-            size: (batch as u64 * 4).div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
-    })?;
+    let labels = Tensor::zeros(gpu, &[batch], DType::U32)?;
     let lse = Tensor::empty(gpu, &[batch], DType::F32)?;
     let losses = g.output(&[batch], DType::F32, false)?;
     let loss = g.output(&[1], DType::F32, false)?;
@@ -208,8 +199,8 @@ impl SoftmaxCrossEntropy {
     pub fn logits(&self) -> &Node {
         &self.logits
     }
-    /// The label buffer (B) u32.
-    pub fn labels(&self) -> &wgpu::Buffer {
+    /// The labels (B) u32.
+    pub fn labels(&self) -> &Tensor {
         self.loss.labels()
     }
     /// Per-example losses (B) f32, written by forward.

@@ -235,13 +235,13 @@ fn dims(op: &'static str, x: &Tensor, wpe_rows: usize, block: usize) -> Result<(
 }
 
 /// Forward: `x[p] = wte[tokens[p]] + wpe[p % block]` for p in 0..N.
-// tokens: (N) u32 buffer (at least 4N bytes), each < V (check with `check_tokens`)
+// tokens: (N) u32, each < V (check with `check_tokens`)
 // wte: (V, C) f32
 // wpe: (T_max, C) f32, T_max >= block
 // x: (N, C) f32, written; N = B * block
 pub fn forward(
     gpu: &Gpu,
-    tokens: &wgpu::Buffer,
+    tokens: &Tensor,
     block: usize,
     wte: &Tensor,
     wpe: &Tensor,
@@ -253,13 +253,7 @@ pub fn forward(
     expect_f32(op, x, &[n as usize, c as usize])?;
     expect_f32(op, wte, &[vocab, c as usize])?;
     expect_f32(op, wpe, &[t_max, c as usize])?;
-    if tokens.size() < n as u64 * 4 {
-        return Err(Error::shape(
-            op,
-            format!("tokens buffer of at least {} bytes", n as u64 * 4),
-            format!("{} bytes", tokens.size()),
-        ));
-    }
+    super::expect_u32(op, "tokens", tokens, n as usize)?;
     let p = Params {
         rows: n,
         block: block as u32,
@@ -271,7 +265,7 @@ pub fn forward(
     gpu.dispatch(
         &FORWARD,
         &[
-            Bind::Buffer(tokens),
+            Bind::Buffer(tokens.buffer()),
             Bind::Tensor(wte),
             Bind::Tensor(wpe),
             Bind::Tensor(x),

@@ -14,6 +14,7 @@ pub mod reduce;
 pub mod softmax_xent;
 
 use crate::kernels::KernelDef;
+use crate::{DType, Error, Result, Tensor};
 
 /// Every kernel the library can launch, chained from each module's `KERNELS` (declared
 /// with [`declare_kernels!`](crate::kernels::declare_kernels)). The GPU-free shader test
@@ -35,4 +36,23 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         attention::KERNELS,
     ];
     declared.into_iter().flatten().copied().collect()
+}
+
+/// Checks an integer input (labels, token ids): a `DType::U32` tensor of `n` elements.
+pub(crate) fn expect_u32(op: &'static str, what: &str, t: &Tensor, n: usize) -> Result<()> {
+    if t.dtype() != DType::U32 {
+        return Err(Error::DTypeMismatch {
+            op,
+            expected: "u32".into(),
+            got: t.dtype(),
+        });
+    }
+    if t.len() != n {
+        return Err(Error::shape(
+            op,
+            format!("{what} of {n} u32 elements"),
+            format!("{:?}", t.shape()),
+        ));
+    }
+    Ok(())
 }

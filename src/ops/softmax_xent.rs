@@ -60,15 +60,8 @@ fn expect_f32(op: &'static str, t: &Tensor, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-fn expect_labels(op: &'static str, labels: &wgpu::Buffer, rows: u32) -> Result<()> {
-    if labels.size() < rows as u64 * 4 {
-        return Err(Error::shape(
-            op,
-            format!("labels buffer of at least {} bytes", rows as u64 * 4),
-            format!("{} bytes", labels.size()),
-        ));
-    }
-    Ok(())
+fn expect_labels(op: &'static str, labels: &Tensor, rows: u32) -> Result<()> {
+    super::expect_u32(op, "labels", labels, rows as usize)
 }
 
 /// Checks host labels against the class count: the one place out-of-range labels are
@@ -86,14 +79,14 @@ pub fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
 
 /// Forward: per-row log-sum-exp and loss, then the f32 mean loss (two dispatches).
 // logits: (B, V) any dtype
-// labels: (B) u32 buffer
+// labels: (B) u32
 // lse: (B) f32, written (saved for backward)
 // losses: (B) f32, written: per-example loss
 // loss: (1) f32, written: mean over the batch
 pub fn forward(
     gpu: &Gpu,
     logits: &Tensor,
-    labels: &wgpu::Buffer,
+    labels: &Tensor,
     lse: &Tensor,
     losses: &Tensor,
     loss: &Tensor,
@@ -110,7 +103,7 @@ pub fn forward(
         &FORWARD_ROWS,
         &[
             Bind::Tensor(logits),
-            Bind::Buffer(labels),
+            Bind::Buffer(labels.buffer()),
             Bind::Tensor(lse),
             Bind::Tensor(losses),
         ],
@@ -133,7 +126,7 @@ pub fn forward(
 /// holding 1.0), so seeding backward needs no host round trip.
 // logits: (B, V) any dtype
 // lse: (B) f32 from forward
-// labels: (B) u32 buffer
+// labels: (B) u32
 // scale: f32 buffer, element 0 the loss scale
 // dlogits: (B, V) any dtype, written
 // found_inf: raised when a 16-bit store of dlogits overflows
@@ -141,7 +134,7 @@ pub fn backward(
     gpu: &Gpu,
     logits: &Tensor,
     lse: &Tensor,
-    labels: &wgpu::Buffer,
+    labels: &Tensor,
     scale: &wgpu::Buffer,
     dlogits: &Tensor,
     found_inf: &OverflowFlag,
@@ -169,7 +162,7 @@ pub fn backward(
         &[
             Bind::Tensor(logits),
             Bind::Tensor(lse),
-            Bind::Buffer(labels),
+            Bind::Buffer(labels.buffer()),
             Bind::Buffer(scale),
             Bind::Tensor(dlogits),
             Bind::Buffer(found_inf.buffer()),

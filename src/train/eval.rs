@@ -141,7 +141,7 @@ impl<M: Model> Trainer<M> {
     fn strides(&self) -> Strides {
         Strides {
             input: self.model.input_buffer().size(),
-            labels: self.model.targets().size(),
+            labels: self.model.targets().buffer().size(),
             logits: self.model.logits().map_or(0, |t| t.buffer().size()),
             losses: self.model.losses().buffer().size(),
         }
@@ -181,7 +181,7 @@ impl<M: Model> Trainer<M> {
         let (batch, features, classes) =
             (self.model.layout().batch, self.features(), self.classes());
         let input = self.model.input_buffer();
-        let label_buf = self.model.targets();
+        let label_buf = self.model.targets().buffer();
         let (logits, losses) = (self.model.logits(), self.model.losses());
         let n = labels.len();
         let chunks = n.div_ceil(batch);

@@ -107,7 +107,7 @@ fn product(
     (b, b_layout, trans_b): (&Tensor, MatrixLayout, bool),
     (c, c_layout): (&Tensor, MatrixLayout),
     (m, n, k): (usize, usize, usize),
-    found_inf: Option<&crate::amp::OverflowFlag>,
+    found_inf: Option<&crate::flag::OverflowFlag>,
 ) -> Result<Dispatch> {
     matmul_with(
         gpu,

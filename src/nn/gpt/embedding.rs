@@ -7,7 +7,7 @@
 use crate::kernels::Dispatch;
 use crate::nn::graph::{Backward, GraphBuilder, Op, ParamId, ValueId};
 use crate::ops::embedding::{self, TokenIndex};
-use crate::{DType, Error, Result};
+use crate::{DType, Error, Result, Tensor};
 use std::sync::Arc;
 
 /// The graph op.
@@ -26,10 +26,10 @@ struct EmbeddingOp {
 
 /// `x[p] = wte[tokens[p]] + wpe[p % block]` for the `rows` positions of `tokens` (a u32
 /// buffer the caller fills). `index` (for backward) must be refilled with every batch.
-// tokens: (N) u32 raw buffer; wte: (V, C) f32; wpe: (T_max, C) f32 -> x: (N, C) f32
+// tokens: (N) u32; wte: (V, C) f32; wpe: (T_max, C) f32 -> x: (N, C) f32
 pub fn embedding(
     g: &mut GraphBuilder<'_>,
-    tokens: &wgpu::Buffer,
+    tokens: &Tensor,
     rows: usize,
     block: usize,
     wte: ParamId,

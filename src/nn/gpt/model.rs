@@ -16,7 +16,7 @@ use super::config::GptConfig;
 use super::embedding::embedding;
 use super::params::{block_prefix, GptWeights, WPE, WTE};
 use super::residual::residual_add;
-use crate::amp::{Policy, Precision};
+use crate::precision::{Policy, Precision};
 use crate::nn::graph::{Graph, GraphBuilder, ParamId, ParamStore, ValueId};
 use crate::nn::{activation, layer_norm, linear, softmax_cross_entropy, Activation};
 use crate::nn::{check_plan, DeviceBudget, Role, SizePlan};
@@ -227,7 +227,7 @@ pub struct GptGraph {
     t: usize,
     graph: Graph,
     // tokens: (B*T) u32, written by set_batch
-    tokens: wgpu::Buffer,
+    tokens: Tensor,
     // index: the batch's token index for the embedding's backward (training graphs)
     index: Option<Arc<TokenIndex>>,
     logits: ValueId,
@@ -275,14 +275,7 @@ impl GptGraph {
                 param(format!("{prefix}.bias"))?,
             ))
         };
-        let tokens = gpu.scoped("allocating the GPT token buffer", || {
-            gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("halfgrad gpt tokens"),
-                size: (rows as u64 * 4).div_ceil(16) * 16,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        })?;
+        let tokens = Tensor::zeros(gpu, &[rows], DType::U32)?;
         let index = match backward {
             true => Some(Arc::new(TokenIndex::new(gpu, config.vocab, rows)?)),
             false => None,
@@ -368,7 +361,7 @@ impl GptGraph {
         self.gpu.check()?;
         self.gpu
             .queue()
-            .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+            .write_buffer(self.tokens.buffer(), 0, bytemuck::cast_slice(tokens));
         Ok(())
     }
 
@@ -415,9 +408,13 @@ impl GptGraph {
     pub fn seq_len(&self) -> usize {
         self.t
     }
-    /// The (B*T) u32 token buffer [`GptGraph::set_batch`] fills.
-    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+    /// The (B*T) u32 tokens [`GptGraph::set_batch`] fills.
+    pub fn tokens(&self) -> &Tensor {
         &self.tokens
+    }
+    /// The buffer of [`GptGraph::tokens`].
+    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+        self.tokens.buffer()
     }
     /// Logits (B*T, V) in the activation dtype, written by forward.
     pub fn logits(&self) -> &Tensor {
@@ -547,7 +544,7 @@ impl Model for GptModel {
         Ok(bytemuck::cast_slice(tokens).to_vec())
     }
 
-    fn targets(&self) -> &wgpu::Buffer {
+    fn targets(&self) -> &Tensor {
         self.graph.loss_layer().labels()
     }
 

@@ -1,8 +1,8 @@
 //! Choosing the next token from a row of logits on the host: temperature and top-k with
 //! a seeded generator, so the same seed gives the same text on every platform.
 
-use crate::data::SplitMix64;
 use crate::nn::init::unit_f64;
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
 /// How the next token is drawn from the logits.

@@ -1,9 +1,12 @@
 //! The GPU context: adapter choice, capability probe, device + queue, error scopes turned
 //! into `Result`, device-lost state, and async readback.
 
-use crate::kernels::KernelCache;
-use crate::tensor::BufferPool;
+pub mod pipelines;
+pub mod pool;
+
 use crate::{Error, Result};
+use pipelines::KernelCache;
+use pool::BufferPool;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 

@@ -1,5 +1,5 @@
-//! The mixed-precision policy: for each training mode, which dtype every class of op
-//! reads, computes in and writes.
+//! Training precision and the mixed-precision policy: for each training mode, which
+//! dtype every class of op reads, computes in and writes.
 //!
 //! Follows PyTorch autocast: matrix products read 16-bit operands and accumulate in f32;
 //! softmax, log-softmax, layer-norm statistics, losses and every reduction run in f32
@@ -9,9 +9,53 @@
 //! A residual stream (the GPT's) and its gradient stay f32, as under autocast a 16-bit
 //! output added to an f32 tensor gives f32 (`nn::gpt::residual`).
 
-use super::Precision;
-use crate::{DType, Gpu, Result};
+use crate::{DType, Error, Gpu, Result};
 use std::fmt;
+
+/// Training precision mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Precision {
+    /// The dtype of activations and of the low-precision weight copy.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::BF16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.compute_dtype().name()
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.parse::<DType>()? {
+            DType::F32 => Precision::F32,
+            DType::F16 => Precision::F16,
+            DType::BF16 => Precision::BF16,
+            DType::U32 => {
+                return Err(Error::InvalidArgument(
+                    "u32 is not a training precision (expected f32, f16 or bf16)".into(),
+                ))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A class of operation, for [`Policy::op`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
