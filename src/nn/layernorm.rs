@@ -1,11 +1,164 @@
 //! LayerNorm over the feature dimension: f32 statistics and f32 affine parameters
 //! (`weight` = gamma, init 1; `bias` = beta, init 0, as PyTorch `nn.LayerNorm`).
+//! [`layer_norm`] is the graph op; [`LayerNorm`] the same op as a standalone layer.
 
-use super::{batch_width, output_grad, Layer, LayerCtx, Node, Param};
+use super::graph::{Backward, Graph, GraphBuilder, Op, ParamId, ParamStore, ValueId};
+use super::{batch_width, one_op_graph, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
 use crate::ops::layernorm::{self, Stats};
-use crate::{DType, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
+/// Adds gamma (`<prefix>.weight`, ones) and beta (`<prefix>.bias`, zeros), both (C) f32.
+pub fn layer_norm_params(
+    ctx: &LayerCtx<'_>,
+    store: &mut ParamStore,
+    prefix: &str,
+    c: usize,
+) -> Result<(ParamId, ParamId)> {
+    let gpu = ctx.gpu;
+    let gamma = Param::from_f32(
+        gpu,
+        &format!("{prefix}.weight"),
+        &[c],
+        &vec![1.0; c],
+        DType::F32,
+    )?;
+    let beta = Param::from_f32(
+        gpu,
+        &format!("{prefix}.bias"),
+        &[c],
+        &vec![0.0; c],
+        DType::F32,
+    )?;
+    Ok((store.add(gamma)?, store.add(beta)?))
+}
+
+/// The graph op of a LayerNorm.
+#[derive(Debug)]
+struct LayerNormOp {
+    // x: (B, C) activation dtype, saved for backward
+    x: ValueId,
+    x_value: Tensor,
+    // gamma, beta: (C) f32
+    gamma: (ParamId, Tensor),
+    beta: ParamId,
+    // y: (B, C) activation dtype
+    y: ValueId,
+    // mean, rstd: (B) f32, saved by forward for backward
+    mean: Tensor,
+    rstd: Tensor,
+    // row_terms: (B, 2) f32 scratch of backward
+    row_terms: Tensor,
+    forward: [Dispatch; 2],
+}
+
+/// The outputs of [`layer_norm`].
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNormValues {
+    // y: (B, C) activation dtype
+    pub y: ValueId,
+    // mean, rstd: (B) f32 row statistics saved for backward
+    pub mean: ValueId,
+    pub rstd: ValueId,
+}
+
+/// y = (x - mean) * rstd * gamma + beta per row, statistics in f32.
+// x: (B, C) activation dtype -> y: (B, C) activation dtype
+pub fn layer_norm(
+    g: &mut GraphBuilder<'_>,
+    x: ValueId,
+    gamma: ParamId,
+    beta: ParamId,
+    eps: f32,
+) -> Result<LayerNormValues> {
+    let gpu = g.gpu();
+    let x_value = g.value(x).clone();
+    let (b, c) = match x_value.shape() {
+        [b, c] => (*b, *c),
+        other => {
+            return Err(Error::shape(
+                "layernorm",
+                "(batch, features)",
+                format!("{other:?}"),
+            ))
+        }
+    };
+    let (gamma_t, beta_t) = (g.param(gamma).master.clone(), &g.param(beta).master);
+    let y = g.output(&[b, c], g.ctx().policy.activation, true)?;
+    let mean = g.output(&[b], DType::F32, false)?;
+    let rstd = g.output(&[b], DType::F32, false)?;
+    let row_terms = Tensor::empty(gpu, &[b, 2], DType::F32)?;
+    let (mean_t, rstd_t) = (g.value(mean).clone(), g.value(rstd).clone());
+    let forward = layernorm::forward(
+        gpu,
+        &x_value,
+        &gamma_t,
+        beta_t,
+        eps,
+        Stats {
+            mean: &mean_t,
+            rstd: &rstd_t,
+        },
+        g.value(y),
+        g.ctx().found_inf,
+    )?;
+    g.push(LayerNormOp {
+        x,
+        x_value,
+        gamma: (gamma, gamma_t),
+        beta,
+        y,
+        mean: mean_t,
+        rstd: rstd_t,
+        row_terms,
+        forward,
+    });
+    Ok(LayerNormValues { y, mean, rstd })
+}
+
+impl Op for LayerNormOp {
+    fn forward(&self) -> &[Dispatch] {
+        &self.forward
+    }
+
+    fn backward(&self, b: &mut Backward<'_>) -> Result<()> {
+        let Some(dy) = b.grad(self.y).cloned() else {
+            return Ok(());
+        };
+        // dx: the kernel overwrites only
+        let dx = b.value_grad(self.x, false)?;
+        // One accumulate flag serves dgamma and dbeta: when they differ (one of them used
+        // elsewhere too), both are overwritten and the written one goes through scratch.
+        let same = b.param_accumulates(self.gamma.0) == b.param_accumulates(self.beta);
+        let dgamma = b.param_grad(self.gamma.0, same)?;
+        let dbeta = b.param_grad(self.beta, same)?;
+        let found_inf = b.ctx().found_inf;
+        let dispatches = layernorm::backward(
+            b.gpu(),
+            &self.x_value,
+            &dy,
+            &self.gamma.1,
+            Stats {
+                mean: &self.mean,
+                rstd: &self.rstd,
+            },
+            &self.row_terms,
+            dx.as_ref().map(|w| &w.tensor),
+            &dgamma.tensor,
+            &dbeta.tensor,
+            dgamma.accumulate,
+            found_inf,
+        )?;
+        b.extend(dispatches);
+        if let Some(dx) = dx {
+            b.commit(dx)?;
+        }
+        b.commit(dgamma)?;
+        b.commit(dbeta)
+    }
+}
+
+/// A LayerNorm on its own: the [`layer_norm`] op in a one-op graph over a [`Node`].
 #[derive(Debug)]
 pub struct LayerNorm {
     // gamma: (C) f32, state-dict name `<prefix>.weight`
@@ -20,12 +173,7 @@ pub struct LayerNorm {
     // mean, rstd: (B) f32, saved by forward for backward
     mean: Tensor,
     rstd: Tensor,
-    // row_terms: (B, 2) f32 scratch of backward. Held so its buffer stays ours: a dropped
-    // Tensor returns its buffer to the pool while the bind groups still use it.
-    #[allow(dead_code)]
-    row_terms: Tensor,
-    forward: [Dispatch; 2],
-    backward: Vec<Dispatch>,
+    graph: Graph,
 }
 
 impl LayerNorm {
@@ -33,65 +181,27 @@ impl LayerNorm {
     /// `<prefix>.bias`.
     // input: (B, C) activation dtype
     pub fn new(ctx: &LayerCtx<'_>, input: &Node, prefix: &str, eps: f32) -> Result<LayerNorm> {
-        let gpu = ctx.gpu;
-        let (b, c) = batch_width("layernorm", input)?;
-        let gamma = Param::from_f32(
-            gpu,
-            &format!("{prefix}.weight"),
-            &[c],
-            &vec![1.0; c],
-            DType::F32,
-        )?;
-        let beta = Param::from_f32(
-            gpu,
-            &format!("{prefix}.bias"),
-            &[c],
-            &vec![0.0; c],
-            DType::F32,
-        )?;
-        let output = ctx.output_node(&[b, c])?;
-        let mean = Tensor::empty(gpu, &[b], DType::F32)?;
-        let rstd = Tensor::empty(gpu, &[b], DType::F32)?;
-        let row_terms = Tensor::empty(gpu, &[b, 2], DType::F32)?;
-        let stats = || Stats {
-            mean: &mean,
-            rstd: &rstd,
-        };
-        let forward = layernorm::forward(
-            gpu,
-            &input.value,
-            &gamma.master,
-            &beta.master,
-            eps,
-            stats(),
-            &output.value,
-            ctx.found_inf,
-        )?;
-        let dy = output_grad("layernorm", &output)?;
-        let backward = layernorm::backward(
-            gpu,
-            &input.value,
-            dy,
-            &gamma.master,
-            stats(),
-            &row_terms,
-            input.grad.as_ref(),
-            &gamma.grad,
-            &beta.grad,
-            ctx.grad_mode.accumulate(),
-            ctx.found_inf,
-        )?;
+        let (_, c) = batch_width("layernorm", input)?;
+        let mut store = ParamStore::new();
+        let (gamma, beta) = layer_norm_params(ctx, &mut store, prefix, c)?;
+        let mut stats = None;
+        let (graph, output) = one_op_graph(ctx, &store, input, |g, x| {
+            let v = layer_norm(g, x, gamma, beta, eps)?;
+            stats = Some((g.value(v.mean).clone(), g.value(v.rstd).clone()));
+            Ok(v.y)
+        })?;
+        let (mean, rstd) = stats.ok_or_else(|| {
+            Error::InvalidArgument("layernorm: the op built no statistics".into())
+        })?;
         Ok(LayerNorm {
-            gamma,
-            beta,
+            gamma: store.get(gamma).clone(),
+            beta: store.get(beta).clone(),
             eps,
             input: input.clone(),
             output,
             mean,
             rstd,
-            row_terms,
-            forward,
-            backward,
+            graph,
         })
     }
 
@@ -117,14 +227,10 @@ impl Layer for LayerNorm {
         &self.output
     }
     fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.forward {
-            d.encode(pass);
-        }
+        self.graph.encode_forward(pass);
     }
     fn encode_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.backward {
-            d.encode(pass);
-        }
+        self.graph.encode_backward(pass);
     }
     fn params(&self) -> Vec<&Param> {
         vec![&self.gamma, &self.beta]

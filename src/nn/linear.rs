@@ -1,31 +1,223 @@
 //! Linear layer y = x W^T + b: 16-bit operands with f32 accumulation in F16 / BF16 mode,
-//! f32 weight and bias gradients.
+//! f32 weight and bias gradients. [`linear`] is the graph op; [`Linear`] the same op as a
+//! standalone layer over [`Node`]s.
 
+use super::graph::{Backward, Graph, GraphBuilder, Op, ParamId, ParamStore, ValueId};
 use super::init::{linear_bound, uniform_vec, SplitMix64};
-use super::{batch_width, output_grad, Layer, LayerCtx, Node, Param};
+use super::{batch_width, one_op_graph, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
 use crate::ops::matmul::{matmul, MatmulOptions};
 use crate::ops::reduce::col_sum;
 use crate::{DType, Error, Result, Tensor};
 
+/// Adds the parameters of a Linear layer to `store`, initialised like PyTorch
+/// `nn.Linear`: weight and bias uniform in ±1/sqrt(in) drawn from `rng` (weight first,
+/// row-major, then bias), named `<prefix>.weight` and `<prefix>.bias`. The weight gets a
+/// low-precision copy in the policy's matmul operand dtype; the bias stays f32 (matmuls
+/// add an f32 bias to the f32 accumulator).
+pub fn linear_params(
+    ctx: &LayerCtx<'_>,
+    store: &mut ParamStore,
+    prefix: &str,
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+    rng: &mut SplitMix64,
+) -> Result<(ParamId, Option<ParamId>)> {
+    if out_features == 0 || in_features == 0 {
+        return Err(Error::Empty {
+            what: "linear weight",
+            shape: vec![out_features, in_features],
+        });
+    }
+    // Refuse an impossible weight before building its initial values on the host.
+    Tensor::check_size(ctx.gpu, &[out_features, in_features], DType::F32)?;
+    let bound = linear_bound(in_features);
+    let w_init = uniform_vec(rng, out_features * in_features, bound);
+    let weight = store.add(Param::from_f32(
+        ctx.gpu,
+        &format!("{prefix}.weight"),
+        &[out_features, in_features],
+        &w_init,
+        ctx.policy.matmul_operand,
+    )?)?;
+    let bias = if bias {
+        let b_init = uniform_vec(rng, out_features, bound);
+        Some(store.add(Param::from_f32(
+            ctx.gpu,
+            &format!("{prefix}.bias"),
+            &[out_features],
+            &b_init,
+            DType::F32,
+        )?)?)
+    } else {
+        None
+    };
+    Ok((weight, bias))
+}
+
+/// The graph op of a Linear layer.
+#[derive(Debug)]
+struct LinearOp {
+    // x: (B, in) activation dtype, saved for the weight gradient
+    x: ValueId,
+    x_value: Tensor,
+    // weight: (out, in), read through Param::compute()
+    weight: (ParamId, Param),
+    // bias: (out) f32
+    bias: Option<ParamId>,
+    // y: (B, out) activation dtype
+    y: ValueId,
+    forward: [Dispatch; 1],
+}
+
+/// y = x W^T + b over the store's `weight` (out, in) and optional f32 `bias` (out).
+// x: (B, in) activation dtype -> y: (B, out) activation dtype
+pub fn linear(
+    g: &mut GraphBuilder<'_>,
+    x: ValueId,
+    weight: ParamId,
+    bias: Option<ParamId>,
+) -> Result<ValueId> {
+    let gpu = g.gpu();
+    let x_value = g.value(x).clone();
+    let w = g.param(weight);
+    let (b, width) = match x_value.shape() {
+        [b, c] => (*b, *c),
+        other => {
+            return Err(Error::shape(
+                "linear",
+                "(batch, features)",
+                format!("{other:?}"),
+            ))
+        }
+    };
+    let (out_features, in_features) = match w.shape() {
+        [o, i] => (*o, *i),
+        other => {
+            return Err(Error::shape(
+                "linear weight",
+                "(out, in)",
+                format!("{other:?}"),
+            ))
+        }
+    };
+    if width != in_features {
+        return Err(Error::shape(
+            "linear input",
+            format!("[{b}, {in_features}]"),
+            format!("{:?}", x_value.shape()),
+        ));
+    }
+    if let Some(p) = bias.map(|id| g.param(id)) {
+        if p.shape() != [out_features] {
+            return Err(Error::shape(
+                "linear bias",
+                format!("[{out_features}]"),
+                format!("{:?}", p.shape()),
+            ));
+        }
+    }
+    let y = g.output(&[b, out_features], g.ctx().policy.activation, true)?;
+    // y (B, out) = x (B, in) @ W^T (in, out) + b
+    let forward = matmul(
+        gpu,
+        &x_value,
+        w.compute(),
+        g.value(y),
+        bias.map(|id| &g.param(id).master),
+        Some(g.ctx().found_inf),
+        &MatmulOptions {
+            trans_b: true,
+            ..Default::default()
+        },
+    )?;
+    g.push(LinearOp {
+        x,
+        x_value,
+        weight: (weight, w.clone()),
+        bias,
+        y,
+        forward: [forward],
+    });
+    Ok(y)
+}
+
+impl Op for LinearOp {
+    fn forward(&self) -> &[Dispatch] {
+        &self.forward
+    }
+
+    fn backward(&self, b: &mut Backward<'_>) -> Result<()> {
+        let Some(dy) = b.grad(self.y).cloned() else {
+            return Ok(());
+        };
+        let gpu = b.gpu();
+        // dW (out, in) += dy^T (out, B) @ x (B, in), f32
+        let dw = b.param_grad(self.weight.0, true)?;
+        let d = matmul(
+            gpu,
+            &dy,
+            &self.x_value,
+            &dw.tensor,
+            None,
+            None,
+            &MatmulOptions {
+                trans_a: true,
+                accumulate: dw.accumulate,
+                ..Default::default()
+            },
+        )?;
+        b.push(d);
+        b.commit(dw)?;
+        // db (out) += sum over the batch of dy, f32
+        if let Some(id) = self.bias {
+            let db = b.param_grad(id, true)?;
+            b.push(col_sum(gpu, &dy, &db.tensor, db.accumulate)?);
+            b.commit(db)?;
+        }
+        // dx (B, in) += dy (B, out) @ W (out, in), activation dtype (matmul accumulates
+        // only into f32)
+        let f32_grad = self.x_value.dtype() == DType::F32;
+        if let Some(dx) = b.value_grad(self.x, f32_grad)? {
+            let found_inf = b.ctx().found_inf;
+            let d = matmul(
+                gpu,
+                &dy,
+                self.weight.1.compute(),
+                &dx.tensor,
+                None,
+                Some(found_inf),
+                &MatmulOptions {
+                    accumulate: dx.accumulate,
+                    ..Default::default()
+                },
+            )?;
+            b.push(d);
+            b.commit(dx)?;
+        }
+        Ok(())
+    }
+}
+
+/// A Linear layer on its own: the [`linear`] op in a one-op graph over a [`Node`].
 #[derive(Debug)]
 pub struct Linear {
     // weight: (out, in); master f32, low copy in the matmul operand dtype; name `<p>.weight`
     pub weight: Param,
-    // bias: (out) f32 (matmuls add an f32 bias to the f32 accumulator); name `<p>.bias`
+    // bias: (out) f32; name `<p>.bias`
     pub bias: Option<Param>,
     // input: (B, in); its value is saved for the weight gradient
     input: Node,
     // output: (B, out) activation dtype
     output: Node,
-    forward: Dispatch,
-    backward: Vec<Dispatch>,
+    graph: Graph,
 }
 
 impl Linear {
-    /// A linear layer over `input`, initialised like PyTorch `nn.Linear`: weight and bias
-    /// uniform in ±1/sqrt(in) drawn from `rng` (weight first, row-major, then bias).
-    /// Parameters are named `<prefix>.weight` and `<prefix>.bias`.
+    /// A linear layer over `input`, initialised as [`linear_params`] describes.
+    /// Backward overwrites `input.grad` (when present) and the parameter gradients (or
+    /// adds into the latter under `GradMode::Accumulate`).
     // input: (B, in) activation dtype
     pub fn new(
         ctx: &LayerCtx<'_>,
@@ -36,7 +228,6 @@ impl Linear {
         bias: bool,
         rng: &mut SplitMix64,
     ) -> Result<Linear> {
-        let gpu = ctx.gpu;
         let (b, width) = batch_width("linear", input)?;
         if width != in_features {
             return Err(Error::shape(
@@ -51,86 +242,23 @@ impl Linear {
                 shape: vec![b, 0],
             });
         }
-        // Refuse an impossible weight before building its initial values on the host.
-        Tensor::check_size(gpu, &[out_features, in_features], DType::F32)?;
-        let bound = linear_bound(in_features);
-        let w_init = uniform_vec(rng, out_features * in_features, bound);
-        let weight = Param::from_f32(
-            gpu,
-            &format!("{prefix}.weight"),
-            &[out_features, in_features],
-            &w_init,
-            ctx.policy.matmul_operand,
-        )?;
-        let bias = if bias {
-            let b_init = uniform_vec(rng, out_features, bound);
-            Some(Param::from_f32(
-                gpu,
-                &format!("{prefix}.bias"),
-                &[out_features],
-                &b_init,
-                DType::F32,
-            )?)
-        } else {
-            None
-        };
-        let output = ctx.output_node(&[b, out_features])?;
-        let w = weight.compute();
-
-        // y (B, out) = x (B, in) @ W^T (in, out) + b
-        let forward = matmul(
-            gpu,
-            &input.value,
-            w,
-            &output.value,
-            bias.as_ref().map(|p| &p.master),
-            Some(ctx.found_inf),
-            &MatmulOptions {
-                trans_b: true,
-                ..Default::default()
-            },
-        )?;
-
-        let dy = output_grad("linear", &output)?;
-        let accumulate = ctx.grad_mode.accumulate();
-        let mut backward = Vec::with_capacity(3);
-        // dW (out, in) = dy^T (out, B) @ x (B, in), f32
-        backward.push(matmul(
-            gpu,
-            dy,
-            &input.value,
-            &weight.grad,
-            None,
-            None,
-            &MatmulOptions {
-                trans_a: true,
-                accumulate,
-                ..Default::default()
-            },
-        )?);
-        // db (out) = sum over the batch of dy, f32
-        if let Some(p) = &bias {
-            backward.push(col_sum(gpu, dy, &p.grad, accumulate)?);
-        }
-        // dx (B, in) = dy (B, out) @ W (out, in), activation dtype
-        if let Some(dx) = &input.grad {
-            backward.push(matmul(
-                gpu,
-                dy,
-                w,
-                dx,
-                None,
-                Some(ctx.found_inf),
-                &MatmulOptions::default(),
-            )?);
-        }
-        Ok(Linear {
-            weight,
+        let mut store = ParamStore::new();
+        let (w, bias) = linear_params(
+            ctx,
+            &mut store,
+            prefix,
+            in_features,
+            out_features,
             bias,
+            rng,
+        )?;
+        let (graph, output) = one_op_graph(ctx, &store, input, |g, x| linear(g, x, w, bias))?;
+        Ok(Linear {
+            weight: store.get(w).clone(),
+            bias: bias.map(|id| store.get(id).clone()),
             input: input.clone(),
             output,
-            forward,
-            backward,
+            graph,
         })
     }
 
@@ -150,12 +278,10 @@ impl Layer for Linear {
         &self.output
     }
     fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.forward.encode(pass);
+        self.graph.encode_forward(pass);
     }
     fn encode_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.backward {
-            d.encode(pass);
-        }
+        self.graph.encode_backward(pass);
     }
     fn params(&self) -> Vec<&Param> {
         std::iter::once(&self.weight)

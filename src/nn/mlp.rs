@@ -1,11 +1,13 @@
 //! A multi-layer perceptron classifier: Linear -> [LayerNorm] -> activation per hidden
-//! layer, a final Linear to logits, and the fused softmax cross-entropy loss. Forward,
-//! loss and backward of the whole stack encode into one compute pass with no readback.
+//! layer, a final Linear to logits, and the fused softmax cross-entropy loss, built as one
+//! static [`Graph`]. Forward, loss and backward of the whole stack encode into one compute
+//! pass with no readback.
 
+use super::graph::{Graph, GraphBuilder, ParamStore, ValueId};
 use super::init::SplitMix64;
 use super::{
-    output_grad, Activation, ActivationLayer, Layer, LayerCtx, LayerNorm, Linear, Node, Param,
-    SoftmaxCrossEntropy,
+    activation, layer_norm, layer_norm_params, linear, linear_params, softmax_cross_entropy,
+    Activation, LayerCtx, Param, XentLoss,
 };
 use crate::amp::Policy;
 use crate::ops::layernorm::DEFAULT_EPS;
@@ -98,31 +100,6 @@ impl std::str::FromStr for MlpConfig {
     }
 }
 
-/// One module of the MLP's `nn.Sequential` equivalent.
-#[derive(Debug)]
-pub enum MlpLayer {
-    Linear(Linear),
-    LayerNorm(LayerNorm),
-    Activation(ActivationLayer),
-}
-
-impl MlpLayer {
-    fn layer(&self) -> &dyn Layer {
-        match self {
-            MlpLayer::Linear(l) => l,
-            MlpLayer::LayerNorm(l) => l,
-            MlpLayer::Activation(l) => l,
-        }
-    }
-    fn layer_mut(&mut self) -> &mut dyn Layer {
-        match self {
-            MlpLayer::Linear(l) => l,
-            MlpLayer::LayerNorm(l) => l,
-            MlpLayer::Activation(l) => l,
-        }
-    }
-}
-
 /// An MLP classifier built for a fixed batch size.
 ///
 /// Parameter names follow the equivalent PyTorch `nn.Sequential` (every Linear, LayerNorm
@@ -133,10 +110,11 @@ pub struct Mlp {
     config: MlpConfig,
     policy: Policy,
     gpu: Gpu,
+    params: ParamStore,
+    graph: Graph,
     // input: (B, widths[0]) activation dtype, no gradient
-    input: Node,
-    layers: Vec<MlpLayer>,
-    loss: SoftmaxCrossEntropy,
+    input: ValueId,
+    loss: XentLoss,
 }
 
 impl Mlp {
@@ -152,6 +130,60 @@ impl Mlp {
         seed: u64,
         scale: &wgpu::Buffer,
     ) -> Result<Mlp> {
+        let params = Mlp::init_params(ctx, config, seed)?;
+        let (graph, input, loss) = Mlp::build_graph(ctx, config, &params, batch, scale)?;
+        Ok(Mlp {
+            config: config.clone(),
+            policy: ctx.policy,
+            gpu: ctx.gpu.clone(),
+            params,
+            graph,
+            input,
+            loss,
+        })
+    }
+
+    /// The parameters in state-dict order, initialised from `seed` (the Linears draw from
+    /// one SplitMix64 stream in order, weight then bias).
+    pub fn init_params(ctx: &LayerCtx<'_>, config: &MlpConfig, seed: u64) -> Result<ParamStore> {
+        config.validate()?;
+        let mut rng = SplitMix64::new(seed);
+        let mut store = ParamStore::new();
+        let mut index = 0usize;
+        let last = config.widths.len() - 2;
+        for (i, pair) in config.widths.windows(2).enumerate() {
+            let prefix = index.to_string();
+            linear_params(
+                ctx,
+                &mut store,
+                &prefix,
+                pair[0],
+                pair[1],
+                config.bias,
+                &mut rng,
+            )?;
+            index += 1;
+            if i == last {
+                break;
+            }
+            if config.layer_norm {
+                layer_norm_params(ctx, &mut store, &index.to_string(), pair[1])?;
+                index += 1;
+            }
+            index += 1; // the activation
+        }
+        Ok(store)
+    }
+
+    /// The training graph for `batch` rows over `params` (from [`Mlp::init_params`]):
+    /// returns the graph, its input value and the loss.
+    pub fn build_graph(
+        ctx: &LayerCtx<'_>,
+        config: &MlpConfig,
+        params: &ParamStore,
+        batch: usize,
+        scale: &wgpu::Buffer,
+    ) -> Result<(Graph, ValueId, XentLoss)> {
         config.validate()?;
         if batch == 0 {
             return Err(Error::Empty {
@@ -159,57 +191,39 @@ impl Mlp {
                 shape: vec![0, config.inputs()],
             });
         }
-        let mut rng = SplitMix64::new(seed);
-        let input = Node::new(
-            ctx.gpu,
-            &[batch, config.inputs()],
-            ctx.policy.activation,
-            false,
-        )?;
-        let mut layers: Vec<MlpLayer> = Vec::new();
+        let param = |name: String| {
+            params.find(&name).ok_or_else(|| {
+                Error::InvalidArgument(format!("MLP `{config}`: no parameter `{name}`"))
+            })
+        };
+        let mut g = GraphBuilder::new(ctx, params);
+        let input = g.input(&[batch, config.inputs()], ctx.policy.activation)?;
+        let mut x = input;
         let mut index = 0usize;
         let last = config.widths.len() - 2;
-        for (i, pair) in config.widths.windows(2).enumerate() {
-            let current = layers.last().map_or(&input, |l| l.layer().output()).clone();
-            let linear = Linear::new(
-                ctx,
-                &current,
-                &index.to_string(),
-                pair[0],
-                pair[1],
-                config.bias,
-                &mut rng,
-            )?;
-            layers.push(MlpLayer::Linear(linear));
+        for i in 0..=last {
+            let bias = match config.bias {
+                true => Some(param(format!("{index}.bias"))?),
+                false => None,
+            };
+            x = linear(&mut g, x, param(format!("{index}.weight"))?, bias)?;
             index += 1;
             if i == last {
                 break;
             }
             if config.layer_norm {
-                let x = layers[layers.len() - 1].layer().output().clone();
-                let ln = LayerNorm::new(ctx, &x, &index.to_string(), DEFAULT_EPS)?;
-                layers.push(MlpLayer::LayerNorm(ln));
+                let (gamma, beta) = (
+                    param(format!("{index}.weight"))?,
+                    param(format!("{index}.bias"))?,
+                );
+                x = layer_norm(&mut g, x, gamma, beta, DEFAULT_EPS)?.y;
                 index += 1;
             }
-            let x = layers[layers.len() - 1].layer().output().clone();
-            layers.push(MlpLayer::Activation(ActivationLayer::new(
-                ctx,
-                &x,
-                config.activation,
-            )?));
+            x = activation(&mut g, x, config.activation)?;
             index += 1;
         }
-        let logits = layers[layers.len() - 1].layer().output().clone();
-        output_grad("mlp logits", &logits)?;
-        let loss = SoftmaxCrossEntropy::new(ctx, &logits, scale)?;
-        Ok(Mlp {
-            config: config.clone(),
-            policy: ctx.policy,
-            gpu: ctx.gpu.clone(),
-            input,
-            layers,
-            loss,
-        })
+        let loss = softmax_cross_entropy(&mut g, x, scale)?;
+        Ok((g.finish()?, input, loss))
     }
 
     /// Uploads one batch (queued with `queue.write_buffer`; ordered before the next
@@ -218,38 +232,32 @@ impl Mlp {
     // x: (B, widths[0]) row-major
     // labels: (B), each < classes
     pub fn set_batch(&self, x: &[f32], labels: &[u32]) -> Result<()> {
-        let expected = self.input.value.len();
+        let input = self.input();
+        let expected = input.len();
         if x.len() != expected {
             return Err(Error::DataLength {
-                shape: self.input.shape().to_vec(),
+                shape: input.shape().to_vec(),
                 expected,
                 got: x.len(),
             });
         }
         self.loss.set_labels(&self.gpu, labels)?;
-        self.input.value.write_f32(x)
+        input.write_f32(x)
     }
 
     /// Records forward through every layer and the loss.
     pub fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for l in &self.layers {
-            l.layer().encode_forward(pass);
-        }
-        self.loss.encode_forward(pass);
+        self.graph.encode_forward(pass);
     }
 
     /// Records backward from the (scaled) loss through every layer.
     pub fn encode_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.loss.encode_backward(pass);
-        for l in self.layers.iter().rev() {
-            l.layer().encode_backward(pass);
-        }
+        self.graph.encode_backward(pass);
     }
 
     /// Records a whole forward + backward (the trainer adds the optimizer after it).
     pub fn encode_forward_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.encode_forward(pass);
-        self.encode_backward(pass);
+        self.graph.encode_forward_backward(pass);
     }
 
     /// Submits forward only (evaluation): one command buffer.
@@ -279,23 +287,27 @@ impl Mlp {
 
     /// Every parameter in state-dict order.
     pub fn params(&self) -> Vec<&Param> {
-        self.layers
-            .iter()
-            .flat_map(|l| l.layer().params())
-            .collect()
+        self.params.params().iter().collect()
     }
 
     /// Every parameter, mutable (write contents; do not replace tensors).
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| l.layer_mut().params_mut())
-            .collect()
+        self.params.params_mut().iter_mut().collect()
+    }
+
+    /// The parameter store the graph is built over.
+    pub fn param_store(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// The model's graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
     }
 
     /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
-        self.params().iter().map(|p| p.len()).sum()
+        self.params.num_scalars()
     }
 
     pub fn config(&self) -> &MlpConfig {
@@ -305,22 +317,19 @@ impl Mlp {
         self.policy
     }
     pub fn batch(&self) -> usize {
-        self.input.shape()[0]
+        self.loss.batch()
     }
-    pub fn layers(&self) -> &[MlpLayer] {
-        &self.layers
+    /// The input (B, widths[0]) in the activation dtype.
+    pub fn input(&self) -> &Tensor {
+        self.graph.value(self.input)
     }
-    /// The input node (B, widths[0]) in the activation dtype.
-    pub fn input(&self) -> &Node {
-        &self.input
-    }
-    /// The loss layer (labels, per-example and mean losses).
-    pub fn loss_layer(&self) -> &SoftmaxCrossEntropy {
+    /// The loss (labels, per-example and mean losses).
+    pub fn loss_layer(&self) -> &XentLoss {
         &self.loss
     }
     /// Logits (B, classes) in the activation dtype, written by forward.
     pub fn logits(&self) -> &Tensor {
-        &self.loss.logits().value
+        self.graph.value(self.loss.logits())
     }
     /// The mean loss (1) f32, written by forward.
     pub fn loss(&self) -> &Tensor {

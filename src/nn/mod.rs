@@ -1,8 +1,16 @@
-//! Layers as explicit forward/backward pairs (llm.c style), and models built from them.
+//! Layers as explicit forward/backward pairs (llm.c style), the static graph that orders
+//! them, and models built from it.
 //!
 //! Shape legend: B batch rows, C / in / out feature widths, V classes.
 //!
-//! A layer reads an input [`Node`] (a value and, when backward should produce it, the
+//! [`graph`]: a model is built once into a [`Graph`] of prebuilt dispatches over the
+//! parameters of a [`ParamStore`]; each op (`linear`, `layer_norm`, `activation`,
+//! `softmax_cross_entropy`) is a forward/backward pair whose backward the graph generates
+//! in reverse order, summing the gradients of values and parameters used more than once.
+//! [`model`]: the [`Model`] trait the trainer runs; [`Mlp`] is one.
+//!
+//! The same ops also serve as standalone layers over [`Node`]s (a one-op graph each):
+//! a layer reads an input [`Node`] (a value and, when backward should produce it, the
 //! gradient buffer it writes), owns its output `Node`, the tensors its backward needs and
 //! its [`Param`]s, and builds every [`Dispatch`](crate::kernels::Dispatch) once at
 //! construction for a fixed batch size. A training step then only encodes them.
@@ -14,6 +22,7 @@
 
 pub mod activation;
 pub mod gpt;
+pub mod graph;
 pub mod init;
 pub mod layernorm;
 pub mod linear;
@@ -21,13 +30,14 @@ pub mod mlp;
 pub mod param;
 pub mod softmax_xent;
 
-pub use activation::ActivationLayer;
+pub use activation::{activation, ActivationLayer};
+pub use graph::{Backward, GradWrite, Graph, GraphBuilder, Op, ParamId, ParamStore, ValueId};
 pub use init::SplitMix64;
-pub use layernorm::LayerNorm;
-pub use linear::Linear;
+pub use layernorm::{layer_norm, layer_norm_params, LayerNorm, LayerNormValues};
+pub use linear::{linear, linear_params, Linear};
 pub use mlp::{Mlp, MlpConfig};
 pub use param::Param;
-pub use softmax_xent::SoftmaxCrossEntropy;
+pub use softmax_xent::{softmax_cross_entropy, SoftmaxCrossEntropy, XentLoss};
 
 pub use crate::ops::activation::Activation;
 
@@ -105,11 +115,6 @@ impl<'a> LayerCtx<'a> {
         self.grad_mode = mode;
         self
     }
-
-    /// A fresh output node in the policy's activation dtype, with a gradient buffer.
-    pub(crate) fn output_node(&self, shape: &[usize]) -> Result<Node> {
-        Node::new(self.gpu, shape, self.policy.activation, true)
-    }
 }
 
 /// A layer of a model: built once, encoded every step.
@@ -140,9 +145,26 @@ pub(crate) fn batch_width(op: &'static str, node: &Node) -> Result<(usize, usize
     }
 }
 
-/// The gradient buffer of a layer's own output node (always present: `output_node`).
-pub(crate) fn output_grad<'n>(op: &'static str, node: &'n Node) -> Result<&'n Tensor> {
-    node.grad.as_ref().ok_or_else(|| {
-        crate::Error::InvalidArgument(format!("{op}: output node without a gradient buffer"))
-    })
+/// A graph of one op over `input` (gradient written into `input.grad` when present) whose
+/// output gradient is a fresh buffer the caller fills: how a graph op serves as a layer.
+pub(crate) fn one_op_graph(
+    ctx: &LayerCtx<'_>,
+    store: &ParamStore,
+    input: &Node,
+    op: impl FnOnce(&mut GraphBuilder<'_>, ValueId) -> Result<ValueId>,
+) -> Result<(Graph, Node)> {
+    let mut g = GraphBuilder::new(ctx, store);
+    let x = g.external(&input.value, input.grad.as_ref())?;
+    let y = op(&mut g, x)?;
+    let value = g.value(y).clone();
+    let grad = Tensor::empty(ctx.gpu, value.shape(), value.dtype())?;
+    g.seed_grad(y, &grad)?;
+    let graph = g.finish()?;
+    Ok((
+        graph,
+        Node {
+            value,
+            grad: Some(grad),
+        },
+    ))
 }

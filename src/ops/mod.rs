@@ -1,6 +1,7 @@
 //! Operations: one module per kernel family. Each checks shapes and dtypes, computes the
 //! grid, and returns a [`Dispatch`](crate::kernels::Dispatch) to encode into a step.
 
+pub mod accumulate;
 pub mod activation;
 pub mod adam;
 pub mod cast;
@@ -25,6 +26,7 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         &activation::RELU_FORWARD,
         &activation::RELU_BACKWARD,
         &reduce::COL_SUM,
+        &accumulate::ADD_INTO,
         &layernorm::FORWARD_STATS,
         &layernorm::FORWARD_APPLY,
         &layernorm::BACKWARD_ROWS,

@@ -123,7 +123,7 @@ impl Trainer {
     fn strides(&self) -> Strides {
         let loss = self.model.loss_layer();
         Strides {
-            input: self.model.input().value.buffer().size(),
+            input: self.model.input().buffer().size(),
             labels: loss.labels().size(),
             logits: self.model.logits().buffer().size(),
             losses: loss.losses().buffer().size(),
@@ -162,7 +162,7 @@ impl Trainer {
     ) -> Result<()> {
         let gpu = &self.gpu;
         let (batch, features, classes) = (self.model.batch(), self.features(), self.classes());
-        let input = &self.model.input().value;
+        let input = self.model.input();
         let label_buf = self.model.loss_layer().labels();
         let (logits, losses) = (self.model.logits(), self.model.loss_layer().losses());
         let n = labels.len();

@@ -10,8 +10,6 @@
 
 use super::trainer::Trainer;
 use crate::amp::Precision;
-use crate::nn::mlp::MlpLayer;
-use crate::nn::Layer;
 use crate::Tensor;
 use std::fmt::Write;
 
@@ -194,23 +192,17 @@ impl Trainer {
                 .map(|(m, v)| bytes(m) + bytes(v))
                 .sum(),
             grads: params.iter().map(|p| bytes(&p.grad)).sum(),
-            activations: bytes(&self.model.input().value),
-            activation_grads: self.model.input().grad.as_ref().map_or(0, bytes),
+            activations: 0,
+            activation_grads: 0,
         };
-        for layer in self.model.layers() {
-            let out = match layer {
-                MlpLayer::Linear(l) => l.output(),
-                MlpLayer::LayerNorm(l) => {
-                    r.activations += bytes(l.mean()) + bytes(l.rstd());
-                    l.output()
-                }
-                MlpLayer::Activation(l) => l.output(),
-            };
-            r.activations += bytes(&out.value);
-            r.activation_grads += out.grad.as_ref().map_or(0, bytes);
+        // Every value of the graph (inputs, activations, saved statistics, losses) and
+        // every activation gradient, scratch included.
+        let graph = self.model.graph();
+        for (value, grad) in graph.tensors() {
+            r.activations += bytes(value);
+            r.activation_grads += grad.map_or(0, bytes);
         }
-        let loss = self.model.loss_layer();
-        r.activations += bytes(loss.losses()) + bytes(loss.loss());
+        r.activation_grads += graph.scratch().iter().map(bytes).sum::<usize>();
         r
     }
 }

@@ -6,9 +6,8 @@ use super::schedule::add_input_noise;
 use crate::amp::scaler::word;
 use crate::amp::{LossScaler, Policy, Precision};
 use crate::data::{Batcher, BatcherState, Dataset};
-use crate::nn::mlp::MlpLayer;
 use crate::nn::{LayerCtx, Mlp};
-use crate::ops::matmul::{chosen_kernel, kernel_for_shape, MatmulOptions};
+use crate::ops::matmul::{chosen_kernel, MatmulOptions};
 use crate::optim::AdamW;
 use crate::{DType, Error, Gpu, Result};
 
@@ -267,32 +266,10 @@ impl Trainer {
         }
     }
 
-    /// Whether any matrix product of the model (forward, weight and input gradients of
-    /// every Linear, as `nn::Linear` builds them) runs on the cooperative-matrix kernel.
+    /// Whether any matrix product of the model's graph runs on a cooperative-matrix
+    /// kernel.
     fn uses_coop(&self) -> bool {
-        let b = self.model.batch();
-        let linears = self.model.layers().iter().filter_map(|l| match l {
-            MlpLayer::Linear(l) => Some(l),
-            _ => None,
-        });
-        linears.enumerate().any(|(i, l)| {
-            let (inp, out) = (l.in_features(), l.out_features());
-            let forward = MatmulOptions {
-                trans_b: true,
-                ..Default::default()
-            };
-            let weight_grad = MatmulOptions {
-                trans_a: true,
-                ..Default::default()
-            };
-            let mut products = vec![((b, out, inp), forward), ((out, inp, b), weight_grad)];
-            if i > 0 {
-                products.push(((b, inp, out), MatmulOptions::default()));
-            }
-            products.iter().any(|(mnk, opts)| {
-                kernel_for_shape(&self.gpu, DType::F16, DType::F16, *mnk, opts) == Ok("coop")
-            })
-        })
+        self.model.graph().uses_kernel("matmul/coop")
     }
 
     /// The precision policy (see [`Policy`]'s one-line `Display`).
