@@ -1,4 +1,5 @@
-// Matrix products: C = op(A) @ op(B) (+ bias row) (+ old C), f32 accumulation.
+// Matrix products: C = op(A) @ op(B) (+ bias row) (+ old C), f32 accumulation, for a
+// batch of matrices.
 //
 // op(A) is (M, K): A is stored (M, K) row-major, or (K, M) when transposed (read in place,
 // never copied). op(B) is (K, N): B is stored (K, N), or (N, K) when transposed. So a Linear
@@ -6,20 +7,48 @@
 // each. C is (M, N), written through the prelude store helpers (16-bit stores round to
 // nearest even; overflow becomes inf and raises found_inf).
 //
+// Batches and strides: workgroup z is a batch index z = outer * batch_inner + inner, and
+// each operand's matrix starts at offset + outer * outer_stride + inner * inner_stride
+// (elements; two levels because attention heads in a fused (B, T, 3C) activation are not
+// one linear stride apart), with stored rows ld elements apart. A plain product has
+// batch 1, offsets 0 and dense rows.
+//
 // Output words: a 16-bit C is stored two elements to a u32 word, and one invocation must
-// write a whole word. Word w holds the flat elements 2w and 2w + 1. When N is even every
-// word lies inside a row at an even column. When N is odd, words of odd rows start at odd
-// columns, and the word holding an even row's last element (m, N - 1) also holds the next
-// row's first element (m + 1, 0). Both kernels write exactly the words whose first
-// element falls in their tile; each computes the few second halves that lie outside it
-// (only for odd N: one per tile row) from extra staged columns of op(B). f32 outputs take
-// the same path (store2 writes the same two elements), so one body serves every dtype.
+// write a whole word. Word w holds the flat elements 2w and 2w + 1.
+// - Plain C (one dense matrix filling its tensor): when N is even every word lies inside
+//   a row at an even column. When N is odd, words of odd rows start at odd columns, and
+//   the word holding an even row's last element (m, N - 1) also holds the next row's
+//   first element (m + 1, 0). Both kernels write exactly the words whose first element
+//   falls in their tile; each computes the few second halves that lie outside it (only
+//   for odd N: one per tile row) from extra staged columns of op(B).
+// - Strided C (FLAG_STRIDED_C: a batch, an offset, ld > N or a larger tensor): words
+//   never straddle rows. A 16-bit C must then have even N, ld, offsets and strides (the
+//   host checks), so every column pair at an even column is one whole word; an f32 C
+//   may be anything and writes single elements where a pair is not word-aligned.
+// f32 outputs take the same paths (store2 writes the same two elements), so one body
+// serves every dtype.
 
 struct Params {
-    m: u32,     // rows of op(A) and C
-    n: u32,     // columns of op(B) and C
-    k: u32,     // inner dimension
-    flags: u32, // FLAG_*
+    m: u32,           // rows of op(A) and C
+    n: u32,           // columns of op(B) and C
+    k: u32,           // inner dimension
+    flags: u32,       // FLAG_*
+    lda: u32,         // elements between stored rows of A (>= its stored columns)
+    ldb: u32,         // ... of B
+    ldc: u32,         // ... of C (>= N)
+    batch_inner: u32, // inner batch count (>= 1)
+    offset_a: u32,    // element offset of batch (0, 0) in a
+    offset_b: u32,
+    offset_c: u32,
+    pad0: u32,
+    outer_a: u32,     // elements between consecutive outer batch indices in a
+    outer_b: u32,
+    outer_c: u32,
+    pad1: u32,
+    inner_a: u32,     // elements between consecutive inner batch indices in a
+    inner_b: u32,
+    inner_c: u32,
+    pad2: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;       // add bias[n] to every row
@@ -27,6 +56,24 @@ const FLAG_ACCUMULATE: u32 = 2u; // C += product (C is f32)
 
 const FLAG_TRANS_A: u32 = 4u;    // A is stored (K, M) (tiled kernel; coop: TRANS_A)
 const FLAG_TRANS_B: u32 = 8u;    // B is stored (N, K) (tiled kernel; coop: TRANS_B)
+const FLAG_STRIDED_C: u32 = 16u; // C is a strided view (see "Output words" above)
+
+// First element of this workgroup's matrices (set_batch, from workgroup z).
+var<private> a_base: u32;
+var<private> b_base: u32;
+var<private> c_base: u32;
+
+fn set_batch(z: u32) {
+    let outer = z / params.batch_inner;
+    let inner = z % params.batch_inner;
+    a_base = params.offset_a + outer * params.outer_a + inner * params.inner_a;
+    b_base = params.offset_b + outer * params.outer_b + inner * params.inner_b;
+    c_base = params.offset_c + outer * params.outer_c + inner * params.inner_c;
+}
+
+fn strided_c() -> bool {
+    return (params.flags & FLAG_STRIDED_C) != 0u;
+}
 
 // Writes the output word holding flat elements e (even) and e + 1. x is element e, in
 // column nx; y is element e + 1, in column ny, or padding past the end of C when
@@ -48,15 +95,42 @@ fn store_word(e: u32, x: f32, nx: u32, y: f32, ny: u32, y_valid: bool) {
     store2_c(e >> 1u, v);
 }
 
-// Elements (row, col .. col + 3) of a (rows, cols) row-major matrix stored in `a`, with
-// zeros outside it. col is a multiple of 4; one vec4 load when the row is 4-aligned.
+// One element e (column nx) of a strided f32 C.
+fn store_one(e: u32, x: f32, nx: u32) {
+    var v = x;
+    if ((params.flags & FLAG_BIAS) != 0u) {
+        v += bias[nx];
+    }
+    if ((params.flags & FLAG_ACCUMULATE) != 0u) {
+        v += load_c(e);
+    }
+    store_c(e, v);
+}
+
+// Elements e and e + 1 (columns nx, nx + 1) of a strided C, or only e where `two` is
+// false (the row ends at nx). A word-aligned pair is one word store (always so for a
+// 16-bit C: the host requires even N, ld and offsets).
+fn store_strided(e: u32, x: f32, nx: u32, y: f32, two: bool) {
+    if (two && (e & 1u) == 0u) {
+        store_word(e, x, nx, y, nx + 1u, true);
+        return;
+    }
+    store_one(e, x, nx);
+    if (two) {
+        store_one(e + 1u, y, nx + 1u);
+    }
+}
+
+// Elements (row, col .. col + 3) of a (rows, cols) matrix stored in `a` at a_base with
+// rows lda apart, zeros outside it. col is a multiple of 4; one vec4 load where the four
+// elements are 4-aligned and inside the row.
 fn fetch4_a(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     if (row >= rows || col >= cols) {
         return v;
     }
-    let base = row * cols + col;
-    if ((cols & 3u) == 0u) {
+    let base = a_base + row * params.lda + col;
+    if ((base & 3u) == 0u && col + 4u <= cols) {
         return load4_a(base >> 2u);
     }
     for (var e = 0u; e < 4u; e += 1u) {
@@ -73,8 +147,8 @@ fn fetch4_b(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
     if (row >= rows || col >= cols) {
         return v;
     }
-    let base = row * cols + col;
-    if ((cols & 3u) == 0u) {
+    let base = b_base + row * params.ldb + col;
+    if ((base & 3u) == 0u && col + 4u <= cols) {
         return load4_b(base >> 2u);
     }
     for (var e = 0u; e < 4u; e += 1u) {
@@ -87,9 +161,9 @@ fn fetch4_b(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
 
 //!kernel tiled
 // Portable tiled kernel (every adapter, every dtype, both f16 paths).
-// a: (M, K) or (K, M) if FLAG_TRANS_A, any dtype
-// b: (K, N) or (N, K) if FLAG_TRANS_B, any dtype
-// c: (M, N) any dtype (f32 when accumulating)
+// a: (batch, M, K) or (batch, K, M) if FLAG_TRANS_A, any dtype (strided views)
+// b: (batch, K, N) or (batch, N, K) if FLAG_TRANS_B, any dtype
+// c: (batch, M, N) any dtype (f32 when accumulating)
 // bias: (N) f32 (a dummy unless FLAG_BIAS)
 // found_inf: (1) flag raised by an overflowing 16-bit store
 //
@@ -215,8 +289,10 @@ fn emit_row(i: u32, lo: vec4<f32>, hi: vec4<f32>, m0: u32, n0: u32, tx: u32, ty:
             return;
         }
         let v = pairs[q];
-        let e = m * params.n + n;
-        if (n + 1u < params.n) {
+        let e = c_base + m * params.ldc + n;
+        if (strided_c()) {
+            store_strided(e, v.x, n, v.y, n + 1u < params.n);
+        } else if (n + 1u < params.n) {
             store_word(e, v.x, n, v.y, n + 1u, true);
         } else if (m + 1u < params.m) {
             // Even row, odd N: the word's second half is the next row's column 0.
@@ -233,14 +309,17 @@ fn emit_row(i: u32, lo: vec4<f32>, hi: vec4<f32>, m0: u32, n0: u32, tx: u32, ty:
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    set_batch(wg_id.z);
     let tx = li % WG_N;
     let ty = li / WG_N;
     let m0 = wg_id.y * BM;
     let n0 = wg_id.x * BN;
+    // Words of a plain C straddle rows when N is odd (a strided C's never do).
+    let odd_words = (params.n & 1u) == 1u && !strided_c();
     // With odd N, odd rows' words start at odd columns: shift this invocation's columns.
-    let shift = select(0u, 1u, (params.n & 1u) == 1u && (ty & 1u) == 1u);
+    let shift = select(0u, 1u, odd_words && (ty & 1u) == 1u);
     // The last column tile of an odd N computes the even rows' straddling halves.
-    let straddles = (params.n & 1u) == 1u && n0 + BN >= params.n;
+    let straddles = odd_words && n0 + BN >= params.n;
     let s_row = 2u * (li % (BM / 2u)) + 1u; // tile-local row of op(A) this invocation reads
     let s_phase = li / (BM / 2u);
     var s_sum = 0.0;
@@ -302,17 +381,17 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
 
 //!kernel coop
 // Cooperative-matrix kernel (native adapters with 16x16x16 f16 x f16 -> f32 matrices).
-// a: (M, K) or (K, M) if TRANS_A, f16
-// b: (K, N) or (N, K) if TRANS_B, f16
-// c: (M, N) any dtype (f32 when accumulating)
+// a: (batch, M, K) or (batch, K, M) if TRANS_A, f16 (strided views)
+// b: (batch, K, N) or (batch, N, K) if TRANS_B, f16
+// c: (batch, M, N) any dtype (f32 when accumulating)
 // bias: (N) f32 (a dummy unless FLAG_BIAS)
 // found_inf: (1) flag raised by an overflowing 16-bit store
 //
 // A workgroup of SG_M x SG_N subgroups (SG invocations each: the adapter's largest
 // subgroup size) computes a CBM x CBN tile of C; each subgroup owns a 32 x 32 block held
 // as 2 x 2 f32 accumulator fragments.
-// - Direct path: a tile that lies inside C, for even N and operand rows that are a
-//   multiple of 8 elements (16-byte aligned fragments), loads its 16 x 16 fragments
+// - Direct path: a tile that lies inside C, for words that do not straddle rows and
+//   operand rows and bases that are a multiple of 8 elements (16-byte aligned fragments), loads its 16 x 16 fragments
 //   straight from A and B (coopLoadT for row-major operands, coopLoad for transposed
 //   ones), 16 of K at a time.
 // - Staged path: edge tiles, odd N, and K's remainder copy a CBM x CBK slice of op(A) and
@@ -388,10 +467,10 @@ fn copy_a(m0: u32, k0: u32, li: u32) {
         var v = f16(0.0);
         if (TRANS_A != 0u) {
             if (k0 + r < params.k && m0 + j < params.m) {
-                v = a[(k0 + r) * params.m + m0 + j];
+                v = a[a_base + (k0 + r) * params.lda + m0 + j];
             }
         } else if (m0 + r < params.m && k0 + j < params.k) {
-            v = a[(m0 + r) * params.k + k0 + j];
+            v = a[a_base + (m0 + r) * params.lda + k0 + j];
         }
         a_slice[r * A_LD + j] = v;
     }
@@ -407,12 +486,12 @@ fn copy_b(n0: u32, k0: u32, li: u32) {
         if (TRANS_B != 0u) {
             let col = coop_b_col(n0, r);
             if (col < params.n && k0 + j < params.k) {
-                v = b[col * params.k + k0 + j];
+                v = b[b_base + col * params.ldb + k0 + j];
             }
         } else {
             let col = coop_b_col(n0, j);
             if (k0 + r < params.k && col < params.n) {
-                v = b[(k0 + r) * params.n + col];
+                v = b[b_base + (k0 + r) * params.ldb + col];
             }
         }
         b_slice[r * B_LD + j] = v;
@@ -458,44 +537,47 @@ fn slice_frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
 
 // Fragment of op(A) at global (m, k), straight from A (direct path).
 fn global_frag_a(m: u32, k: u32) -> coop_mat16x16<f16, A> {
+    let ld = params.lda;
     if (TRANS_A != 0u) {
-        let ld = params.m;
-        let at = k * ld + m;
+        let at = a_base + k * ld + m;
         return coopLoad<coop_mat16x16<f16, A>>(&a[at], ld);
     }
-    let ld = params.k;
-    let at = m * ld + k;
+    let at = a_base + m * ld + k;
     return coopLoadT<coop_mat16x16<f16, A>>(&a[at], ld);
 }
 
 // Fragment of op(B) at global (k, n), straight from B (direct path).
 fn global_frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
+    let ld = params.ldb;
     if (TRANS_B != 0u) {
-        let ld = params.k;
-        let at = n * ld + k;
+        let at = b_base + n * ld + k;
         return coopLoad<coop_mat16x16<f16, B>>(&b[at], ld);
     }
-    let ld = params.n;
-    let at = k * ld + n;
+    let at = b_base + k * ld + n;
     return coopLoadT<coop_mat16x16<f16, B>>(&b[at], ld);
 }
 
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) sg_id: u32) {
+    set_batch(wg_id.z);
     let m0 = wg_id.y * CBM;
     let n0 = wg_id.x * CBN;
     let block = sg_id % (SG_M * SG_N);
     let bm = (block / SG_N) * 32u; // this subgroup's block, tile-local
     let bn = (block % SG_N) * 32u;
-    let odd_n = (params.n & 1u) == 1u;
-    let a_row_len = select(params.k, params.m, TRANS_A != 0u);
-    let b_row_len = select(params.n, params.k, TRANS_B != 0u);
+    // Words of a plain C straddle rows when N is odd (a strided C's never do).
+    let odd_n = ((params.n & 1u) == 1u) & !strided_c();
     // Everything below branches on workgroup-uniform values only (cooperative operations
     // and barriers need uniform control flow). `&`, not `&&`: naga lowers a short-circuit
     // to branches its uniformity analysis no longer sees through.
+    // a_base and b_base again, as `let`s: naga counts private variables as non-uniform.
+    let outer = wg_id.z / params.batch_inner;
+    let inner = wg_id.z % params.batch_inner;
+    let a_at = params.offset_a + outer * params.outer_a + inner * params.inner_a;
+    let b_at = params.offset_b + outer * params.outer_b + inner * params.inner_b;
     let direct = !odd_n & (m0 + CBM <= params.m) & (n0 + CBN <= params.n)
-        & ((a_row_len & 7u) == 0u) & ((b_row_len & 7u) == 0u);
+        & (((a_at | params.lda) & 7u) == 0u) & (((b_at | params.ldb) & 7u) == 0u);
 
     var acc00 = coop_mat16x16<f32, C>();
     var acc01 = coop_mat16x16<f32, C>();
@@ -576,9 +658,12 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
             continue;
         }
         let x = c_tile[r * CBN + cl];
-        let e = m * params.n + n;
+        let e = c_base + m * params.ldc + n;
         let extra = extra_part[r] + extra_part[CBM + r];
-        if (n + 1u < params.n) {
+        if (strided_c()) {
+            // No shift: cl is even and cl + 1 < CBN.
+            store_strided(e, x, n, c_tile[r * CBN + cl + 1u], n + 1u < params.n);
+        } else if (n + 1u < params.n) {
             var y = extra; // an odd row's last word in the tile reaches column n0 + CBN
             if (cl + 1u < CBN) {
                 y = c_tile[r * CBN + cl + 1u];

@@ -113,6 +113,7 @@ impl From<DType> for TensorDType {
             DType::F32 => TensorDType::F32,
             DType::F16 => TensorDType::F16,
             DType::BF16 => TensorDType::BF16,
+            DType::U32 => TensorDType::U32,
         }
     }
 }

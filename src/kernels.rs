@@ -61,8 +61,10 @@ impl Slot {
     }
 }
 
-/// Every dtype.
+/// Every float dtype (`U32` tensors bind only to slots that list it).
 pub const ANY: &[DType] = &[DType::F32, DType::F16, DType::BF16];
+/// U32 only (labels, token ids), read with `load_NAME(i) -> u32`.
+pub const U32_ONLY: &[DType] = &[DType::U32];
 /// F32 only (master weights, moments, gradients of parameters, statistics).
 pub const F32_ONLY: &[DType] = &[DType::F32];
 
@@ -90,6 +92,7 @@ const PRELUDE_F32: &str = include_str!("../shaders/dtype/f32.wgsl");
 const PRELUDE_F16: &str = include_str!("../shaders/dtype/f16.wgsl");
 const PRELUDE_F16_PACKED: &str = include_str!("../shaders/dtype/f16_packed.wgsl");
 const PRELUDE_BF16: &str = include_str!("../shaders/dtype/bf16.wgsl");
+const PRELUDE_U32: &str = include_str!("../shaders/dtype/u32.wgsl");
 
 /// Which concrete storage format each tensor slot has, and whether F16 slots use native
 /// `array<f16>` (shader-f16) or the packed-u32 path.
@@ -190,6 +193,7 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
                     (DType::F16, true) => PRELUDE_F16,
                     (DType::F16, false) => PRELUDE_F16_PACKED,
                     (DType::BF16, _) => PRELUDE_BF16,
+                    (DType::U32, _) => PRELUDE_U32,
                 };
                 out.push_str(&prelude(template, slot.name, binding, writable));
             }

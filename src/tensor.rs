@@ -201,9 +201,17 @@ impl Tensor {
     }
 
     /// Uploads f32 values, rounding to `dtype` on the host (nearest even, like the GPU).
+    /// `dtype` is a float dtype (`U32` tensors come from [`Tensor::from_u32`]).
     pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32], dtype: DType) -> Result<Tensor> {
+        float_only("Tensor::from_f32", dtype)?;
         check_len(shape, data.len())?;
         Tensor::from_bytes(gpu, shape, dtype, &dtype.encode(data))
+    }
+
+    /// Uploads integers as a `U32` tensor (labels, token ids).
+    pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(gpu, shape, DType::U32, bytemuck::cast_slice(data))
     }
 
     pub fn from_f16(gpu: &Gpu, shape: &[usize], data: &[f16]) -> Result<Tensor> {
@@ -216,12 +224,23 @@ impl Tensor {
         Tensor::from_bytes(gpu, shape, DType::BF16, bytemuck::cast_slice(data))
     }
 
-    /// Every element set to `value` (rounded to the dtype).
+    /// Every element set to `value` (rounded to the dtype; for `U32` an integer value in
+    /// range, else `Error::InvalidArgument`).
     pub fn full(gpu: &Gpu, shape: &[usize], dtype: DType, value: f32) -> Result<Tensor> {
+        let integer = (value >= 0.0 && value <= u32::MAX as f32 && value.fract() == 0.0)
+            .then_some(value as u32);
+        if dtype == DType::U32 && integer.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "Tensor::full: {value} is not a u32 value"
+            )));
+        }
         // The device checks (empty, overflow, limits) come before the host vector, so an
         // absurd shape is an error, never a host allocation failure.
         let t = Tensor::empty(gpu, shape, dtype)?;
-        t.write_f32(&vec![value; t.len()])?;
+        match integer {
+            Some(v) if dtype == DType::U32 => t.write_u32(&vec![v; t.len()])?,
+            _ => t.write_f32(&vec![value; t.len()])?,
+        }
         Ok(t)
     }
 
@@ -252,6 +271,7 @@ impl Tensor {
 
     /// Overwrites the contents from f32 values, rounded to the tensor's dtype.
     pub fn write_f32(&self, data: &[f32]) -> Result<()> {
+        float_only("Tensor::write_f32", self.dtype)?;
         check_len(&self.shape, data.len())?;
         // F32 needs no conversion: write the caller's bytes without a host copy (the
         // trainer uploads every batch through here).
@@ -259,6 +279,24 @@ impl Tensor {
             DType::F32 => self.write_bytes(bytemuck::cast_slice(data)),
             dtype => self.write_bytes(&dtype.encode(data)),
         }
+    }
+
+    /// Overwrites a `U32` tensor's contents without a host copy (per-step labels).
+    pub fn write_u32(&self, data: &[u32]) -> Result<()> {
+        self.expect_u32("Tensor::write_u32")?;
+        check_len(&self.shape, data.len())?;
+        self.write_bytes(bytemuck::cast_slice(data))
+    }
+
+    fn expect_u32(&self, op: &'static str) -> Result<()> {
+        if self.dtype != DType::U32 {
+            return Err(Error::DTypeMismatch {
+                op,
+                expected: "u32".into(),
+                got: self.dtype,
+            });
+        }
+        Ok(())
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -306,9 +344,26 @@ impl Tensor {
             .await
     }
 
-    /// Downloads and widens to f32 (exact).
+    /// Downloads and widens to f32 (exact). Float tensors only.
     pub async fn read_f32(&self) -> Result<Vec<f32>> {
+        float_only("Tensor::read_f32", self.dtype)?;
         Ok(self.dtype.decode(&self.read_bytes().await?))
+    }
+
+    /// Downloads a `U32` tensor.
+    pub async fn read_u32(&self) -> Result<Vec<u32>> {
+        self.expect_u32("Tensor::read_u32")?;
+        let bytes = self.read_bytes().await?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Blocking [`Tensor::read_u32`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_u32_vec(&self) -> Result<Vec<u32>> {
+        pollster::block_on(self.read_u32())
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -324,7 +379,7 @@ impl Tensor {
 
     /// Downloads raw 16-bit patterns (F16 or BF16 tensors).
     pub async fn read_u16_bits(&self) -> Result<Vec<u16>> {
-        if self.dtype == DType::F32 {
+        if self.dtype.size_bytes() != 2 {
             return Err(Error::DTypeMismatch {
                 op: "read_u16_bits",
                 expected: "f16 or bf16".into(),
@@ -343,6 +398,18 @@ impl Tensor {
     pub fn to_u16_bits(&self) -> Result<Vec<u16>> {
         pollster::block_on(self.read_u16_bits())
     }
+}
+
+/// `Error::DTypeMismatch` for `U32`, which holds integers, not f32 values.
+fn float_only(op: &'static str, dtype: DType) -> Result<()> {
+    if !dtype.is_float() {
+        return Err(Error::DTypeMismatch {
+            op,
+            expected: "a float dtype (f32, f16 or bf16)".into(),
+            got: dtype,
+        });
+    }
+    Ok(())
 }
 
 fn check_len(shape: &[usize], got: usize) -> Result<()> {

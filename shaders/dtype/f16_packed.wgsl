@@ -24,3 +24,16 @@ fn store2_$N(p: u32, v: vec2<f32>) {
     }
     $N[p] = lo | (hi << 16u);
 }
+
+// One element, as a read-modify-write of its word: not atomic, so only for a word whose
+// other half no other invocation writes in the same dispatch (matmul's strided outputs
+// never call it for 16-bit C; it exists so one kernel body serves every dtype).
+fn store_$N(i: u32, v: f32) {
+    let bits = f32_to_f16_bits(v);
+    if (f16_bits_nonfinite(bits)) {
+        note_overflow();
+    }
+    let shift = (i & 1u) * 16u;
+    let word = $N[i >> 1u];
+    $N[i >> 1u] = (word & ~(0xFFFFu << shift)) | (bits << shift);
+}

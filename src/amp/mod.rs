@@ -33,6 +33,11 @@ impl std::str::FromStr for Precision {
             DType::F32 => Precision::F32,
             DType::F16 => Precision::F16,
             DType::BF16 => Precision::BF16,
+            DType::U32 => {
+                return Err(Error::InvalidArgument(
+                    "u32 is not a training precision (expected f32, f16 or bf16)".into(),
+                ))
+            }
         })
     }
 }

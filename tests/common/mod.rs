@@ -18,6 +18,7 @@ pub fn tol(dtype: DType) -> f64 {
         DType::F32 => TOL_F32,
         DType::F16 => TOL_F16,
         DType::BF16 => TOL_BF16,
+        DType::U32 => 0.0, // integers: exact
     }
 }
 

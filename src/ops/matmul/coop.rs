@@ -1,0 +1,191 @@
+//! The cooperative-matrix kernels (16x16x16 f16 -> f32 tensor-core fragments): the
+//! general `coop` kernel (every shape, batches and strided views) and the `coop_tile`
+//! kernel (whole tiles of one contiguous product, double-buffered 16-byte copies).
+
+use crate::kernels::{Access, KernelDef, Slot, SlotKind, ANY};
+use crate::{DType, Error, Gpu, Result};
+
+const F16_ONLY: &[DType] = &[DType::F16];
+
+/// The cooperative-matrix kernel (f16 operands, any output dtype).
+pub static COOP: KernelDef = KernelDef {
+    name: "matmul/coop",
+    source: include_str!("../../../shaders/matmul.wgsl"),
+    section: "coop",
+    slots: matmul_slots!(F16_ONLY),
+    params: true,
+    cooperative_matrix: true,
+    needs_f16: true,
+};
+
+/// The cooperative-matrix tile kernel (f16 operands read as 16-byte words, shapes that
+/// are whole tiles; see `shaders/matmul_coop.wgsl`).
+pub static COOP_TILE: KernelDef = KernelDef {
+    name: "matmul/coop_tile",
+    source: include_str!("../../../shaders/matmul_coop.wgsl"),
+    section: "tile",
+    slots: &[
+        Slot::raw("a", SlotKind::U32x4, Access::Read),
+        Slot::raw("b", SlotKind::U32x4, Access::Read),
+        Slot::write("c", ANY),
+        Slot::raw("bias", SlotKind::F32, Access::Read),
+        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+    ],
+    params: true,
+    cooperative_matrix: true,
+    needs_f16: true,
+};
+
+/// K per staged slice of the coop kernel.
+pub(super) const COOP_BK: u32 = 32;
+
+/// Shape of the cooperative-matrix tile kernel's workgroup tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoopTile {
+    /// Subgroups along M and along N.
+    pub subgroups: (u32, u32),
+    /// 16 x 16 accumulator fragments per subgroup along M and along N (1 to 4 each).
+    pub frags: (u32, u32),
+    /// K per slice staged in workgroup memory (a multiple of 16).
+    pub bk: u32,
+}
+
+impl CoopTile {
+    /// 128 x 128 tile: 2 x 4 subgroups of 64 x 32 (8 fragments each), K slices of 16.
+    /// Best measured on an H200 at 4096^3 (58 TFLOP/s; with K slices of 32: 45 in every
+    /// layout; 2 x 2 subgroups of 64 x 64: 28). Small slices leave workgroup memory for
+    /// more resident workgroups.
+    pub const LARGE: CoopTile = CoopTile {
+        subgroups: (2, 4),
+        frags: (4, 2),
+        bk: 16,
+    };
+    /// 64 x 128 tile: 2 x 4 subgroups of 32 x 32 (K slices of 32: with 16 the copies do
+    /// not spread over all 256 invocations). H200: 35 to 42 TFLOP/s.
+    pub const MEDIUM: CoopTile = CoopTile {
+        subgroups: (2, 4),
+        frags: (2, 2),
+        bk: 32,
+    };
+    /// 64 x 64 tile: 2 x 2 subgroups of 32 x 32. H200, 4096^3: 44 TFLOP/s (24 with K
+    /// slices of 32).
+    pub const SMALL: CoopTile = CoopTile {
+        subgroups: (2, 2),
+        frags: (2, 2),
+        bk: 16,
+    };
+
+    /// Rows and columns of C per workgroup.
+    pub fn tile(&self) -> (u32, u32) {
+        (
+            16 * self.subgroups.0 * self.frags.0,
+            16 * self.subgroups.1 * self.frags.1,
+        )
+    }
+
+    /// Workgroup memory: two padded f16 slices of each operand and a 16 x 16 f32
+    /// scratch fragment per subgroup.
+    pub(super) fn workgroup_bytes(&self, trans_a: bool, trans_b: bool) -> u32 {
+        let (bm, bn) = self.tile();
+        let slice = |rows: u32, halves: u32| rows * (halves + 8) * 2;
+        let a = if trans_a {
+            slice(self.bk, bm)
+        } else {
+            slice(bm, self.bk)
+        };
+        let b = if trans_b {
+            slice(bn, self.bk)
+        } else {
+            slice(self.bk, bn)
+        };
+        2 * (a + b) + 1024 * self.subgroups.0 * self.subgroups.1
+    }
+
+    /// Whether this tile shape is one the shader supports with `sg` lanes a subgroup
+    /// (16-byte copies spread evenly, at most 8 an invocation per operand).
+    pub(super) fn valid(&self, sg: u32) -> bool {
+        let (sg_m, sg_n) = self.subgroups;
+        let (fm, f_n) = self.frags;
+        let (bm, bn) = self.tile();
+        let threads = sg * sg_m * sg_n;
+        let copies = |halves: u32| {
+            let vecs = halves / 8;
+            threads > 0
+                && halves.is_multiple_of(8)
+                && vecs.is_multiple_of(threads)
+                && (1..=8).contains(&(vecs / threads))
+        };
+        sg_m >= 1
+            && sg_n >= 1
+            && (1..=4).contains(&fm)
+            && (1..=4).contains(&f_n)
+            && self.bk >= 16
+            && self.bk.is_multiple_of(16)
+            && copies(bm * self.bk)
+            && copies(bn * self.bk)
+    }
+}
+
+/// Workgroup memory of the coop kernel: two padded f16 slices, the f32 tile and the
+/// odd-N partial sums.
+fn coop_workgroup_bytes((sg_m, sg_n): (u32, u32)) -> u32 {
+    let (bm, bn) = (32 * sg_m, 32 * sg_n);
+    let slice = |rows: u32, cols: u32| 2 * rows * (cols + 8);
+    let a = slice(bm, COOP_BK).max(slice(COOP_BK, bm));
+    let b = slice(COOP_BK, bn + 8).max(slice(bn + 8, COOP_BK));
+    a + b + 4 * bm * bn + 8 * bm
+}
+
+/// Ok(subgroup size the kernel is built for) where this device can run the coop kernel
+/// with `subgroups` (along M, along N) a workgroup.
+pub(super) fn coop_support(gpu: &Gpu, subgroups: (u32, u32)) -> Result<u32> {
+    let caps = gpu.caps();
+    let missing = |feature| Error::MissingFeature {
+        op: "matmul (coop kernel)",
+        feature,
+    };
+    if caps.cooperative_matrix != Some((16, 16, 16)) {
+        return Err(missing(
+            "EXPERIMENTAL_COOPERATIVE_MATRIX (16x16x16 f16 -> f32)",
+        ));
+    }
+    if !caps.shader_f16 {
+        return Err(missing("SHADER_F16"));
+    }
+    let Some((_, sg_max)) = caps.subgroups else {
+        return Err(missing("SUBGROUP"));
+    };
+    let (sg_m, sg_n) = subgroups;
+    if sg_m == 0 || sg_n == 0 {
+        return Err(Error::InvalidArgument(
+            "matmul: coop subgroups must be at least 1 x 1".into(),
+        ));
+    }
+    if sg_max * sg_m * sg_n > caps.max_compute_invocations_per_workgroup {
+        return Err(missing(
+            "max_compute_invocations_per_workgroup >= subgroups x the subgroup size",
+        ));
+    }
+    if coop_workgroup_bytes(subgroups) > caps.max_compute_workgroup_storage_size {
+        return Err(missing(
+            "max_compute_workgroup_storage_size for this coop tile (17 KiB for 1 x 2)",
+        ));
+    }
+    Ok(sg_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CoopTile;
+
+    /// Every preset spreads its copies evenly over 32-lane subgroups (the H200's size);
+    /// a preset that does not is silently skipped by Auto.
+    #[test]
+    fn coop_tile_presets_are_valid_for_32_lanes() {
+        for t in [CoopTile::LARGE, CoopTile::MEDIUM, CoopTile::SMALL] {
+            assert!(t.valid(32), "{t:?}");
+            assert!(t.workgroup_bytes(false, true) <= 48 << 10, "{t:?}");
+            assert!(t.workgroup_bytes(true, false) <= 48 << 10, "{t:?}");
+        }
+    }
+}

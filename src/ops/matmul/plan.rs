@@ -1,0 +1,293 @@
+//! Which kernel and tile shape run a product: a typed [`MatmulPlan`] from the operand
+//! dtypes, the shape, the layouts' alignment, the options, the tuning and the adapter.
+
+use super::coop::{coop_support, CoopTile, COOP_BK};
+use super::tiled::{TiledConfig, TiledTile};
+use crate::{DType, Error, Gpu, Result};
+
+/// Which kernel computes a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulKernel {
+    /// `HALFGRAD_MATMUL` if set, else coop for f16 operands where the adapter has
+    /// cooperative matrices, else tiled.
+    #[default]
+    Auto,
+    /// The portable tiled kernel.
+    Tiled,
+    /// The cooperative-matrix kernel; `Error::MissingFeature` where the adapter lacks it,
+    /// `Error::DTypeMismatch` for operands other than f16.
+    Coop,
+}
+
+/// How [`matmul`](super::matmul) reads its operands and writes C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MatmulOptions {
+    /// A is stored (K, M) and read as its transpose.
+    pub trans_a: bool,
+    /// B is stored (N, K) and read as its transpose.
+    pub trans_b: bool,
+    /// C += product (C must be f32) instead of C = product.
+    pub accumulate: bool,
+    pub kernel: MatmulKernel,
+}
+
+/// Which tile shape the coop tile kernel uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoopTiles {
+    /// Largest of [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product; the
+    /// general coop kernel otherwise.
+    #[default]
+    Auto,
+    /// Never: always the general coop kernel.
+    Off,
+    /// This shape where it divides the product, else the general coop kernel.
+    Fixed(CoopTile),
+}
+
+/// Tuning knobs for benchmarks and tests; [`matmul`](super::matmul) uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulTuning {
+    /// Tile shape of the tiled kernel.
+    pub tiled: TiledTile,
+    /// Subgroups (along M, along N) of a general coop workgroup; each owns a 32 x 32 block.
+    pub coop_subgroups: (u32, u32),
+    /// The coop tile kernel's tile, for products that are whole tiles.
+    pub coop_tile: CoopTiles,
+}
+
+impl Default for MatmulTuning {
+    /// Coop 1 x 2 subgroups (32 x 64 tiles): on an H200 at 4096^3 f16, 34 TFLOP/s against
+    /// 24 to 26 for 1 x 1, 2 x 1, 2 x 2, 4 x 1 and 1 x 4 (2026-11-28).
+    fn default() -> Self {
+        MatmulTuning {
+            tiled: TiledTile::Auto,
+            coop_subgroups: (1, 2),
+            coop_tile: CoopTiles::Auto,
+        }
+    }
+}
+
+/// The coop tile kernel's tile for this product, or None where the general coop kernel
+/// runs it (a shape that is not whole tiles, or a device without room for the tile).
+pub fn coop_tile_for(
+    gpu: &Gpu,
+    (m, n, k): (usize, usize, usize),
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Option<CoopTile> {
+    let caps = gpu.caps();
+    let (_, sg) = caps.subgroups?;
+    let fits = |t: &CoopTile| {
+        let (bm, bn) = t.tile();
+        let (bm, bn, bk) = (bm as usize, bn as usize, t.bk as usize);
+        t.valid(sg)
+            && m % bm == 0
+            && n % bn == 0
+            && k % bk == 0
+            && sg * t.subgroups.0 * t.subgroups.1 <= caps.max_compute_invocations_per_workgroup
+            && t.workgroup_bytes(opts.trans_a, opts.trans_b)
+                <= caps.max_compute_workgroup_storage_size
+    };
+    match tuning.coop_tile {
+        CoopTiles::Off => None,
+        CoopTiles::Fixed(t) => fits(&t).then_some(t),
+        // The largest tile that divides the product: on an H200 the 128 x 128 tile beat
+        // 64 x 128 even on (2048 x 1024) outputs that give it only 128 workgroups.
+        CoopTiles::Auto => [CoopTile::LARGE, CoopTile::MEDIUM, CoopTile::SMALL]
+            .into_iter()
+            .find(fits),
+    }
+}
+
+/// `HALFGRAD_MATMUL`: `tiled`, `coop`, or unset / `auto`.
+fn kernel_from_env() -> Result<MatmulKernel> {
+    match std::env::var("HALFGRAD_MATMUL") {
+        Err(_) => Ok(MatmulKernel::Auto),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(MatmulKernel::Auto),
+            "tiled" => Ok(MatmulKernel::Tiled),
+            "coop" => Ok(MatmulKernel::Coop),
+            other => Err(Error::InvalidArgument(format!(
+                "HALFGRAD_MATMUL={other:?} (expected tiled, coop or auto)"
+            ))),
+        },
+    }
+}
+
+/// The kernel [`matmul`](super::matmul) uses for these operand dtypes and options: `"tiled"` or `"coop"`.
+pub fn chosen_kernel(
+    gpu: &Gpu,
+    a_dtype: DType,
+    b_dtype: DType,
+    opts: &MatmulOptions,
+) -> Result<&'static str> {
+    let requested = match opts.kernel {
+        MatmulKernel::Auto => kernel_from_env()?,
+        k => k,
+    };
+    let f16_operands = a_dtype == DType::F16 && b_dtype == DType::F16;
+    let subgroups = MatmulTuning::default().coop_subgroups;
+    match requested {
+        MatmulKernel::Tiled => Ok("tiled"),
+        MatmulKernel::Coop => {
+            coop_support(gpu, subgroups)?;
+            if !f16_operands {
+                let got = if a_dtype != DType::F16 {
+                    a_dtype
+                } else {
+                    b_dtype
+                };
+                return Err(Error::DTypeMismatch {
+                    op: "matmul (coop kernel)",
+                    expected: "f16 operands".into(),
+                    got,
+                });
+            }
+            Ok("coop")
+        }
+        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
+            "coop"
+        } else {
+            "tiled"
+        }),
+    }
+}
+
+/// The kernel [`matmul`](super::matmul) uses for this product: [`chosen_kernel`], except
+/// that `Auto` keeps the tiled kernel where the coop kernel would have to stage every tile
+/// through workgroup memory (odd N, or a stored row of A or B that is not a multiple of 8
+/// elements, so its fragments are not 16-byte aligned): there the tiled kernel is faster
+/// (on an H200: about 3 TFLOP/s staged coop against 13 to 19 tiled).
+pub fn kernel_for_shape(
+    gpu: &Gpu,
+    a_dtype: DType,
+    b_dtype: DType,
+    (m, n, k): (usize, usize, usize),
+    opts: &MatmulOptions,
+) -> Result<&'static str> {
+    let a_row = if opts.trans_a { m } else { k };
+    let b_row = if opts.trans_b { k } else { n };
+    let direct = n % 2 == 0 && a_row % 8 == 0 && b_row % 8 == 0;
+    kernel_for(gpu, a_dtype, b_dtype, opts, direct)
+}
+
+/// [`chosen_kernel`], falling back to tiled under `Auto` where the coop kernel could not
+/// load its fragments straight from the operands (`direct` false).
+fn kernel_for(
+    gpu: &Gpu,
+    a_dtype: DType,
+    b_dtype: DType,
+    opts: &MatmulOptions,
+    direct: bool,
+) -> Result<&'static str> {
+    let kernel = chosen_kernel(gpu, a_dtype, b_dtype, opts)?;
+    let forced = opts.kernel != MatmulKernel::Auto || kernel_from_env()? != MatmulKernel::Auto;
+    Ok(if kernel == "coop" && !forced && !direct {
+        "tiled"
+    } else {
+        kernel
+    })
+}
+
+/// The kernel and tile shape that run one (batched) product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPlan {
+    /// The portable tiled kernel with this tile.
+    Tiled(TiledConfig),
+    /// The general cooperative-matrix kernel: `subgroups` (along M, along N) of `sg`
+    /// lanes, each owning a 32 x 32 block.
+    Coop { subgroups: (u32, u32), sg: u32 },
+    /// The cooperative-matrix tile kernel (whole tiles of one contiguous product).
+    CoopTile { tile: CoopTile, sg: u32 },
+}
+
+impl MatmulPlan {
+    /// `"tiled"`, `"coop"` or `"coop_tile"` (benchmark tables, logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            MatmulPlan::Tiled(_) => "tiled",
+            MatmulPlan::Coop { .. } => "coop",
+            MatmulPlan::CoopTile { .. } => "coop_tile",
+        }
+    }
+
+    /// Rows and columns of C per workgroup.
+    pub fn output_tile(&self) -> (u32, u32) {
+        match self {
+            MatmulPlan::Tiled(t) => (t.bm(), t.bn()),
+            MatmulPlan::Coop { subgroups, .. } => (32 * subgroups.0, 32 * subgroups.1),
+            MatmulPlan::CoopTile { tile, .. } => tile.tile(),
+        }
+    }
+
+    /// The pipeline constants of this plan.
+    pub(super) fn overrides(&self, opts: &MatmulOptions) -> Vec<(&'static str, u64)> {
+        let trans = |t: bool| u64::from(t);
+        match *self {
+            MatmulPlan::Tiled(t) => t.overrides(),
+            MatmulPlan::Coop { subgroups, sg } => vec![
+                ("TRANS_A", trans(opts.trans_a)),
+                ("TRANS_B", trans(opts.trans_b)),
+                ("SG", sg as u64),
+                ("SG_M", subgroups.0 as u64),
+                ("SG_N", subgroups.1 as u64),
+                ("CBK", COOP_BK as u64),
+            ],
+            MatmulPlan::CoopTile { tile, sg } => vec![
+                ("TRANS_A", trans(opts.trans_a)),
+                ("TRANS_B", trans(opts.trans_b)),
+                ("SG", sg as u64),
+                ("SG_M", tile.subgroups.0 as u64),
+                ("SG_N", tile.subgroups.1 as u64),
+                ("FM", tile.frags.0 as u64),
+                ("FN", tile.frags.1 as u64),
+                ("CBK", tile.bk as u64),
+            ],
+        }
+    }
+}
+
+/// What the planner needs to know about a product beyond dtypes and options.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PlanShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Every operand's rows, offsets and batch strides are multiples of 8 elements and
+    /// C's output words do not straddle rows: coop fragments load straight from memory.
+    pub direct: bool,
+    /// One dense product filling C from element 0, A and B dense from element 0: the
+    /// coop tile kernel's only layout.
+    pub contiguous: bool,
+}
+
+/// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
+/// tile kernel only for contiguous products that are whole tiles).
+pub(super) fn plan(
+    gpu: &Gpu,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Result<MatmulPlan> {
+    let (m, n, k) = (shape.m, shape.n, shape.k);
+    if kernel_for(gpu, a_dtype, b_dtype, opts, shape.direct)? == "coop" {
+        if shape.contiguous {
+            if let Some(tile) = coop_tile_for(gpu, (m, n, k), opts, tuning) {
+                let sg = coop_support(gpu, (1, 1))?;
+                return Ok(MatmulPlan::CoopTile { tile, sg });
+            }
+        }
+        let subgroups = tuning.coop_subgroups;
+        let sg = coop_support(gpu, subgroups)?;
+        return Ok(MatmulPlan::Coop { subgroups, sg });
+    }
+    let t = tuning.tiled.config(gpu, m, n);
+    if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
+        return Err(Error::MissingFeature {
+            op: "matmul (tiled kernel)",
+            feature: "max_compute_workgroup_storage_size >= 10 KiB",
+        });
+    }
+    Ok(MatmulPlan::Tiled(t))
+}
