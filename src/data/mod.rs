@@ -12,6 +12,7 @@
 mod batcher;
 mod digits;
 mod rng;
+pub mod text;
 
 pub use batcher::{Batcher, BatcherState};
 pub use digits::Digits;

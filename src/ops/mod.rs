@@ -4,7 +4,9 @@
 pub mod accumulate;
 pub mod activation;
 pub mod adam;
+pub mod attention;
 pub mod cast;
+pub mod embedding;
 pub mod layernorm;
 pub mod loss_scale;
 pub mod matmul;
@@ -40,5 +42,10 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         &adam::FINALIZE,
         &adam::ADAMW,
         &adam::ADAMW_LOW,
+        &embedding::FORWARD,
+        &embedding::BACKWARD_TOKENS,
+        &embedding::BACKWARD_POSITIONS,
+        &attention::SOFTMAX_FORWARD,
+        &attention::SOFTMAX_BACKWARD,
     ]
 }
