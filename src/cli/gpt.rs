@@ -4,10 +4,17 @@
 
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
-use halfgrad::nn::gpt::{hf, GptConfig, GptWeights};
-use halfgrad::{Error, Result};
+use halfgrad::data::text::{Split, TextData};
+use halfgrad::nn::gpt::{hf, GptConfig, GptWeights, SampleConfig};
+use halfgrad::train::{GptTrainConfig, GptTrainer, LrSchedule, MemoryReport, TrainStats};
+use halfgrad::{Error, Gpu, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
+
+/// Statistics are read every this many steps (each read waits for the GPU).
+const STATS_EVERY: u64 = 10;
 
 #[derive(clap::Args)]
 pub struct GptArgs {
@@ -167,40 +174,567 @@ pub fn run(args: GptArgs) -> Result<ExitCode> {
     }
 }
 
-fn train(_args: TrainArgs) -> Result<ExitCode> {
-    Err(Error::InvalidArgument(
-        "`halfgrad gpt train` needs the GPU model, which is not built yet".into(),
-    ))
+impl TrainArgs {
+    /// The model: the preset (or `base`, a checkpoint's or an --init folder's) with the
+    /// size options given applied.
+    fn model(&self, base: GptConfig) -> GptConfig {
+        GptConfig {
+            vocab: base.vocab,
+            block: self.block.unwrap_or(base.block),
+            n_layer: self.layers.unwrap_or(base.n_layer),
+            n_head: self.heads.unwrap_or(base.n_head),
+            n_embd: self.embd.unwrap_or(base.n_embd),
+        }
+    }
+
+    /// A new run's settings.
+    fn new_config(&self, base_model: GptConfig, preset_batch: usize) -> GptTrainConfig {
+        let mut c = GptTrainConfig::tiny(self.steps);
+        c.model = self.model(base_model);
+        c.batch = self.batch.unwrap_or(preset_batch);
+        if let Some(p) = self.precision {
+            c.precision = p;
+        }
+        if let Some(lr) = self.lr {
+            c.lr = lr;
+        }
+        if let Some(w) = self.weight_decay {
+            c.weight_decay = w;
+        }
+        if let Some(s) = self.seed {
+            c.seed = s;
+        }
+        c.schedule = LrSchedule::WarmupCosine {
+            warmup: self.warmup.unwrap_or((self.steps / 10).min(100)),
+            total: self.steps,
+        };
+        c.eval_windows = self.eval_windows;
+        c
+    }
 }
 
-fn sample(_args: SampleArgs) -> Result<ExitCode> {
-    Err(Error::InvalidArgument(
-        "`halfgrad gpt sample` needs the GPU model, which is not built yet".into(),
-    ))
+/// Refuses a resumed run's option that differs from the checkpoint's setting.
+fn ensure_same<T: PartialEq + std::fmt::Display>(
+    what: &str,
+    saved: T,
+    asked: Option<T>,
+    origin: &str,
+) -> Result<()> {
+    match asked {
+        Some(a) if a != saved => Err(Error::Checkpoint {
+            path: origin.to_string(),
+            message: format!(
+                "{what} mismatch: the checkpoint was trained with {saved}, this run asks for {a} \
+                 (omit the option to continue with the checkpoint's value)"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
-fn eval(_args: EvalArgs) -> Result<ExitCode> {
-    Err(Error::InvalidArgument(
-        "`halfgrad gpt eval` needs the GPU model, which is not built yet".into(),
-    ))
+fn load_text(path: Option<&Path>, block: usize) -> Result<TextData> {
+    match path {
+        Some(p) => TextData::load(p, block),
+        None => TextData::kjv(block),
+    }
+}
+
+fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs) -> Result<(GptTrainer, TextData)> {
+    let ck = Checkpoint::load(path)?;
+    let saved = GptTrainer::config_of(&ck)?;
+    let origin = ck.origin().to_string();
+    let m = saved.model;
+    ensure_same("layers", m.n_layer, args.layers, &origin)?;
+    ensure_same("heads", m.n_head, args.heads, &origin)?;
+    ensure_same("embd", m.n_embd, args.embd, &origin)?;
+    ensure_same("block", m.block, args.block, &origin)?;
+    ensure_same("batch", saved.batch, args.batch, &origin)?;
+    ensure_same("precision", saved.precision, args.precision, &origin)?;
+    ensure_same("seed", saved.seed, args.seed, &origin)?;
+    ensure_same("lr", saved.lr, args.lr, &origin)?;
+    if args.init.is_some() {
+        return Err(Error::InvalidArgument(
+            "--init and --resume exclude each other".into(),
+        ));
+    }
+    if let LrSchedule::WarmupCosine { total, .. } = saved.schedule {
+        ensure_same("steps", total, Some(args.steps), &origin)?;
+    }
+    let data = load_text(args.data.as_deref(), m.block)?;
+    let trained_on = GptTrainer::data_len_of(&ck)?;
+    if trained_on != data.len() {
+        return Err(Error::Checkpoint {
+            path: origin,
+            message: format!(
+                "trained on a text of {trained_on} bytes; {} has {} (pass the same --data)",
+                data.name(),
+                data.len()
+            ),
+        });
+    }
+    let trainer = pollster::block_on(GptTrainer::from_checkpoint(gpu, &ck))?;
+    Ok((trainer, data))
+}
+
+fn fresh(gpu: &Gpu, args: &TrainArgs) -> Result<(GptTrainer, TextData)> {
+    let preset = GptConfig::preset(args.preset.as_deref().unwrap_or("tiny"))?;
+    let (config, init) = match &args.init {
+        Some(dir) => {
+            let weights = hf::load(dir)?;
+            let base = *weights.config();
+            let origin = dir.display().to_string();
+            for (what, saved, asked) in [
+                ("layers", base.n_layer, args.layers),
+                ("heads", base.n_head, args.heads),
+                ("embd", base.n_embd, args.embd),
+            ] {
+                ensure_same(what, saved, asked, &origin)?;
+            }
+            // A shorter context keeps the first position rows; a longer one is refused.
+            let block = args.block.unwrap_or(base.block);
+            let weights = weights.with_block(block).map_err(|e| Error::Checkpoint {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?;
+            (
+                args.new_config(*weights.config(), preset.batch),
+                Some(weights),
+            )
+        }
+        None => (args.new_config(preset.config, preset.batch), None),
+    };
+    config.validate()?;
+    let data = load_text(args.data.as_deref(), config.model.block)?;
+    let trainer = GptTrainer::new(gpu, config, init.as_ref())?;
+    Ok((trainer, data))
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    if args.save_every > 0 && args.checkpoint.is_none() {
+        return Err(Error::InvalidArgument(
+            "--save-every needs --checkpoint PATH".into(),
+        ));
+    }
+    let started = Instant::now();
+    let gpu = Gpu::new_blocking()?;
+    let (mut trainer, data) = match &args.resume {
+        Some(path) => resume(&gpu, path, &args)?,
+        None => fresh(&gpu, &args)?,
+    };
+    let out = Output { json: args.json };
+    if args.memory {
+        out.text(&memory_table(&gpu, &trainer)?);
+    }
+    out.header(
+        &trainer,
+        &data,
+        args.resume.as_deref(),
+        args.init.as_deref(),
+        args.steps,
+    );
+    let bar = out.progress_bar(trainer.steps(), args.steps);
+    let first_step = trainer.steps();
+    let end = args
+        .stop_after
+        .map_or(args.steps, |k| first_step.saturating_add(k).min(args.steps));
+    let train_started = Instant::now();
+    let how = SampleConfig::default();
+    let result = train_loop(&mut trainer, &args, end, &data, &bar, &out, &how);
+    bar.finish_and_clear();
+    let seconds = train_started.elapsed().as_secs_f64();
+    if let Err(e) = result {
+        if let Some(path) = &args.checkpoint {
+            match trainer.save(path, &data) {
+                Ok(()) => eprintln!(
+                    "saved the latest state (step {}) to {}",
+                    trainer.steps(),
+                    path.display()
+                ),
+                Err(e2) => eprintln!(
+                    "could not save the latest state to {} ({e2})",
+                    path.display()
+                ),
+            }
+        }
+        return Err(e);
+    }
+    let stats = trainer.stats_blocking()?;
+    let eval = trainer.evaluate_blocking(&data, Split::Validation)?;
+    let sample = if args.sample_tokens > 0 {
+        let bytes =
+            trainer.sample_blocking(b"\n", args.sample_tokens, &how, trainer.config().seed)?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        None
+    };
+    if let Some(path) = &args.checkpoint {
+        trainer.save(path, &data)?;
+    }
+    let steps_run = trainer.steps() - first_step;
+    let summary = Summary {
+        trainer: &trainer,
+        stats,
+        val_loss: eval.loss,
+        eval_windows: eval.windows,
+        seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        steps_run,
+        sample,
+        checkpoint: args.checkpoint.as_deref(),
+        data: &data,
+    };
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        print!("{}", summary.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_loop(
+    trainer: &mut GptTrainer,
+    args: &TrainArgs,
+    end: u64,
+    data: &TextData,
+    bar: &ProgressBar,
+    out: &Output,
+    how: &SampleConfig,
+) -> Result<()> {
+    let mut window = (trainer.steps(), Instant::now());
+    let tokens_per_step = trainer.tokens_per_step() as f64;
+    while trainer.steps() < end {
+        trainer.step(data)?;
+        let step = trainer.steps();
+        let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every) && step < end;
+        if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
+            let stats = trainer.stats_blocking()?;
+            let rate = (step - window.0) as f64 * tokens_per_step
+                / window.1.elapsed().as_secs_f64().max(1e-9);
+            window = (step, Instant::now());
+            bar.set_position(step);
+            bar.set_message(stats_line(&stats, rate));
+            if eval_now {
+                let eval = trainer.evaluate_blocking(data, Split::Validation)?;
+                let mut line = format!(
+                    "step {step:>6}  {}  val loss {:.4}",
+                    stats_line(&stats, rate),
+                    eval.loss
+                );
+                if args.sample_tokens > 0 {
+                    let bytes = trainer.sample_blocking(
+                        b"\n",
+                        args.sample_tokens,
+                        how,
+                        trainer.config().seed,
+                    )?;
+                    line.push_str(&format!("\n  sample: {}", sample_line(&bytes)));
+                }
+                bar.suspend(|| out.text(&line));
+                // Evaluation and sampling time is not training time.
+                window.1 = Instant::now();
+            }
+        }
+        if let Some(path) = &args.checkpoint {
+            if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
+                trainer.save(path, data)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sample on one line: newlines shown as ` / `, control bytes as `?`.
+fn sample_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .replace('\n', " / ")
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn stats_line(s: &TrainStats, tokens_per_second: f64) -> String {
+    format!(
+        "loss {:.4}  scale {}  skipped {}  {:.0} tokens/s",
+        s.loss, s.loss_scale, s.skipped_steps, tokens_per_second
+    )
+}
+
+/// The memory table in f32, f16 and bf16: this trainer's numbers, fresh trainers for the
+/// other precisions (built, not trained).
+fn memory_table(gpu: &Gpu, trainer: &GptTrainer) -> Result<String> {
+    let mut reports = Vec::new();
+    for p in [Precision::F32, Precision::F16, Precision::BF16] {
+        if p == trainer.config().precision {
+            reports.push(trainer.memory());
+        } else {
+            let config = GptTrainConfig {
+                precision: p,
+                scaler: None,
+                ..trainer.config().clone()
+            };
+            reports.push(GptTrainer::new(gpu, config, None)?.memory());
+        }
+    }
+    let c = trainer.config();
+    let m = c.model;
+    let s = |p: Precision| p.compute_dtype().size_bytes();
+    let mut table = MemoryReport::table(&reports);
+    table.push_str(&format!(
+        "attention keeps P (batch, heads, block, block) per layer: heads x block x bytes = {} B \
+         per token per layer in 16 bits ({} in f32); the f32 scores and dS are scratch shared \
+         by the layers\n",
+        m.n_head * m.block * s(Precision::F16),
+        m.n_head * m.block * s(Precision::F32)
+    ));
+    Ok(table)
+}
+
+/// Where text goes: nowhere with --json (stdout carries the JSON object only).
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn text(&self, s: &str) {
+        if !self.json {
+            println!("{}", s.trim_end());
+        }
+    }
+
+    fn header(
+        &self,
+        t: &GptTrainer,
+        data: &TextData,
+        resumed: Option<&Path>,
+        init: Option<&Path>,
+        steps: u64,
+    ) {
+        let a = t.gpu().adapter();
+        let c = t.config();
+        let m = c.model;
+        self.text(&format!(
+            "adapter    {} ({}, {})\n\
+             data       {}: {} bytes ({} train / {} validation), {} evaluation windows of {}\n\
+             model      GPT {} layers, {} heads, width {}, block {}, vocab {}: {} parameters\n\
+             training   {} steps, batch {} ({} tokens/step), AdamW lr {} ({}) betas {:?} weight decay {} \
+             clip {}, seed {}{}{}\n\
+             precision  {} (path: {})\n\
+             policy     {}",
+            a.name,
+            a.backend,
+            a.device_type,
+            data.name(),
+            data.len(),
+            data.split_at(),
+            data.len() - data.split_at(),
+            t.eval_window_indices(data, Split::Validation).len(),
+            m.block,
+            m.n_layer,
+            m.n_head,
+            m.n_embd,
+            m.block,
+            m.vocab,
+            t.num_params(),
+            steps,
+            c.batch,
+            t.tokens_per_step(),
+            c.lr,
+            c.schedule,
+            c.betas,
+            c.weight_decay,
+            c.max_grad_norm.map_or("off".to_string(), |m| format!("{m}")),
+            c.seed,
+            resumed.map_or(String::new(), |p| format!("\nresumed    {} at step {}", p.display(), t.steps())),
+            init.map_or(String::new(), |p| format!("\ninit       {} (Hugging Face GPT-2)", p.display())),
+            c.precision,
+            t.describe_path(),
+            t.policy()
+        ));
+    }
+
+    fn progress_bar(&self, position: u64, total: u64) -> ProgressBar {
+        if self.json {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total.max(position));
+        bar.set_position(position);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos:>6}/{len} {elapsed_precise} {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    }
+}
+
+struct Summary<'a> {
+    trainer: &'a GptTrainer,
+    stats: TrainStats,
+    val_loss: f64,
+    eval_windows: usize,
+    seconds: f64,
+    total_seconds: f64,
+    steps_run: u64,
+    sample: Option<String>,
+    checkpoint: Option<&'a Path>,
+    data: &'a TextData,
+}
+
+impl Summary<'_> {
+    fn tokens_per_second(&self) -> f64 {
+        self.steps_run as f64 * self.trainer.tokens_per_step() as f64 / self.seconds.max(1e-9)
+    }
+
+    fn text(&self) -> String {
+        let (t, s) = (self.trainer, &self.stats);
+        let mut out = format!(
+            "done       {} steps ({} this run) in {:.1} s, {:.0} tokens/s ({:.1} s in all)\n\
+             result     train loss {:.4} (last batch), val loss {:.4} ({} windows)\n\
+             scaler     loss scale {}, skipped steps {}, optimizer steps {}, grad norm {:.3}\n\
+             precision  {} (path: {})\n\
+             memory     {}\n",
+            s.step,
+            self.steps_run,
+            self.seconds,
+            self.tokens_per_second(),
+            self.total_seconds,
+            s.loss,
+            self.val_loss,
+            self.eval_windows,
+            s.loss_scale,
+            s.skipped_steps,
+            s.optimizer_steps,
+            s.grad_norm,
+            t.config().precision,
+            t.describe_path(),
+            t.memory().summary_line(),
+        );
+        if let Some(sample) = &self.sample {
+            out.push_str(&format!(
+                "sample     {}\n",
+                sample.trim_end().replace('\n', "\n           ")
+            ));
+        }
+        if let Some(p) = self.checkpoint {
+            out.push_str(&format!("checkpoint {}\n", p.display()));
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (t, s) = (self.trainer, &self.stats);
+        let m = t.memory();
+        let c = t.config();
+        serde_json::json!({
+            "precision": c.precision.to_string(),
+            "path": t.describe_path(),
+            "policy": t.policy().to_string(),
+            "steps": s.step,
+            "steps_this_run": self.steps_run,
+            "train_loss": s.loss,
+            "val_loss": self.val_loss,
+            "eval_windows": self.eval_windows,
+            "tokens_per_s": self.tokens_per_second(),
+            "skipped_steps": s.skipped_steps,
+            "nonfinite_steps": s.nonfinite_steps,
+            "optimizer_steps": s.optimizer_steps,
+            "loss_scale": s.loss_scale,
+            "grad_norm": s.grad_norm,
+            "parameters": t.num_params(),
+            "seconds": self.seconds,
+            "total_seconds": self.total_seconds,
+            "adapter": t.gpu().adapter().name,
+            "backend": t.gpu().adapter().backend,
+            "model": c.model.to_string(),
+            "batch": c.batch,
+            "lr": c.lr,
+            "schedule": c.schedule.to_string(),
+            "seed": c.seed,
+            "data": self.data.name(),
+            "sample": self.sample,
+            "memory": {
+                "master_weights": m.master_weights,
+                "low_copies": m.low_copies,
+                "moments": m.moments,
+                "grads": m.grads,
+                "activations": m.activations,
+                "activation_grads": m.activation_grads,
+                "total": m.total(),
+                "parameter_bytes_per_param": m.per_param(m.parameter_bytes()),
+            },
+            "checkpoint": self.checkpoint.map(|p| p.display().to_string()),
+        })
+    }
+}
+
+/// A trainer restored from a GPT checkpoint (for sampling and evaluation).
+fn load_trainer(gpu: &Gpu, path: &Path) -> Result<GptTrainer> {
+    GptTrainer::load(gpu, path)
+}
+
+fn sample(args: SampleArgs) -> Result<ExitCode> {
+    let how = SampleConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+    };
+    how.validate()?;
+    let gpu = Gpu::new_blocking()?;
+    let mut trainer = load_trainer(&gpu, &args.checkpoint)?;
+    let bytes = trainer.sample_blocking(args.prompt.as_bytes(), args.tokens, &how, args.seed)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "prompt": args.prompt,
+                "text": text,
+                "tokens": args.tokens,
+                "temperature": args.temperature,
+                "top_k": args.top_k,
+                "seed": args.seed,
+            })
+        );
+    } else {
+        println!("{}{}", args.prompt, text);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(args: EvalArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.text).map_err(|e| Error::Io {
+        path: args.text.display().to_string(),
+        message: format!("reading text: {e}"),
+    })?;
+    let gpu = Gpu::new_blocking()?;
+    let trainer = load_trainer(&gpu, &args.checkpoint)?;
+    let name = args.text.display().to_string();
+    let e = trainer.evaluate_text_blocking(&name, &bytes)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "val_loss": e.loss, "windows": e.windows, "tokens": e.tokens, "text": name })
+        );
+    } else {
+        println!(
+            "{name}: mean next-byte loss {:.4} nats ({:.4} bits) over {} windows of {} bytes",
+            e.loss,
+            e.loss / std::f64::consts::LN_2,
+            e.windows,
+            trainer.config().model.block
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The model config and weights of a GPT trainer checkpoint.
-fn load_weights(path: &Path) -> Result<(Checkpoint, GptWeights)> {
+fn load_weights(path: &Path) -> Result<GptWeights> {
     let ck = Checkpoint::load(path)?;
-    let config: GptConfig = ck
-        .meta("model")?
-        .parse()
-        .map_err(|e: Error| Error::Checkpoint {
-            path: ck.origin().to_string(),
-            message: format!("not a GPT checkpoint: {e}"),
-        })?;
-    let weights = GptWeights::from_checkpoint(&ck, &config)?;
-    Ok((ck, weights))
+    let config = GptTrainer::config_of(&ck)?.model;
+    GptWeights::from_checkpoint(&ck, &config)
 }
 
 fn export(args: ExportArgs) -> Result<ExitCode> {
-    let (_, weights) = load_weights(&args.checkpoint)?;
+    let weights = load_weights(&args.checkpoint)?;
     hf::save(&args.out, &weights)?;
     println!(
         "wrote {} and {} ({}, {} parameters) into {}",

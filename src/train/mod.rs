@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod gpt;
 pub mod memory;
 pub mod schedule;
 pub mod state;
@@ -22,6 +23,7 @@ pub mod trainer;
 
 pub use config::{TrainConfig, CHECKPOINT_FORMAT};
 pub use eval::Evaluation;
+pub use gpt::{GptEvaluation, GptTrainConfig, GptTrainer};
 pub use memory::MemoryReport;
 pub use schedule::LrSchedule;
 pub use trainer::{describe_path, TrainStats, Trainer};
