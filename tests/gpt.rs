@@ -182,3 +182,394 @@ fn gradients_match_finite_differences_and_the_tied_weight_sums_both_uses() {
     );
     assert!(e < 1e-3);
 }
+
+// ---- the trainer and the command line ----
+
+use halfgrad::checkpoint::Checkpoint;
+use halfgrad::data::text::{Split, TextData, KJV};
+use halfgrad::nn::gpt::hf;
+use halfgrad::train::{GptTrainConfig, GptTrainer, LrSchedule};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A small GPT that trains in seconds on lavapipe.
+const SMALL: GptConfig = GptConfig {
+    vocab: 256,
+    block: 16,
+    n_layer: 1,
+    n_head: 2,
+    n_embd: 16,
+};
+
+fn small_run(precision: Precision, steps: u64) -> GptTrainConfig {
+    GptTrainConfig {
+        model: SMALL,
+        precision,
+        batch: 4,
+        schedule: LrSchedule::WarmupCosine {
+            warmup: 2,
+            total: steps,
+        },
+        eval_windows: 8,
+        ..GptTrainConfig::tiny(steps)
+    }
+}
+
+fn text() -> TextData {
+    TextData::from_bytes("kjv head", &KJV[..6000], SMALL.block).unwrap()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("halfgrad-gpt-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_step_is_one_submission_with_no_readback_or_allocation() {
+    // A device of its own: the other tests of this binary submit concurrently.
+    let own = Gpu::new_blocking().unwrap();
+    let g = &own;
+    let data = text();
+    let mut t = GptTrainer::new(g, small_run(Precision::F16, 10), None).unwrap();
+    t.step(&data).unwrap(); // warm: the first lr write
+    g.wait_idle().unwrap();
+    let (subs, reads, created) = (g.submission_count(), g.readback_count(), g.pool().created());
+    for _ in 0..3 {
+        t.step(&data).unwrap();
+    }
+    assert_eq!(g.submission_count() - subs, 3, "one submission per step");
+    assert_eq!(g.readback_count(), reads, "no readback in a step");
+    assert_eq!(g.pool().created(), created, "no buffer created by a step");
+    let stats = t.stats_blocking().unwrap();
+    assert_eq!(stats.step, 4);
+    assert!(stats.loss.is_finite());
+}
+
+#[test]
+fn every_precision_learns_and_they_agree() {
+    let data = text();
+    let steps = 25;
+    let mut runs: Vec<(String, &Gpu, Precision)> = vec![
+        ("f32".into(), gpu(), Precision::F32),
+        ("bf16".into(), gpu(), Precision::BF16),
+    ];
+    for (path, g) in gpus_for_f16() {
+        runs.push((format!("f16 {path}"), g, Precision::F16));
+    }
+    let mut losses = Vec::new();
+    for (name, g, precision) in runs {
+        let mut t = GptTrainer::new(g, small_run(precision, steps), None).unwrap();
+        let before = t.evaluate_blocking(&data, Split::Validation).unwrap().loss;
+        for _ in 0..steps {
+            t.step(&data).unwrap();
+        }
+        let stats = t.stats_blocking().unwrap();
+        let after = t.evaluate_blocking(&data, Split::Validation).unwrap().loss;
+        println!(
+            "{name}: val loss {before:.4} -> {after:.4}, skipped {}",
+            stats.skipped_steps
+        );
+        assert!(
+            after < before - 0.5,
+            "{name} did not learn: {before} -> {after}"
+        );
+        assert_eq!(stats.skipped_steps, 0, "{name}");
+        losses.push((name, after));
+    }
+    let f32_loss = losses[0].1;
+    for (name, l) in &losses[1..] {
+        let rel = (l - f32_loss).abs() / f32_loss;
+        assert!(
+            rel < 0.02,
+            "{name}: val loss {l} vs f32 {f32_loss} ({rel:.3})"
+        );
+    }
+}
+
+#[test]
+fn export_then_init_gives_identical_logits_and_sampling_is_seeded() {
+    let g = gpu();
+    let data = text();
+    let mut t = GptTrainer::new(g, small_run(Precision::F32, 10), None).unwrap();
+    for _ in 0..3 {
+        t.step(&data).unwrap();
+    }
+    let w = t.weights_blocking().unwrap();
+    let dir = TempDir::new("export");
+    hf::save(&dir.0, &w).unwrap();
+    let back = hf::load(&dir.0).unwrap();
+    assert_eq!(back, w);
+    let mut t2 = GptTrainer::new(g, small_run(Precision::F32, 10), Some(&back)).unwrap();
+    let logits = |m: &Model| {
+        m.graph
+            .set_batch(
+                &vec![65; BATCH * SMALL.block],
+                &vec![66; BATCH * SMALL.block],
+            )
+            .unwrap();
+        run(g, m, false);
+        m.graph.logits().to_f32_vec().unwrap()
+    };
+    let a = logits(&build(g, Precision::F32, &w, SMALL.block, false).unwrap());
+    let b = logits(
+        &build(
+            g,
+            Precision::F32,
+            &t2.weights_blocking().unwrap(),
+            SMALL.block,
+            false,
+        )
+        .unwrap(),
+    );
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert_eq!(
+        t.evaluate_blocking(&data, Split::Validation).unwrap(),
+        t2.evaluate_blocking(&data, Split::Validation).unwrap()
+    );
+    let how = halfgrad::nn::gpt::SampleConfig::default();
+    let s1 = t.sample_blocking(b"And ", 12, &how, 7).unwrap();
+    let s2 = t2.sample_blocking(b"And ", 12, &how, 7).unwrap();
+    assert_eq!(s1, s2, "same weights, same seed: same text");
+    assert_eq!(s1.len(), 12);
+}
+
+fn halfgrad(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_halfgrad"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = halfgrad(args);
+    assert!(
+        out.status.success(),
+        "halfgrad {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str], words: &str) {
+    let out = halfgrad(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "halfgrad {args:?} should fail");
+    assert!(
+        err.contains(words),
+        "halfgrad {args:?}: `{err}` should say `{words}`"
+    );
+    println!(
+        "{}",
+        err.lines()
+            .rev()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or("")
+    );
+}
+
+const SMALL_ARGS: [&str; 16] = [
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--embd",
+    "16",
+    "--block",
+    "16",
+    "--batch",
+    "4",
+    "--eval-windows",
+    "4",
+    "--sample-tokens",
+    "0",
+    "--eval-every",
+    "0",
+];
+
+#[test]
+fn the_command_line_resumes_bit_exactly_exports_and_refuses_bad_input() {
+    let dir = TempDir::new("cli");
+    let data = dir.path("text.txt");
+    std::fs::write(&data, &KJV[..6000]).unwrap();
+    let data = data.to_str().unwrap();
+    let (a, b) = (dir.path("a.safetensors"), dir.path("b.safetensors"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "gpt",
+            "train",
+            "--data",
+            data,
+            "--steps",
+            "6",
+            "--precision",
+            "f16",
+        ];
+        args.extend_from_slice(&SMALL_ARGS);
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    // Six steps in one process; three, then three more in a second process.
+    let json = train(&["--checkpoint", a, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    for key in [
+        "precision",
+        "path",
+        "steps",
+        "train_loss",
+        "val_loss",
+        "tokens_per_s",
+        "skipped_steps",
+        "loss_scale",
+        "parameters",
+        "seconds",
+        "adapter",
+        "memory",
+    ] {
+        assert!(v.get(key).is_some(), "--json lacks `{key}`: {json}");
+    }
+    train(&["--checkpoint", b, "--stop-after", "3"]);
+    train(&["--checkpoint", b, "--resume", b]);
+    let (ca, cb) = (
+        Checkpoint::load(a.as_ref()).unwrap(),
+        Checkpoint::load(b.as_ref()).unwrap(),
+    );
+    assert_eq!(ca.tensors.len(), cb.tensors.len());
+    for (x, y) in ca.tensors.iter().zip(&cb.tensors) {
+        assert_eq!(x, y, "tensor `{}` differs after a resume", x.name);
+    }
+    assert_eq!(ca.metadata.get("train.step").map(String::as_str), Some("6"));
+
+    // eval, sample and export read the checkpoint.
+    let e: serde_json::Value = serde_json::from_str(
+        ok(&["gpt", "eval", "--checkpoint", a, "--text", data, "--json"]).trim(),
+    )
+    .unwrap();
+    assert_eq!(e["windows"], (6000 - 1) / 16);
+    assert!(e["val_loss"].as_f64().unwrap() < 5.5);
+    let s1 = ok(&[
+        "gpt",
+        "sample",
+        "--checkpoint",
+        a,
+        "--tokens",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(
+        s1,
+        ok(&[
+            "gpt",
+            "sample",
+            "--checkpoint",
+            a,
+            "--tokens",
+            "20",
+            "--seed",
+            "3"
+        ])
+    );
+    let hf_dir = dir.path("hf");
+    let hf_dir = hf_dir.to_str().unwrap();
+    ok(&["gpt", "export", "--checkpoint", a, "--out", hf_dir]);
+    // Fine-tuning from the export starts from the same weights.
+    let c = dir.path("c.safetensors");
+    let c = c.to_str().unwrap();
+    let mut args = vec![
+        "gpt",
+        "train",
+        "--data",
+        data,
+        "--steps",
+        "2",
+        "--init",
+        hf_dir,
+        "--checkpoint",
+        c,
+    ];
+    args.extend_from_slice(&SMALL_ARGS[8..]);
+    ok(&args);
+
+    // Bad input: typed errors, nothing overwritten.
+    let before = std::fs::read(a).unwrap();
+    let empty = dir.path("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    let short = dir.path("short.txt");
+    std::fs::write(&short, &KJV[..100]).unwrap();
+    let bad = |extra: &[&str], words: &str| {
+        let mut args = vec!["gpt", "train", "--steps", "2", "--checkpoint", a];
+        args.extend_from_slice(&SMALL_ARGS);
+        args.extend_from_slice(extra);
+        fails(&args, words);
+    };
+    bad(&["--data", empty.to_str().unwrap()], "empty");
+    bad(&["--data", short.to_str().unwrap()], "too short");
+    bad(
+        &["--data", "/nonexistent/text.txt"],
+        "/nonexistent/text.txt",
+    );
+    fails(
+        &[
+            "gpt", "train", "--data", data, "--heads", "3", "--steps", "2",
+        ],
+        "do not divide",
+    );
+    bad(
+        &["--data", data, "--init", "/nonexistent/dir"],
+        "/nonexistent/dir",
+    );
+    fails(
+        &[
+            "gpt", "train", "--data", data, "--init", hf_dir, "--block", "32", "--steps", "2",
+        ],
+        "block 32",
+    );
+    fails(
+        &[
+            "gpt", "train", "--data", data, "--resume", a, "--heads", "1", "--steps", "6",
+        ],
+        "heads mismatch",
+    );
+    let tiny = dir.path("tiny.txt");
+    std::fs::write(&tiny, &KJV[..16]).unwrap();
+    fails(
+        &[
+            "gpt",
+            "eval",
+            "--checkpoint",
+            a,
+            "--text",
+            tiny.to_str().unwrap(),
+        ],
+        "shorter than",
+    );
+    std::fs::remove_file(format!("{hf_dir}/model.safetensors")).unwrap();
+    fails(
+        &[
+            "gpt", "train", "--data", data, "--init", hf_dir, "--steps", "2",
+        ],
+        "model.safetensors",
+    );
+    assert_eq!(
+        std::fs::read(a).unwrap(),
+        before,
+        "a failed run overwrote the checkpoint"
+    );
+}
