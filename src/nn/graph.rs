@@ -31,9 +31,20 @@ use crate::{DType, Error, Gpu, Result, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ValueId(usize);
 
-/// A parameter of a [`ParamStore`].
+/// A parameter of a [`ParamStore`]: its index in state-dict order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParamId(usize);
+
+impl ParamId {
+    /// The `index`-th parameter of a store.
+    pub fn new(index: usize) -> ParamId {
+        ParamId(index)
+    }
+
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// The parameters of a model, in state-dict order, owned outside any graph.
 #[derive(Debug, Default, Clone)]

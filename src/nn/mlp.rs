@@ -5,6 +5,7 @@
 
 use super::graph::{Graph, GraphBuilder, ParamStore, ValueId};
 use super::init::SplitMix64;
+use super::model::{Batch, BatchLayout, Inputs, Model};
 use super::{
     activation, layer_norm, layer_norm_params, linear, linear_params, softmax_cross_entropy,
     Activation, LayerCtx, Param, XentLoss,
@@ -357,4 +358,110 @@ impl Mlp {
     pub fn read_logits_blocking(&self) -> Result<Vec<f32>> {
         pollster::block_on(self.read_logits())
     }
+}
+
+impl Model for Mlp {
+    type Config = MlpConfig;
+    const KIND: &'static str = "mlp";
+
+    fn build(
+        ctx: &LayerCtx<'_>,
+        config: &MlpConfig,
+        batch: usize,
+        seed: u64,
+        scale: &wgpu::Buffer,
+    ) -> Result<Mlp> {
+        Mlp::new(ctx, config, batch, seed, scale)
+    }
+
+    fn config(&self) -> &MlpConfig {
+        &self.config
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn layout(&self) -> BatchLayout {
+        BatchLayout {
+            batch: self.batch(),
+            inputs_per_row: self.config.inputs(),
+            tokens: false,
+            targets_per_row: 1,
+            classes: self.config.classes(),
+        }
+    }
+
+    fn set_batch(&self, batch: &Batch<'_>) -> Result<()> {
+        match batch.inputs {
+            Inputs::Rows(x) => Mlp::set_batch(self, x, batch.targets),
+            Inputs::Tokens(_) => Err(tokens_refused()),
+        }
+    }
+
+    fn input_buffer(&self) -> &wgpu::Buffer {
+        self.input().buffer()
+    }
+
+    fn encode_inputs(&self, inputs: Inputs<'_>) -> Result<Vec<u8>> {
+        let input = self.input();
+        match inputs {
+            Inputs::Rows(x) if x.len() == input.len() => Ok(input.dtype().encode(x)),
+            Inputs::Rows(x) => Err(Error::DataLength {
+                shape: input.shape().to_vec(),
+                expected: input.len(),
+                got: x.len(),
+            }),
+            Inputs::Tokens(_) => Err(tokens_refused()),
+        }
+    }
+
+    fn targets(&self) -> &wgpu::Buffer {
+        self.loss.labels()
+    }
+
+    fn loss(&self) -> &Tensor {
+        self.loss.loss()
+    }
+
+    fn losses(&self) -> &Tensor {
+        self.loss.losses()
+    }
+
+    fn logits(&self) -> Option<&Tensor> {
+        Some(Mlp::logits(self))
+    }
+
+    fn pytorch_module(&self) -> Option<String> {
+        Some(pytorch_module(&self.config))
+    }
+}
+
+fn tokens_refused() -> Error {
+    Error::InvalidArgument("an MLP reads f32 feature rows, not token ids".into())
+}
+
+/// The PyTorch module whose `state_dict()` names and shapes the weights match.
+fn pytorch_module(config: &MlpConfig) -> String {
+    let act = match config.activation {
+        Activation::Gelu => "nn.GELU(approximate='tanh')",
+        Activation::Relu => "nn.ReLU()",
+    };
+    let mut parts = Vec::new();
+    let last = config.widths.len() - 2;
+    for (i, w) in config.widths.windows(2).enumerate() {
+        parts.push(format!("nn.Linear({}, {})", w[0], w[1]));
+        if i == last {
+            break;
+        }
+        if config.layer_norm {
+            parts.push(format!("nn.LayerNorm({})", w[1]));
+        }
+        parts.push(act.to_string());
+    }
+    format!("nn.Sequential({})", parts.join(", "))
 }

@@ -27,6 +27,7 @@ pub mod init;
 pub mod layernorm;
 pub mod linear;
 pub mod mlp;
+pub mod model;
 pub mod param;
 pub mod softmax_xent;
 
@@ -36,6 +37,7 @@ pub use init::SplitMix64;
 pub use layernorm::{layer_norm, layer_norm_params, LayerNorm, LayerNormValues};
 pub use linear::{linear, linear_params, Linear};
 pub use mlp::{Mlp, MlpConfig};
+pub use model::{Batch, BatchLayout, Inputs, Model};
 pub use param::Param;
 pub use softmax_xent::{softmax_cross_entropy, SoftmaxCrossEntropy, XentLoss};
 

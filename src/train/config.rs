@@ -83,6 +83,8 @@ impl Default for TrainConfig {
 /// Metadata keys of a trainer checkpoint.
 pub(crate) mod key {
     pub const FORMAT: &str = "format";
+    pub const FORMAT_VERSION: &str = "format.version";
+    pub const MODEL_KIND: &str = "model.kind";
     pub const MODEL: &str = "model";
     pub const PRECISION: &str = "precision";
     pub const POLICY: &str = "policy";
@@ -96,8 +98,14 @@ pub(crate) mod key {
     pub const VERSION: &str = "halfgrad.version";
 }
 
-/// The `format` metadata value of a trainer checkpoint.
-pub const CHECKPOINT_FORMAT: &str = "halfgrad.trainer.mlp/1";
+/// The `format` metadata value of a trainer checkpoint (with `format.version`).
+pub const CHECKPOINT_FORMAT: &str = "halfgrad.trainer";
+
+/// The format version this halfgrad writes (`format.version`); it reads 1 to this.
+pub const CHECKPOINT_VERSION: u32 = 2;
+
+/// The `format` of version-1 checkpoints (MLP only, no `format.version`).
+pub const CHECKPOINT_FORMAT_V1: &str = "halfgrad.trainer.mlp/1";
 
 impl TrainConfig {
     /// The same config in another precision (and that precision's default scaler, unless
@@ -183,8 +191,8 @@ impl TrainConfig {
     /// Writes the config into checkpoint metadata (model line, precision, batch, seed,
     /// schedule, input noise, `optim.*` (with the base lr) and `scaler.*`; floats
     /// round-trip exactly).
-    pub(crate) fn write_meta(&self, ck: &mut Checkpoint, mlp: &MlpConfig) {
-        ck.set_meta(key::MODEL, mlp);
+    pub(crate) fn write_meta(&self, ck: &mut Checkpoint, model: &impl std::fmt::Display) {
+        ck.set_meta(key::MODEL, model);
         ck.set_meta(key::PRECISION, self.precision);
         ck.set_meta(key::POLICY, self.policy());
         ck.set_meta(key::BATCH, self.batch);
@@ -197,14 +205,24 @@ impl TrainConfig {
         }
     }
 
-    /// Reads the config and the model written by [`TrainConfig::write_meta`]. Every
+    /// The config with the MLP fields (`hidden`, `activation`, `layer_norm`) of `mlp`.
+    pub fn with_mlp(mut self, mlp: &MlpConfig) -> TrainConfig {
+        let hidden = mlp.widths.len().saturating_sub(1);
+        self.hidden = mlp.widths.get(1..hidden).unwrap_or(&[]).to_vec();
+        self.activation = mlp.activation;
+        self.layer_norm = mlp.layer_norm;
+        self
+    }
+
+    /// Reads the config and the model line written by [`TrainConfig::write_meta`] (the
+    /// MLP fields keep their defaults: [`TrainConfig::with_mlp`] sets them). Every
     /// missing or unparsable entry is an [`Error::Checkpoint`] naming the file.
-    pub(crate) fn read_meta(ck: &Checkpoint) -> Result<(TrainConfig, MlpConfig)> {
+    pub(crate) fn read_meta(ck: &Checkpoint) -> Result<(TrainConfig, String)> {
         let as_ck = |e: Error| Error::Checkpoint {
             path: ck.origin().to_string(),
             message: e.to_string(),
         };
-        let mlp: MlpConfig = ck.meta(key::MODEL)?.parse().map_err(as_ck)?;
+        let model = ck.meta(key::MODEL)?.to_string();
         let precision: Precision = ck.meta(key::PRECISION)?.parse().map_err(as_ck)?;
         let kv: Vec<(String, String)> = ck
             .metadata
@@ -214,16 +232,12 @@ impl TrainConfig {
             .collect();
         let adam = AdamConfig::default().with_kv(&kv).map_err(as_ck)?;
         let scaler = ScalerConfig::default().with_kv(&kv).map_err(as_ck)?;
-        if mlp.widths.len() < 2 || !mlp.bias {
-            return Err(as_ck(Error::InvalidArgument(format!(
-                "model `{mlp}` is not a trainer MLP (needs inputs, classes and biases)"
-            ))));
-        }
+        let defaults = TrainConfig::default();
         let config = TrainConfig {
             precision,
-            hidden: mlp.widths[1..mlp.widths.len() - 1].to_vec(),
-            activation: mlp.activation,
-            layer_norm: mlp.layer_norm,
+            hidden: defaults.hidden,
+            activation: defaults.activation,
+            layer_norm: defaults.layer_norm,
             batch: ck.meta_parse(key::BATCH)?,
             lr: adam.lr,
             schedule: ck.meta(key::SCHEDULE)?.parse().map_err(as_ck)?,
@@ -238,7 +252,7 @@ impl TrainConfig {
             scaler: (scaler != TrainConfig::default_scaler(precision)).then_some(scaler),
         };
         config.validate().map_err(as_ck)?;
-        Ok((config, mlp))
+        Ok((config, model))
     }
 
     /// Checks that `requested` (what a resumed run was asked for) equals this config

@@ -14,6 +14,7 @@
 
 use super::trainer::Trainer;
 use crate::data::Dataset;
+use crate::nn::{Inputs, Model};
 use crate::{Error, Result};
 
 /// Test-set results of [`Trainer::evaluate`].
@@ -21,9 +22,10 @@ use crate::{Error, Result};
 pub struct Evaluation {
     /// Mean cross-entropy over the samples (f32 per-example losses, summed in f64).
     pub loss: f32,
-    /// Fraction of samples whose largest logit is at the label, in [0, 1].
+    /// Fraction of samples whose largest logit is at the label, in [0, 1] (NaN when the
+    /// model is not a classifier: [`Model::logits`] is `None`).
     pub accuracy: f32,
-    /// Samples classified correctly.
+    /// Samples classified correctly (0 when the model is not a classifier).
     pub correct: usize,
     /// Samples evaluated.
     pub total: usize,
@@ -49,7 +51,7 @@ struct Outputs {
     losses: Vec<f32>,
 }
 
-impl Trainer {
+impl<M: Model> Trainer<M> {
     /// Mean loss and accuracy of the model on every sample of `data`, batched as the
     /// module docs describe: one submission and one readback per group (a single group
     /// for data sets up to tens of thousands of rows of digits' size).
@@ -66,13 +68,18 @@ impl Trainer {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         data.gather(&indices, &mut x, &mut y)?;
         let out = self.forward_rows(&x, &y).await?;
-        let classes = self.classes();
-        let predicted = argmax_rows(&out.logits, classes);
-        let correct = predicted.iter().zip(&y).filter(|(p, l)| p == l).count();
         let loss = out.losses.iter().map(|&l| f64::from(l)).sum::<f64>() / n as f64;
+        let (accuracy, correct) = match self.model.logits() {
+            Some(_) => {
+                let predicted = argmax_rows(&out.logits, self.classes());
+                let correct = predicted.iter().zip(&y).filter(|(p, l)| p == l).count();
+                (correct as f32 / n as f32, correct)
+            }
+            None => (f32::NAN, 0),
+        };
         Ok(Evaluation {
             loss: loss as f32,
-            accuracy: correct as f32 / n as f32,
+            accuracy,
             correct,
             total: n,
         })
@@ -87,6 +94,11 @@ impl Trainer {
     /// The predicted class (largest logit; the first on ties) of every row of
     /// `x: (n, features)` row-major, n >= 1.
     pub async fn predict(&self, x: &[f32]) -> Result<Vec<u32>> {
+        if self.model.logits().is_none() {
+            return Err(Error::InvalidArgument(
+                "Trainer::predict: the model is not a classifier".into(),
+            ));
+        }
         let features = self.features();
         if x.is_empty() || !x.len().is_multiple_of(features) {
             return Err(Error::DataLength {
@@ -107,6 +119,12 @@ impl Trainer {
     }
 
     fn check_data(&self, op: &'static str, data: &dyn Dataset) -> Result<()> {
+        let layout = self.model.layout();
+        if layout.tokens || layout.targets_per_row != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{op}: the model reads token sequences, a data set gives f32 rows"
+            )));
+        }
         let (features, classes) = (self.features(), self.classes());
         if data.features() != features || data.classes() != classes {
             return Err(Error::shape(
@@ -121,19 +139,18 @@ impl Trainer {
     /// Byte strides of one chunk in the upload and result buffers: whole padded
     /// buffers, so every copy is a multiple of 4 bytes.
     fn strides(&self) -> Strides {
-        let loss = self.model.loss_layer();
         Strides {
-            input: self.model.input().buffer().size(),
-            labels: loss.labels().size(),
-            logits: self.model.logits().buffer().size(),
-            losses: loss.losses().buffer().size(),
+            input: self.model.input_buffer().size(),
+            labels: self.model.targets().size(),
+            logits: self.model.logits().map_or(0, |t| t.buffer().size()),
+            losses: self.model.losses().buffer().size(),
         }
     }
 
     /// Runs the forward on all rows of `x` with `labels`, a group of chunks at a time.
     // x: (n, features) row-major; labels: (n,), each < classes
     async fn forward_rows(&self, x: &[f32], labels: &[u32]) -> Result<Outputs> {
-        let (batch, features) = (self.model.batch(), self.features());
+        let (batch, features) = (self.model.layout().batch, self.features());
         crate::ops::softmax_xent::check_labels(labels, self.classes())?;
         let st = self.strides();
         let per_chunk = (st.input + st.labels).max(st.logits + st.losses);
@@ -161,10 +178,11 @@ impl Trainer {
         out: &mut Outputs,
     ) -> Result<()> {
         let gpu = &self.gpu;
-        let (batch, features, classes) = (self.model.batch(), self.features(), self.classes());
-        let input = self.model.input();
-        let label_buf = self.model.loss_layer().labels();
-        let (logits, losses) = (self.model.logits(), self.model.loss_layer().losses());
+        let (batch, features, classes) =
+            (self.model.layout().batch, self.features(), self.classes());
+        let input = self.model.input_buffer();
+        let label_buf = self.model.targets();
+        let (logits, losses) = (self.model.logits(), self.model.losses());
         let n = labels.len();
         let chunks = n.div_ceil(batch);
 
@@ -177,7 +195,7 @@ impl Trainer {
             rows.fill(0.0);
             rows[..r.len() * features].copy_from_slice(&x[r.start * features..r.end * features]);
             let start = up.len();
-            up.extend_from_slice(&input.dtype().encode(&rows));
+            up.extend_from_slice(&self.model.encode_inputs(Inputs::Rows(&rows))?);
             up.resize(start + st.input as usize, 0);
         }
         for c in 0..chunks {
@@ -207,16 +225,18 @@ impl Trainer {
 
         let mut enc = gpu.encoder("halfgrad evaluate");
         for c in 0..chunks as u64 {
-            enc.copy_buffer_to_buffer(&staging, c * st.input, input.buffer(), 0, st.input);
+            enc.copy_buffer_to_buffer(&staging, c * st.input, input, 0, st.input);
             enc.copy_buffer_to_buffer(&staging, labels_at + c * st.labels, label_buf, 0, st.labels);
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("halfgrad evaluate"),
                     timestamp_writes: None,
                 });
-                self.model.encode_forward(&mut pass);
+                self.model.graph().encode_forward(&mut pass);
             }
-            enc.copy_buffer_to_buffer(logits.buffer(), 0, &results, c * st.logits, st.logits);
+            if let Some(logits) = logits {
+                enc.copy_buffer_to_buffer(logits.buffer(), 0, &results, c * st.logits, st.logits);
+            }
             enc.copy_buffer_to_buffer(
                 losses.buffer(),
                 0,
@@ -228,12 +248,14 @@ impl Trainer {
         gpu.submit(enc.finish())?;
         let bytes = gpu.read_buffer(&results, down_size).await?;
 
-        let dtype = logits.dtype();
         for c in 0..chunks {
             let valid = batch.min(n - c * batch);
-            let at = c * st.logits as usize;
-            let len = valid * classes * dtype.size_bytes();
-            out.logits.extend(dtype.decode(&bytes[at..at + len]));
+            if let Some(logits) = logits {
+                let dtype = logits.dtype();
+                let at = c * st.logits as usize;
+                let len = valid * classes * dtype.size_bytes();
+                out.logits.extend(dtype.decode(&bytes[at..at + len]));
+            }
             let at = (losses_at + c as u64 * st.losses) as usize;
             out.losses
                 .extend(crate::DType::F32.decode(&bytes[at..at + valid * 4]));

@@ -10,6 +10,7 @@
 
 use super::trainer::Trainer;
 use crate::amp::Precision;
+use crate::nn::Model;
 use crate::Tensor;
 use std::fmt::Write;
 
@@ -171,15 +172,15 @@ fn group(n: usize) -> String {
     out
 }
 
-impl Trainer {
+impl<M: Model> Trainer<M> {
     /// Bytes held by this trainer's tensors, by role (see [`MemoryReport`]).
     pub fn memory(&self) -> MemoryReport {
         let bytes = |t: &Tensor| t.byte_len();
-        let params = self.model.params();
+        let params = self.model.params().params();
         let mut r = MemoryReport {
             precision: self.config.precision,
-            params: self.model.num_params(),
-            batch: self.model.batch(),
+            params: self.model.params().num_scalars(),
+            batch: self.model.layout().batch,
             master_weights: params.iter().map(|p| bytes(&p.master)).sum(),
             low_copies: params
                 .iter()

@@ -21,7 +21,7 @@ pub mod schedule;
 pub mod state;
 pub mod trainer;
 
-pub use config::{TrainConfig, CHECKPOINT_FORMAT};
+pub use config::{TrainConfig, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1, CHECKPOINT_VERSION};
 pub use eval::Evaluation;
 pub use gpt::{GptEvaluation, GptTrainConfig, GptTrainer};
 pub use memory::MemoryReport;

@@ -1,49 +1,61 @@
 //! Trainer checkpoints: everything a run needs to continue bit for bit.
 //!
 //! Tensors (safetensors):
-//! - the f32 master weights under PyTorch `nn.Sequential` state-dict names (`0.weight`,
-//!   `0.bias`, `2.weight`, ...), so `model.load_state_dict` takes them directly (see
-//!   the `pytorch` metadata entry for the equivalent module);
+//! - the f32 master weights under the model's state-dict names (for the MLP, PyTorch
+//!   `nn.Sequential` names `0.weight`, `0.bias`, `2.weight`, ..., so
+//!   `model.load_state_dict` takes them directly; see the `pytorch` metadata entry);
 //! - the AdamW state ([`AdamW::state`](crate::optim::AdamW::state)): `optim.<param>.exp_avg`,
 //!   `optim.<param>.exp_avg_sq` (f32), `optim.step` (u32), bias corrections, lr, last
 //!   gradient norm;
 //! - the loss scaler's state: `scaler.scale` (f32), `scaler.growth_tracker`,
 //!   `scaler.skipped_steps`, `scaler.nonfinite_steps`, `scaler.last_step_skipped` (u32).
 //!
-//! Metadata: `format`, the model line (`model`), `precision`, the `policy` line, batch,
-//! seed, steps taken, the batcher position (JSON), every optimizer and scaler setting, the
-//! halfgrad version.
+//! Metadata: `format` (`halfgrad.trainer`) and `format.version`
+//! ([`CHECKPOINT_VERSION`]), the model's kind (`model.kind`, [`Model::KIND`]) and line
+//! (`model`), `precision`, the `policy` line, batch, seed, steps taken, the batcher
+//! position (JSON), every optimizer and scaler setting, the halfgrad version.
+//!
+//! Format versions: 1 (written before the graph: `format` = `halfgrad.trainer.mlp/1`, no
+//! `format.version`, always an MLP) loads as the MLP it is; 2 adds `format.version` and
+//! `model.kind`. A later version is refused with an error naming the halfgrad that wrote
+//! it and what to do.
 //!
 //! The 16-bit weight copy is not stored: the optimizer writes it as the master rounded to
 //! nearest even, which the host reproduces bit for bit on load. Parameter gradients are
-//! not stored either: every step overwrites them before use and the optimizer clears them.
+//! not stored either: every step overwrites them before use.
 
-use super::config::{key, TrainConfig, CHECKPOINT_FORMAT};
+use super::config::{
+    key, TrainConfig, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1, CHECKPOINT_VERSION,
+};
 use super::trainer::Trainer;
 use crate::checkpoint::{Checkpoint, NamedTensor, TensorDType};
 use crate::data::{Batcher, BatcherState};
-use crate::nn::MlpConfig;
+use crate::nn::{Mlp, Model, Param};
 use crate::optim::{StateData, StateTensor};
 use crate::{Error, Gpu, Result};
 
-impl Trainer {
+impl<M: Model> Trainer<M> {
     /// The current state as a [`Checkpoint`] (see the module docs). Reads back every
     /// weight and optimizer tensor; call it between steps.
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
         let mut ck = Checkpoint::new();
-        for p in self.model.params() {
+        for p in self.model.params().params() {
             ck.push_f32(&p.name, p.shape(), &p.master.read_f32().await?)?;
         }
         for t in self.optim.state().await? {
             ck.push(NamedTensor::from_state(&t)?)?;
         }
         ck.set_meta(key::FORMAT, CHECKPOINT_FORMAT);
+        ck.set_meta(key::FORMAT_VERSION, CHECKPOINT_VERSION);
+        ck.set_meta(key::MODEL_KIND, M::KIND);
         self.config.write_meta(&mut ck, self.model.config());
         ck.set_meta(key::STEP, self.step);
         let batcher = serde_json::to_string(&self.batcher.state())
             .map_err(|e| Error::InvalidArgument(format!("batcher state: {e}")))?;
         ck.set_meta(key::BATCHER, batcher);
-        ck.set_meta(key::PYTORCH, pytorch_module(self.model.config()));
+        if let Some(module) = self.model.pytorch_module() {
+            ck.set_meta(key::PYTORCH, module);
+        }
         ck.set_meta(key::VERSION, env!("CARGO_PKG_VERSION"));
         Ok(ck)
     }
@@ -54,27 +66,31 @@ impl Trainer {
         pollster::block_on(self.checkpoint())
     }
 
-    /// A trainer that continues exactly where the one that wrote `ck` stopped: same
-    /// model, weights, optimizer and scaler state, step count and batch order.
-    ///
-    /// Every tensor name, shape and dtype and every setting is checked before anything
-    /// is used; a mismatch (a missing or extra tensor, another shape, a config entry that
-    /// does not parse) is an [`Error::Checkpoint`] naming the file and the problem. To
-    /// check that a checkpoint matches the settings a run asks for, compare
-    /// [`Trainer::config`] with [`TrainConfig::ensure_same`].
-    pub async fn from_checkpoint(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer> {
+    /// Writes [`Trainer::checkpoint`] to `path` atomically (a failed save leaves the
+    /// previous file intact). Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        self.checkpoint_blocking()?.save(path)
+    }
+
+    /// [`Trainer::from_checkpoint`] for any [`Model`]: a trainer that continues exactly
+    /// where the one that wrote `ck` stopped. The checkpoint's `model.kind` must be
+    /// `M::KIND`.
+    pub async fn restore(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer<M>> {
         let origin = ck.origin().to_string();
         let bad = |message: String| Error::Checkpoint {
             path: origin.clone(),
             message,
         };
-        let format = ck.meta(key::FORMAT)?;
-        if format != CHECKPOINT_FORMAT {
+        let kind = checkpoint_kind(ck)?;
+        if kind != M::KIND {
             return Err(bad(format!(
-                "format {format:?} is not a halfgrad trainer checkpoint ({CHECKPOINT_FORMAT:?})"
+                "it holds a `{kind}` model, not a `{}` one: load it with that model's trainer",
+                M::KIND
             )));
         }
-        let (config, mlp) = TrainConfig::read_meta(ck)?;
+        let (config, model_line) = TrainConfig::read_meta(ck)?;
+        let model: M::Config = model_line.parse().map_err(|e: Error| bad(e.to_string()))?;
         let batcher: BatcherState = serde_json::from_str(ck.meta(key::BATCHER)?)
             .map_err(|e| bad(format!("metadata `{}`: {e}", key::BATCHER)))?;
         if batcher.batch != config.batch || batcher.seed != config.seed {
@@ -85,11 +101,11 @@ impl Trainer {
         }
         let step: u64 = ck.meta_parse(key::STEP)?;
 
-        let mut trainer = Trainer::build(gpu, config, mlp.inputs(), mlp.classes(), batcher.len)
+        let mut trainer = Trainer::<M>::with_model(gpu, config, &model, batcher.len)
             .map_err(|e| bad(format!("cannot rebuild the trainer: {e}")))?;
-        if trainer.model.config() != &mlp {
+        if trainer.model.config() != &model {
             return Err(bad(format!(
-                "model `{mlp}` rebuilds as `{}`",
+                "model `{model}` rebuilds as `{}`",
                 trainer.model.config()
             )));
         }
@@ -97,7 +113,7 @@ impl Trainer {
         // The expected tensors: the parameters, then the optimizer state of a fresh
         // optimizer for this model (same names, shapes and kinds as a saved one).
         let fresh = trainer.optim.state().await?;
-        let params = trainer.model.params();
+        let params: Vec<&Param> = trainer.model.params().params().iter().collect();
         let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         names.extend(fresh.iter().map(|t| t.name.as_str()));
         ck.expect_names(&names)?;
@@ -121,10 +137,7 @@ impl Trainer {
         // Everything checked: write. The 16-bit copy is the master rounded to nearest
         // even, exactly what the optimizer step writes.
         for (p, values) in params.iter().zip(&masters) {
-            p.master.write_f32(values)?;
-            if let Some(low) = &p.low {
-                low.write_f32(values)?;
-            }
+            p.write_f32(values)?;
         }
         trainer
             .optim
@@ -135,17 +148,40 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// Blocking [`Trainer::restore`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn restore_blocking(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer<M>> {
+        pollster::block_on(Trainer::<M>::restore(gpu, ck))
+    }
+}
+
+impl Trainer<Mlp> {
+    /// A trainer that continues exactly where the one that wrote `ck` stopped: same
+    /// model, weights, optimizer and scaler state, step count and batch order. Reads
+    /// every format version (see the module docs).
+    ///
+    /// Every tensor name, shape and dtype and every setting is checked before anything
+    /// is used; a mismatch (a missing or extra tensor, another shape, a config entry that
+    /// does not parse, another model kind, a later format) is an [`Error::Checkpoint`]
+    /// naming the file and the problem. To check that a checkpoint matches the settings
+    /// a run asks for, compare [`Trainer::config`] with [`TrainConfig::ensure_same`].
+    pub async fn from_checkpoint(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer> {
+        let mut trainer = Trainer::<Mlp>::restore(gpu, ck).await?;
+        let mlp = trainer.model.config().clone();
+        if !mlp.bias {
+            return Err(Error::Checkpoint {
+                path: ck.origin().to_string(),
+                message: format!("model `{mlp}` is not a trainer MLP (needs biases)"),
+            });
+        }
+        trainer.config = trainer.config.clone().with_mlp(&mlp);
+        Ok(trainer)
+    }
+
     /// Blocking [`Trainer::from_checkpoint`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_checkpoint_blocking(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer> {
         pollster::block_on(Trainer::from_checkpoint(gpu, ck))
-    }
-
-    /// Writes [`Trainer::checkpoint`] to `path` atomically (a failed save leaves the
-    /// previous file intact). Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        self.checkpoint_blocking()?.save(path)
     }
 
     /// Reads `path` and [`Trainer::from_checkpoint`]s it. Native only.
@@ -155,31 +191,40 @@ impl Trainer {
     }
 }
 
+/// The model kind of a trainer checkpoint of any readable format version, or an
+/// [`Error::Checkpoint`] saying why it cannot be read.
+fn checkpoint_kind(ck: &Checkpoint) -> Result<String> {
+    let bad = |message: String| Error::Checkpoint {
+        path: ck.origin().to_string(),
+        message,
+    };
+    let format = ck.meta(key::FORMAT)?;
+    if format == CHECKPOINT_FORMAT_V1 {
+        // Version 1: written before format versions and model kinds; always an MLP.
+        return Ok("mlp".to_string());
+    }
+    if format != CHECKPOINT_FORMAT {
+        return Err(bad(format!(
+            "format {format:?} is not a halfgrad trainer checkpoint ({CHECKPOINT_FORMAT:?})"
+        )));
+    }
+    let version: u32 = ck.meta_parse(key::FORMAT_VERSION)?;
+    if !(2..=CHECKPOINT_VERSION).contains(&version) {
+        let writer = ck.meta(key::VERSION).unwrap_or("of an unknown version");
+        return Err(bad(format!(
+            "written by halfgrad {writer} in trainer format version {version}; this halfgrad \
+             ({}) reads versions 1 to {CHECKPOINT_VERSION}: load it with the halfgrad that \
+             wrote it or a newer one",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(ck.meta(key::MODEL_KIND)?.to_string())
+}
+
 /// The checkpoint dtype a state tensor is stored as.
 fn state_dtype(t: &StateTensor) -> TensorDType {
     match t.data {
         StateData::F32(_) => TensorDType::F32,
         StateData::U32(_) => TensorDType::U32,
     }
-}
-
-/// The PyTorch module whose `state_dict()` names and shapes the weights match.
-fn pytorch_module(config: &MlpConfig) -> String {
-    let act = match config.activation {
-        crate::nn::Activation::Gelu => "nn.GELU(approximate='tanh')",
-        crate::nn::Activation::Relu => "nn.ReLU()",
-    };
-    let mut parts = Vec::new();
-    let last = config.widths.len() - 2;
-    for (i, w) in config.widths.windows(2).enumerate() {
-        parts.push(format!("nn.Linear({}, {})", w[0], w[1]));
-        if i == last {
-            break;
-        }
-        if config.layer_norm {
-            parts.push(format!("nn.LayerNorm({})", w[1]));
-        }
-        parts.push(act.to_string());
-    }
-    format!("nn.Sequential({})", parts.join(", "))
 }

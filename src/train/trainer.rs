@@ -6,7 +6,7 @@ use super::schedule::add_input_noise;
 use crate::amp::scaler::word;
 use crate::amp::{LossScaler, Policy, Precision};
 use crate::data::{Batcher, BatcherState, Dataset};
-use crate::nn::{LayerCtx, Mlp};
+use crate::nn::{Batch, Inputs, LayerCtx, Mlp, Model};
 use crate::ops::matmul::{chosen_kernel, MatmulOptions};
 use crate::optim::AdamW;
 use crate::{DType, Error, Gpu, Result};
@@ -42,7 +42,9 @@ pub struct TrainStats {
     pub last_step_skipped: bool,
 }
 
-/// Trains an [`Mlp`] classifier with AdamW and (for f16) dynamic loss scaling.
+/// Trains a [`Model`] with AdamW and (for f16) dynamic loss scaling; by default the
+/// digits [`Mlp`] classifier ([`Trainer::new`]), any model through
+/// [`Trainer::with_model`].
 ///
 /// ```text
 /// let (train, test) = Digits::load()?;
@@ -58,11 +60,12 @@ pub struct TrainStats {
 /// The model is built for a fixed batch; evaluation and prediction run the same model on
 /// padded chunks of that batch ([`Trainer::evaluate`]). Async methods serve the browser;
 /// native code may use the `_blocking` variants.
-pub struct Trainer {
+pub struct Trainer<M: Model = Mlp> {
     pub(super) gpu: Gpu,
+    /// The run's settings (for models other than the MLP its model fields are unused).
     pub(super) config: TrainConfig,
     pub(super) policy: Policy,
-    pub(super) model: Mlp,
+    pub(super) model: M,
     pub(super) scaler: LossScaler,
     pub(super) optim: AdamW,
     /// The order of [`Trainer::step_from`]'s batches; saved in checkpoints.
@@ -76,7 +79,7 @@ pub struct Trainer {
     y_host: Vec<u32>,
 }
 
-impl std::fmt::Debug for Trainer {
+impl<M: Model> std::fmt::Debug for Trainer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer")
             .field("model", &self.model.config().to_string())
@@ -86,11 +89,13 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-impl Trainer {
-    /// A fresh model for `train`'s feature and class counts, initialised from
-    /// `config.seed`, with AdamW at step 0 and a batcher over `train` seeded alike.
+impl Trainer<Mlp> {
+    /// A fresh MLP classifier ([`TrainConfig::mlp_config`]) for `train`'s feature and
+    /// class counts, initialised from `config.seed`, with AdamW at step 0 and a batcher
+    /// over `train` seeded alike.
     pub async fn new(gpu: &Gpu, config: TrainConfig, train: &dyn Dataset) -> Result<Trainer> {
-        Trainer::build(gpu, config, train.features(), train.classes(), train.len())
+        let mlp = config.mlp_config(train.features(), train.classes());
+        Trainer::with_model(gpu, config, &mlp, train.len())
     }
 
     /// Blocking [`Trainer::new`] (native only).
@@ -98,31 +103,47 @@ impl Trainer {
     pub fn new_blocking(gpu: &Gpu, config: TrainConfig, train: &dyn Dataset) -> Result<Trainer> {
         pollster::block_on(Trainer::new(gpu, config, train))
     }
+}
 
-    /// Builds everything for `features` inputs, `classes` outputs and a training set of
-    /// `train_len` samples. Nothing here waits on the GPU.
-    pub(super) fn build(
+impl<M: Model> Trainer<M> {
+    /// A fresh `model` initialised from `config.seed`, trained with `config`'s optimizer,
+    /// schedule, scaler, batch and noise settings over a training set of `train_len`
+    /// samples. Nothing here waits on the GPU.
+    pub fn with_model(
         gpu: &Gpu,
         config: TrainConfig,
-        features: usize,
-        classes: usize,
+        model: &M::Config,
         train_len: usize,
-    ) -> Result<Trainer> {
+    ) -> Result<Trainer<M>> {
         config.validate()?;
         let batcher = Batcher::new(train_len, config.batch, config.seed)?;
-        let mlp_config = config.mlp_config(features, classes);
         let policy = config.policy();
-        // The scaler first: its found-inf flag and scale buffer are bound by the layers.
+        // The scaler first: its found-inf flag and scale buffer are bound by the graph.
         let scaler = LossScaler::new(gpu, config.scaler_config())?;
         let ctx = LayerCtx::new(gpu, policy, scaler.flag());
-        let model = Mlp::new(
+        let model = M::build(
             &ctx,
-            &mlp_config,
+            model,
             config.batch,
             config.seed,
             scaler.scale_buffer(),
         )?;
-        let optim = AdamW::new(gpu, &model.params(), config.adam_config(), &scaler)?;
+        if let Some(p) = model
+            .params()
+            .params()
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| {
+                (!model.graph().writes_param_grad(crate::nn::ParamId::new(i))).then_some(p)
+            })
+        {
+            return Err(Error::InvalidArgument(format!(
+                "parameter `{}` gets no gradient from the model's loss",
+                p.name
+            )));
+        }
+        let params: Vec<&crate::nn::Param> = model.params().params().iter().collect();
+        let optim = AdamW::new(gpu, &params, config.adam_config(), &scaler)?;
         let stats = gpu.scoped("allocating the trainer statistics", || {
             gpu.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("halfgrad trainer stats"),
@@ -135,6 +156,7 @@ impl Trainer {
         init[stats_word::LOSS] = f32::NAN.to_bits();
         gpu.queue()
             .write_buffer(&stats, 0, bytemuck::cast_slice(&init));
+        let features = model.layout().inputs_per_row;
         Ok(Trainer {
             gpu: gpu.clone(),
             x_host: Vec::with_capacity(config.batch * features),
@@ -161,7 +183,15 @@ impl Trainer {
     /// The learning rate follows [`TrainConfig::schedule`] (a queued 4-byte write when it
     /// changes). `x` is used as given: the input noise belongs to [`Trainer::step_from`].
     pub fn step(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
-        self.model.set_batch(x, labels)?;
+        self.step_batch(&Batch {
+            inputs: Inputs::Rows(x),
+            targets: labels,
+        })
+    }
+
+    /// [`Trainer::step`] on any [`Batch`] (f32 rows or token ids, u32 targets).
+    pub fn step_batch(&mut self, batch: &Batch<'_>) -> Result<()> {
+        self.model.set_batch(batch)?;
         let lr = self.config.lr * self.config.schedule.factor(self.step);
         if lr.to_bits() != self.optim.lr().to_bits() {
             self.optim.set_lr(lr)?;
@@ -173,7 +203,7 @@ impl Trainer {
                 label: Some("halfgrad train step"),
                 timestamp_writes: None,
             });
-            self.model.encode_forward_backward(&mut pass);
+            self.model.graph().encode_forward_backward(&mut pass);
             self.optim.encode_step(&mut pass);
         }
         // The loss tensor is overwritten by evaluation; keep the step's loss apart.
@@ -282,7 +312,7 @@ impl Trainer {
         &self.config
     }
 
-    pub fn model(&self) -> &Mlp {
+    pub fn model(&self) -> &M {
         &self.model
     }
 
@@ -322,19 +352,19 @@ impl Trainer {
         Ok(())
     }
 
-    /// Input width of the model.
+    /// Inputs per row of the model (features, or tokens per sequence).
     pub fn features(&self) -> usize {
-        self.model.config().inputs()
+        self.model.layout().inputs_per_row
     }
 
-    /// Number of classes.
+    /// Number of classes (targets are below it).
     pub fn classes(&self) -> usize {
-        self.model.config().classes()
+        self.model.layout().classes
     }
 
     /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
-        self.model.num_params()
+        self.model.params().num_scalars()
     }
 }
 
