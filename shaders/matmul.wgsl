@@ -15,13 +15,14 @@
 //
 // Output words: a 16-bit C is stored two elements to a u32 word, and one invocation must
 // write a whole word. Word w holds the flat elements 2w and 2w + 1.
-// - Plain C (one dense matrix filling its tensor): when N is even every word lies inside
+// - Plain C (dense matrices, each one filling its tensor or of an even element count at
+//   an even element): when N is even every word lies inside
 //   a row at an even column. When N is odd, words of odd rows start at odd columns, and
 //   the word holding an even row's last element (m, N - 1) also holds the next row's
 //   first element (m + 1, 0). Both kernels write exactly the words whose first element
 //   falls in their tile; each computes the few second halves that lie outside it (only
 //   for odd N: one per tile row) from extra staged columns of op(B).
-// - Strided C (FLAG_STRIDED_C: a batch, an offset, ld > N or a larger tensor): words
+// - Strided C (FLAG_STRIDED_C: ld > N, odd offsets or strides, odd-sized batches): words
 //   never straddle rows. A 16-bit C must then have even N, ld, offsets and strides (the
 //   host checks), so every column pair at an even column is one whole word; an f32 C
 //   may be anything and writes single elements where a pair is not word-aligned.

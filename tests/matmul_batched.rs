@@ -261,7 +261,7 @@ fn mixed_operands_and_16_bit_outputs() {
         .enumerate()
         {
             let trans = TRANSPOSES[s];
-            // 16-bit C: even N and even gaps (ld, offsets, strides); odd M and K.
+            // Strided 16-bit C: even N and even gaps (ld, offsets, strides); odd M and K.
             check(
                 g,
                 &Spec::new((7, 34, 33), (2, 3), trans, (a, b, c), 2),
@@ -271,6 +271,18 @@ fn mixed_operands_and_16_bit_outputs() {
                 g,
                 &Spec::new((3, 2, 5), (1, 3), trans, (a, b, c), 0),
                 20 + s as u64,
+            );
+            // Odd N in dense matrices of an even element count: words straddle rows
+            // inside each matrix, never between matrices.
+            check(
+                g,
+                &Spec::new((6, 5, 3), (2, 3), trans, (a, b, c), 0),
+                30 + s as u64,
+            );
+            check(
+                g,
+                &Spec::new((2, 33, 7), (1, 3), trans, (a, b, c), 0),
+                35 + s as u64,
             );
         }
     }
@@ -294,8 +306,8 @@ fn accumulate_into_f32_batched() {
 /// `S[b,h] = Q[b,h] K[b,h]^T`, `Y[b,h] = P[b,h] V[b,h]` written into `y: (B, T, C)`, and
 /// the backward products dQ = dS K, dK = dS^T Q, dV = P^T dY, dP = dY V^T.
 ///
-/// T = 5 and 6: a 16-bit batched output needs even N (two elements share a word), so
-/// 16-bit (T, T) outputs (dP) only with T = 6; odd T writes them in f32.
+/// T = 5 and 6: two 16-bit elements share a word, so a batch of dense 16-bit (T, T)
+/// outputs (dP) needs an even T * T: 16-bit with T = 6, f32 with T = 5.
 #[test]
 fn attention_layouts_on_fused_qkv() {
     for t in [5, 6] {
@@ -414,7 +426,7 @@ fn attention_layouts(t: usize) {
                         (false, true),
                         merged(dt),
                         head(dt, 2),
-                        scores(if t % 2 == 0 { dt } else { DType::F32 }),
+                        scores(if t.is_multiple_of(2) { dt } else { DType::F32 }),
                         false,
                     ),
                 ),

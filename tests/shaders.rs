@@ -79,3 +79,37 @@ fn every_kernel_variant_validates_and_translates() {
         failures.join("\n\n")
     );
 }
+
+/// The U32 storage prelude (no library kernel lists U32 yet): a slot that accepts it
+/// composes, validates and translates, read-only and writable.
+#[test]
+fn u32_prelude_validates_and_translates() {
+    use halfgrad::kernels::{KernelDef, Slot, Variant, U32_ONLY};
+    use halfgrad::DType;
+    static COPY_U32: KernelDef = KernelDef {
+        name: "test/copy_u32",
+        source: "//!kernel main\n@compute @workgroup_size(64)\nfn main(@builtin(global_invocation_id) id: vec3<u32>) {\n    store_dst(id.x, load_src(id.x) + 1u);\n}\n",
+        section: "main",
+        slots: &[Slot::read("src", U32_ONLY), Slot::write("dst", U32_ONLY)],
+        params: false,
+        cooperative_matrix: false,
+        needs_f16: false,
+    };
+    let variant = Variant::new(&[DType::U32, DType::U32], false);
+    let src = compose(&COPY_U32, &variant).unwrap();
+    check_variant("copy_u32", &src).unwrap();
+    // Float slots refuse it.
+    static F32_SRC: KernelDef = KernelDef {
+        name: "test/copy_u32_from_float",
+        source: COPY_U32.source,
+        section: "main",
+        slots: &[
+            Slot::read("src", halfgrad::kernels::ANY),
+            Slot::write("dst", U32_ONLY),
+        ],
+        params: false,
+        cooperative_matrix: false,
+        needs_f16: false,
+    };
+    assert!(compose(&F32_SRC, &variant).is_err());
+}

@@ -6,8 +6,8 @@
 //! [`time_passes`] implements them for any subcommand.
 
 use halfgrad::ops::matmul::{
-    coop_tile_for, kernel_for_shape, matmul_tuned, CoopTile, CoopTiles, MatmulKernel,
-    MatmulOptions, MatmulTuning, TiledTile,
+    matmul_with, plan_for, CoopTile, CoopTiles, MatmulArgs, MatmulKernel, MatmulOptions,
+    MatmulPlan, MatmulTuning, MatrixLayout, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Result, Tensor};
 use std::process::ExitCode;
@@ -204,6 +204,10 @@ pub struct MatmulBenchArgs {
     /// Inner dimension.
     #[arg(long, default_value_t = 1024)]
     k: usize,
+    /// Independent products in one batched dispatch (contiguous operands, one after
+    /// another); FLOPs count all of them.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Operand dtype (A and B): f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     dtype: DType,
@@ -235,7 +239,8 @@ pub struct MatmulBenchArgs {
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Compare with an f64 CPU reference (up to 64 sampled rows); fail past the tolerance.
+    /// Compare with an f64 CPU reference (up to 64 sampled rows of every product in the
+    /// batch); fail past the tolerance.
     #[arg(long)]
     check: bool,
     /// Print one JSON object instead of text.
@@ -304,71 +309,95 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
         coop_subgroups: args.coop_subgroups,
         coop_tile: args.coop_tile,
     };
-    if m == 0 || n == 0 || k == 0 {
+    let batch = args.batch;
+    if m == 0 || n == 0 || k == 0 || batch == 0 {
         return Err(Error::InvalidArgument(
-            "--m, --n and --k must be at least 1".into(),
+            "--m, --n, --k and --batch must be at least 1".into(),
         ));
     }
-    let mut kernel = kernel_for_shape(&gpu, args.dtype, args.dtype, (m, n, k), &opts)?;
-    let coop_tile = if kernel == "coop" {
-        coop_tile_for(&gpu, (m, n, k), &opts, &tuning)
-    } else {
-        None
+    let (a_stored, b_stored) = (
+        if args.trans_a { (k, m) } else { (m, k) },
+        if args.trans_b { (n, k) } else { (k, n) },
+    );
+    let elements = |(r, c): (usize, usize)| {
+        r.checked_mul(c)
+            .and_then(|x| x.checked_mul(batch))
+            .ok_or_else(|| Error::InvalidArgument("--batch x matrix size overflows".into()))
     };
-    if coop_tile.is_some() {
-        kernel = "coop_tile";
-    }
-    let coop_tile_desc = coop_tile.map_or("none".to_string(), |t| {
-        format!(
-            "{}x{}:{}x{}:{}",
-            t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
-        )
-    });
+    let (a_len, b_len, c_len) = (elements(a_stored)?, elements(b_stored)?, elements((m, n))?);
 
     // Host operands, rounded to the operand dtype as the GPU will see them.
-    let a_host: Vec<f32> = random_values(m * k, 1)
+    let a_host: Vec<f32> = random_values(a_len, 1)
         .into_iter()
         .map(|x| args.dtype.round(x))
         .collect();
-    let b_host: Vec<f32> = random_values(k * n, 2)
+    let b_host: Vec<f32> = random_values(b_len, 2)
         .into_iter()
         .map(|x| args.dtype.round(x))
         .collect();
-    let a_shape = if args.trans_a { [k, m] } else { [m, k] };
-    let b_shape = if args.trans_b { [n, k] } else { [k, n] };
     // Inputs larger than a big GPU's last-level cache are rotated over three copies so
     // runs do not find the previous run's operands cached.
-    let operand_bytes = ((m * k + k * n) * args.dtype.size_bytes()) as u64;
+    let operand_bytes = ((a_len + b_len) * args.dtype.size_bytes()) as u64;
     let sets = if operand_bytes >= 32 << 20 { 3 } else { 1 };
-    let c = Tensor::empty(&gpu, &[m, n], args.out_dtype)?;
+    let c = Tensor::empty(&gpu, &[c_len], args.out_dtype)?;
     let mut dispatches = Vec::with_capacity(sets);
     let mut operands = Vec::with_capacity(sets);
+    let mut plan = None;
     for _ in 0..sets {
-        let a = Tensor::from_f32(&gpu, &a_shape, &a_host, args.dtype)?;
-        let b = Tensor::from_f32(&gpu, &b_shape, &b_host, args.dtype)?;
-        dispatches.push(matmul_tuned(&gpu, &a, &b, &c, None, None, &opts, &tuning)?);
+        let a = Tensor::from_f32(&gpu, &[a_len], &a_host, args.dtype)?;
+        let b = Tensor::from_f32(&gpu, &[b_len], &b_host, args.dtype)?;
+        let product = MatmulArgs {
+            a_layout: MatrixLayout::dense_batch(a_stored.0, a_stored.1, batch),
+            b_layout: MatrixLayout::dense_batch(b_stored.0, b_stored.1, batch),
+            c_layout: MatrixLayout::dense_batch(m, n, batch),
+            batch: (1, batch),
+            opts,
+            tuning,
+            ..MatmulArgs::new(&a, &b, &c, (m, n, k))
+        };
+        plan = Some(plan_for(&gpu, &product)?);
+        dispatches.push(matmul_with(&gpu, &product)?);
         operands.push((a, b));
     }
+    let plan = plan.expect("at least one input set");
+    let kernel = plan.name();
+    let coop_tile_desc = match plan {
+        MatmulPlan::CoopTile { tile: t, .. } => format!(
+            "{}x{}:{}x{}:{}",
+            t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
+        ),
+        _ => "none".to_string(),
+    };
 
     let timing = time_passes(&gpu, args.warmup, args.iters, |pass, i| {
         dispatches[i % sets].encode(pass)
     })?;
     let ms = timing.median_ms();
-    let tflops = 2.0 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12;
+    let tflops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12;
 
+    // Every product of the batch against f64: the largest error and the rows checked.
     let check = if args.check {
         gpu.run(&[&dispatches[0]])?;
         let out = c.to_f32_vec()?;
-        Some(check_rows(
-            &a_host,
-            &b_host,
-            &out,
-            m,
-            n,
-            k,
-            args.trans_a,
-            args.trans_b,
-        ))
+        let (a_size, b_size, c_size) = (a_len / batch, b_len / batch, c_len / batch);
+        let mut worst = (0.0f64, 0usize);
+        for i in 0..batch {
+            let (err, rows) = check_rows(
+                &a_host[i * a_size..(i + 1) * a_size],
+                &b_host[i * b_size..(i + 1) * b_size],
+                &out[i * c_size..(i + 1) * c_size],
+                m,
+                n,
+                k,
+                args.trans_a,
+                args.trans_b,
+            );
+            worst = (
+                worst.0.max(if err.is_nan() { f64::INFINITY } else { err }),
+                worst.1 + rows,
+            );
+        }
+        Some(worst)
     } else {
         None
     };
@@ -383,6 +412,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             "m": m,
             "n": n,
             "k": k,
+            "batch": batch,
             "dtype": args.dtype.name(),
             "out_dtype": args.out_dtype.name(),
             "trans_a": args.trans_a,
@@ -410,13 +440,23 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             if args.trans_a { "A^T" } else { "A" },
             if args.trans_b { " @ B^T" } else { " @ B" }
         );
+        let batch_desc = if batch == 1 {
+            String::new()
+        } else {
+            format!("batch {batch} x ")
+        };
         println!("adapter  {} ({})", facts.name, facts.backend);
         println!(
-            "matmul   M={m} N={n} K={k}  {layout}  {} x {} -> {}  kernel {kernel}",
+            "matmul   {batch_desc}M={m} N={n} K={k}  {layout}  {} x {} -> {}  kernel {kernel}",
             args.dtype, args.dtype, args.out_dtype
         );
         println!(
-            "time     {ms:.4} ms per product (median of {}, {}; {} input set{})",
+            "time     {ms:.4} ms per {} (median of {}, {}; {} input set{})",
+            if batch == 1 {
+                "product".to_string()
+            } else {
+                format!("batch of {batch} products")
+            },
             timing.samples_ms.len(),
             timing.method,
             sets,

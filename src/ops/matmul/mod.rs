@@ -94,9 +94,10 @@ pub struct MatmulArgs<'a> {
     /// f32, f16 or bf16.
     pub b: &'a Tensor,
     pub b_layout: MatrixLayout,
-    /// f32, f16 or bf16 (f32 when accumulating). A 16-bit C that is not one dense matrix
-    /// filling its tensor needs even N, ld, offset and batch strides (two elements share
-    /// a word, and a word has one writer).
+    /// f32, f16 or bf16 (f32 when accumulating). Two 16-bit elements share a word and a
+    /// word has one writer, so a 16-bit C is either dense matrices of an even element
+    /// count at even offsets and strides, one dense matrix filling its tensor, or has
+    /// even N, ld, offset and strides.
     pub c: &'a Tensor,
     pub c_layout: MatrixLayout,
     /// Rows of op(A) and C.
@@ -443,15 +444,20 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
             )));
         }
     }
-    // A plain C may have words straddling rows (odd N); a strided 16-bit C must not.
-    let strided_c = !vc.dense_whole;
+    // Plain words (the kernels' odd-N straddling logic) need dense rows and no word
+    // shared with another matrix or anything else: one matrix filling the tensor (the
+    // last word's padding half is the buffer's), or matrices of an even element count
+    // at even bases. Anything else is strided: its words never straddle rows, and a
+    // 16-bit one must not have odd N, ld, offset or strides.
+    let even_words = [vc.offset, vc.outer, vc.inner].iter().all(|x| x % 2 == 0) && (m * n) % 2 == 0;
+    let strided_c = !(vc.dense_whole || (vc.ld as usize == n && even_words));
     if strided_c && c.dtype() != DType::F32 {
         let odd = [n as u32, vc.ld, vc.offset, vc.outer, vc.inner]
             .iter()
             .any(|x| x % 2 == 1);
         if odd {
             return Err(Error::InvalidArgument(format!(
-                "matmul: a {} c that is not one dense matrix filling its tensor needs even N, leading dimension, offset and batch strides (two elements share a word): N {n}, {:?}",
+                "matmul: a {} c of strided or odd-sized matrices needs even N, leading dimension, offset and batch strides (two elements share a word): M {m}, N {n}, {:?}",
                 c.dtype(),
                 args.c_layout
             )));
@@ -505,8 +511,8 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
 /// Typed errors: an empty product or batch (`Error::Empty`); a non-float operand, a
 /// non-f32 bias, or accumulating into a 16-bit C (`Error::DTypeMismatch`); a view that
 /// reaches past its tensor's end (`Error::ShapeMismatch`); a leading dimension below the
-/// stored width, a bias with a batch, a zero C batch stride, a 16-bit strided C with odd
-/// N / ld / offsets / strides, or a grid over the device's limits
+/// stored width, a bias with a batch, a zero C batch stride, a 16-bit C whose words
+/// would have two writers (see [`MatmulArgs::c`]), or a grid over the device's limits
 /// (`Error::InvalidArgument`); a forced coop kernel the adapter lacks
 /// (`Error::MissingFeature`).
 pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
