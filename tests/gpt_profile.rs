@@ -45,8 +45,12 @@ fn profile_tiny_step() {
             gpu.submit(enc.finish()).unwrap();
         }
         gpu.wait_idle().unwrap();
+        let dt = t0.elapsed().as_secs_f64() / 3.0;
+        if std::env::var("PROFILE_ALL").is_ok() {
+            println!("{:40} {:?} {:8.1} ms", d.label, d.workgroups, dt * 1e3);
+        }
         let e = by_label.entry(d.label).or_default();
-        e.0 += t0.elapsed().as_secs_f64() / 3.0;
+        e.0 += dt;
         e.1 += 1;
     }
     let mut v: Vec<_> = by_label.into_iter().collect();

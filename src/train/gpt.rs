@@ -1,45 +1,34 @@
-//! [`GptTrainer`]: trains a [`GptGraph`] on a [`TextData`] with AdamW, the warmup +
-//! cosine schedule, gradient clipping and (for f16) dynamic loss scaling; evaluates the
-//! mean validation loss over fixed windows; samples on the GPU; saves and resumes bit for
-//! bit.
+//! [`GptTrainer`]: the generic [`Trainer`] over a [`GptModel`], fed with token batches
+//! from a [`TextData`], plus what a language model needs beside it: the mean validation
+//! loss over fixed windows, GPU sampling, whole-text evaluation, checkpoints that also
+//! record the data and exact resume.
 //!
-//! One training step is one command buffer and one submission with no readback, as for
-//! the MLP: the batch (tokens, targets, the token index of the embedding's backward) goes
-//! in with queued writes, then one compute pass records forward, loss, backward, AdamW
-//! and the scaler update. Three graphs share the parameters: training (B sequences of
-//! T), evaluation (forward only, B x T) and sampling (forward only, 1 x T, built on
-//! first use).
+//! One training step is the Trainer's: one command buffer and one submission with no
+//! readback (the batch's tokens, targets and the embedding's token index go in with
+//! queued writes; one compute pass records forward, loss, backward, AdamW and the scaler
+//! update). Batch `k` is a pure function of `(seed, k)` ([`TextBatcher::batch_at`]), so
+//! the step count the checkpoint holds is the data position. Three graphs share the
+//! parameters: training (B x T, the Trainer's), evaluation (forward only, B x T) and
+//! sampling (forward only, 1 x T, built on first use).
 
 use super::schedule::LrSchedule;
-use super::trainer::{describe_path, TrainStats};
-use crate::amp::scaler::word;
-use crate::amp::{constant_scale, LossScaler, Policy, Precision, ScalerConfig};
-use crate::checkpoint::{Checkpoint, NamedTensor, TensorDType};
+use super::trainer::{TrainStats, Trainer};
+use super::TrainConfig;
+use crate::amp::{constant_scale, Policy, Precision, ScalerConfig};
+use crate::checkpoint::Checkpoint;
 use crate::data::text::{Split, TextBatcher, TextBatcherState, TextData};
 use crate::data::SplitMix64;
-use crate::nn::gpt::{upload_params, GptConfig, GptGraph, GptWeights, SampleConfig};
-use crate::nn::{LayerCtx, ParamStore};
-use crate::optim::{AdamConfig, AdamW, StateData, StateTensor};
+use crate::nn::gpt::{GptConfig, GptGraph, GptModel, GptWeights, SampleConfig};
+use crate::nn::{Batch, Inputs, LayerCtx, Model, ParamStore};
+use crate::optim::{AdamConfig, AdamW};
 use crate::{Error, Gpu, Result};
 
-/// The `format` metadata value of a GPT trainer checkpoint.
-pub const GPT_CHECKPOINT_FORMAT: &str = "halfgrad.trainer.gpt/1";
-
-/// Metadata keys of a GPT checkpoint (besides `optim.*` and `scaler.*`).
+/// Metadata keys a GPT checkpoint adds to the Trainer's.
 mod key {
-    pub const FORMAT: &str = "format";
-    pub const MODEL: &str = "model";
-    pub const PRECISION: &str = "precision";
-    pub const POLICY: &str = "policy";
-    pub const BATCH: &str = "train.batch";
-    pub const SEED: &str = "train.seed";
-    pub const STEP: &str = "train.step";
-    pub const SCHEDULE: &str = "train.schedule";
-    pub const BATCHER: &str = "train.batcher";
-    pub const EVAL_WINDOWS: &str = "train.eval_windows";
+    pub const EVAL_WINDOWS: &str = "gpt.eval_windows";
     pub const DATA: &str = "data.name";
     pub const DATA_LEN: &str = "data.bytes";
-    pub const VERSION: &str = "halfgrad.version";
+    pub const MODEL_KIND: &str = "model.kind";
 }
 
 /// A GPT training run's settings.
@@ -60,7 +49,7 @@ pub struct GptTrainConfig {
     pub seed: u64,
     /// Validation windows per evaluation (evenly spaced; 0: all).
     pub eval_windows: usize,
-    /// Loss scaling; `None`: the precision's default ([`super::TrainConfig::default_scaler`]).
+    /// Loss scaling; `None`: the precision's default ([`TrainConfig::default_scaler`]).
     pub scaler: Option<ScalerConfig>,
 }
 
@@ -88,93 +77,58 @@ impl GptTrainConfig {
         }
     }
 
-    pub fn scaler_config(&self) -> ScalerConfig {
-        self.scaler
-            .clone()
-            .unwrap_or_else(|| super::TrainConfig::default_scaler(self.precision))
-    }
-
-    pub fn adam_config(&self) -> AdamConfig {
-        AdamConfig {
+    /// The Trainer's settings (no input noise; the MLP fields unused).
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            precision: self.precision,
+            batch: self.batch,
             lr: self.lr,
+            schedule: self.schedule,
             betas: self.betas,
             eps: self.eps,
             weight_decay: self.weight_decay,
             max_grad_norm: self.max_grad_norm,
+            input_noise: 0.0,
+            seed: self.seed,
+            scaler: self.scaler.clone(),
+            ..TrainConfig::default()
         }
     }
 
+    /// The GPT settings of a Trainer's settings and a model.
+    pub fn from_train_config(c: &TrainConfig, model: GptConfig, eval_windows: usize) -> Self {
+        GptTrainConfig {
+            model,
+            precision: c.precision,
+            batch: c.batch,
+            lr: c.lr,
+            schedule: c.schedule,
+            betas: c.betas,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            max_grad_norm: c.max_grad_norm,
+            seed: c.seed,
+            eval_windows,
+            scaler: c.scaler.clone(),
+        }
+    }
+
+    pub fn scaler_config(&self) -> ScalerConfig {
+        self.train_config().scaler_config()
+    }
+
+    pub fn adam_config(&self) -> AdamConfig {
+        self.train_config().adam_config()
+    }
+
     pub fn policy(&self) -> Policy {
-        Policy::new(self.precision).with_loss_scaling(self.scaler_config().enabled)
+        self.train_config().policy()
     }
 
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
-        if self.batch == 0 {
-            return Err(Error::InvalidArgument("batch must be at least 1".into()));
-        }
-        self.schedule.validate()?;
-        self.adam_config().validate()?;
-        self.scaler_config().validate()
+        self.train_config().validate()
     }
-
-    fn write_meta(&self, ck: &mut Checkpoint) {
-        ck.set_meta(key::MODEL, self.model);
-        ck.set_meta(key::PRECISION, self.precision);
-        ck.set_meta(key::POLICY, self.policy());
-        ck.set_meta(key::BATCH, self.batch);
-        ck.set_meta(key::SEED, self.seed);
-        ck.set_meta(key::SCHEDULE, self.schedule);
-        ck.set_meta(key::EVAL_WINDOWS, self.eval_windows);
-        for (k, v) in self
-            .adam_config()
-            .to_kv()
-            .into_iter()
-            .chain(self.scaler_config().to_kv())
-        {
-            ck.set_meta(k, v);
-        }
-    }
-
-    fn read_meta(ck: &Checkpoint) -> Result<GptTrainConfig> {
-        let as_ck = |e: Error| Error::Checkpoint {
-            path: ck.origin().to_string(),
-            message: e.to_string(),
-        };
-        let model: GptConfig = ck.meta(key::MODEL)?.parse().map_err(as_ck)?;
-        let precision: Precision = ck.meta(key::PRECISION)?.parse().map_err(as_ck)?;
-        let kv: Vec<(String, String)> = ck
-            .metadata
-            .iter()
-            .filter(|(k, _)| k.starts_with("optim.") || k.starts_with("scaler."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let adam = AdamConfig::default().with_kv(&kv).map_err(as_ck)?;
-        let scaler = ScalerConfig::default().with_kv(&kv).map_err(as_ck)?;
-        let config = GptTrainConfig {
-            model,
-            precision,
-            batch: ck.meta_parse(key::BATCH)?,
-            lr: adam.lr,
-            schedule: ck.meta(key::SCHEDULE)?.parse().map_err(as_ck)?,
-            betas: adam.betas,
-            eps: adam.eps,
-            weight_decay: adam.weight_decay,
-            max_grad_norm: adam.max_grad_norm,
-            seed: ck.meta_parse(key::SEED)?,
-            eval_windows: ck.meta_parse(key::EVAL_WINDOWS)?,
-            scaler: (scaler != super::TrainConfig::default_scaler(precision)).then_some(scaler),
-        };
-        config.validate().map_err(as_ck)?;
-        Ok(config)
-    }
-}
-
-/// Words of the statistics buffer: the scaler state's first [`word::USED`] words, then
-/// the loss.
-mod stats_word {
-    pub const LOSS: usize = 8;
-    pub const ALLOCATED: usize = 12;
 }
 
 /// The result of [`GptTrainer::evaluate`].
@@ -188,20 +142,12 @@ pub struct GptEvaluation {
 
 /// Trains a GPT; see the module docs.
 pub struct GptTrainer {
-    gpu: Gpu,
-    config: GptTrainConfig,
-    policy: Policy,
-    store: ParamStore,
-    scaler: LossScaler,
-    optim: AdamW,
-    train: GptGraph,
+    trainer: Trainer<GptModel>,
+    eval_windows: usize,
     eval: GptGraph,
     sampler: Option<GptGraph>,
     /// A scale of 1 for the forward-only graphs (their backward never runs).
     unit_scale: wgpu::Buffer,
-    batcher: TextBatcher,
-    step: u64,
-    stats: wgpu::Buffer,
     inputs: Vec<u32>,
     targets: Vec<u32>,
 }
@@ -209,9 +155,7 @@ pub struct GptTrainer {
 impl std::fmt::Debug for GptTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GptTrainer")
-            .field("model", &self.config.model.to_string())
-            .field("precision", &self.config.precision)
-            .field("step", &self.step)
+            .field("trainer", &self.trainer)
             .finish()
     }
 }
@@ -221,182 +165,130 @@ impl GptTrainer {
     /// Face GPT-2 read by [`crate::nn::gpt::hf::load`]; its config must be `config.model`).
     pub fn new(gpu: &Gpu, config: GptTrainConfig, init: Option<&GptWeights>) -> Result<GptTrainer> {
         config.validate()?;
-        let t = config.model.block;
-        // Refuse a model past the device's limits before building host-side weights.
-        crate::nn::gpt::check_fits(
-            gpu,
-            &config.model,
-            config.batch,
-            t,
-            config.precision.compute_dtype(),
-        )?;
-        let weights = match init {
-            Some(w) if w.config() != &config.model => {
+        if let Some(w) = init {
+            if w.config() != &config.model {
                 return Err(Error::InvalidArgument(format!(
                     "initial weights of model {} do not fit the run's model {}",
                     w.config(),
                     config.model
-                )))
+                )));
             }
-            Some(w) => w.clone(),
-            None => GptWeights::init(&config.model, config.seed)?,
-        };
-        let policy = config.policy();
-        let scaler = LossScaler::new(gpu, config.scaler_config())?;
-        let ctx = LayerCtx::new(gpu, policy, scaler.flag());
-        let store = upload_params(&ctx, &weights)?;
-        drop(weights);
-        let train = GptGraph::new(
-            &ctx,
+        }
+        // The Trainer's row batcher is unused (text batches come from the step count);
+        // it is given the smallest valid length.
+        let trainer = Trainer::<GptModel>::with_model(
+            gpu,
+            config.train_config(),
             &config.model,
-            &store,
-            (config.batch, t),
-            scaler.scale_buffer(),
-            true,
+            config.batch,
         )?;
-        let unit_scale = constant_scale(gpu, 1.0)?;
+        if let Some(w) = init {
+            for (p, v) in trainer.model().params().params().iter().zip(w.values()) {
+                p.write_f32(v)?;
+            }
+        }
+        GptTrainer::around(trainer, config.eval_windows)
+    }
+
+    /// The evaluation graph beside a Trainer.
+    fn around(trainer: Trainer<GptModel>, eval_windows: usize) -> Result<GptTrainer> {
+        let gpu = trainer.gpu().clone();
+        let model = trainer.model();
+        let (b, t) = (model.layout().batch, model.config().block);
+        let unit_scale = constant_scale(&gpu, 1.0)?;
+        let ctx = LayerCtx::new(&gpu, trainer.policy(), trainer.scaler().flag());
         let eval = GptGraph::new(
             &ctx,
-            &config.model,
-            &store,
-            (config.batch, t),
+            model.config(),
+            model.params(),
+            (b, t),
             &unit_scale,
             false,
         )?;
-        let params: Vec<_> = store.params().iter().collect();
-        let optim = AdamW::new(gpu, &params, config.adam_config(), &scaler)?;
-        let stats = gpu.scoped("allocating the trainer statistics", || {
-            gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("halfgrad gpt trainer stats"),
-                size: (stats_word::ALLOCATED * 4) as u64,
-                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        })?;
-        let mut init_words = [0u32; stats_word::ALLOCATED];
-        init_words[stats_word::LOSS] = f32::NAN.to_bits();
-        gpu.queue()
-            .write_buffer(&stats, 0, bytemuck::cast_slice(&init_words));
         Ok(GptTrainer {
-            gpu: gpu.clone(),
-            batcher: TextBatcher::new(config.batch, config.seed)?,
-            inputs: Vec::with_capacity(config.batch * t),
-            targets: Vec::with_capacity(config.batch * t),
-            config,
-            policy,
-            store,
-            scaler,
-            optim,
-            train,
+            inputs: Vec::with_capacity(b * t),
+            targets: Vec::with_capacity(b * t),
+            trainer,
+            eval_windows,
             eval,
             sampler: None,
             unit_scale,
-            step: 0,
-            stats,
         })
     }
 
+    /// The run's settings.
+    pub fn config(&self) -> GptTrainConfig {
+        GptTrainConfig::from_train_config(
+            self.trainer.config(),
+            *self.model_config(),
+            self.eval_windows,
+        )
+    }
+
+    pub fn model_config(&self) -> &GptConfig {
+        self.trainer.model().config()
+    }
+
     fn check_data(&self, data: &TextData) -> Result<()> {
-        if data.block() != self.config.model.block {
+        let block = self.model_config().block;
+        if data.block() != block {
             return Err(Error::InvalidArgument(format!(
-                "{}: windows of {} tokens, the model's block is {}",
+                "{}: windows of {} tokens, the model's block is {block}",
                 data.name(),
                 data.block(),
-                self.config.model.block
             )));
         }
         Ok(())
     }
 
-    /// One training step on the next batch of `data`'s training split: queued writes,
-    /// one command buffer, one submission, no readback. `data` must keep the same bytes
-    /// for the whole run (a resumed run is checked against the checkpoint's).
+    /// The text batcher at the current step.
+    fn batcher(&self) -> TextBatcherState {
+        let c = self.trainer.config();
+        TextBatcherState {
+            seed: c.seed,
+            step: self.trainer.steps(),
+            batch: c.batch,
+        }
+    }
+
+    /// One training step on batch `steps()` of `data`'s training split (the Trainer's
+    /// step: queued writes, one command buffer, one submission, no readback). `data`
+    /// must keep the same bytes for the whole run (a resumed run is checked against the
+    /// checkpoint's length).
     pub fn step(&mut self, data: &TextData) -> Result<()> {
         self.check_data(data)?;
         let (mut x, mut y) = (
             std::mem::take(&mut self.inputs),
             std::mem::take(&mut self.targets),
         );
-        let state = self.batcher.state();
-        let result = TextBatcher::batch_at(state, data, Split::Train, &mut x, &mut y)
+        let result = TextBatcher::batch_at(self.batcher(), data, Split::Train, &mut x, &mut y)
             .and_then(|()| self.step_on(&x, &y));
         (self.inputs, self.targets) = (x, y);
-        if result.is_ok() {
-            self.batcher.skip_to(state.step + 1);
-        }
         result
     }
 
     /// One training step on a given batch: `tokens` and `targets` (B, T) row-major.
     pub fn step_on(&mut self, tokens: &[u32], targets: &[u32]) -> Result<()> {
-        self.train.set_batch(tokens, targets)?;
-        let lr = self.config.lr * self.config.schedule.factor(self.step);
-        if lr.to_bits() != self.optim.lr().to_bits() {
-            self.optim.set_lr(lr)?;
-        }
-        let mut enc = self.gpu.encoder("halfgrad gpt train step");
-        self.optim.clear_flag(&mut enc);
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("halfgrad gpt train step"),
-                timestamp_writes: None,
-            });
-            self.train.encode_forward_backward(&mut pass);
-            self.optim.encode_step(&mut pass);
-        }
-        enc.copy_buffer_to_buffer(
-            self.train.loss().buffer(),
-            0,
-            &self.stats,
-            (stats_word::LOSS * 4) as u64,
-            4,
-        );
-        self.gpu.submit(enc.finish())?;
-        self.step += 1;
-        Ok(())
+        self.trainer.step_batch(&Batch {
+            inputs: Inputs::Tokens(tokens),
+            targets,
+        })
     }
 
     /// Reads the statistics (one readback; call it every few steps).
     pub async fn stats(&self) -> Result<TrainStats> {
-        let mut enc = self.gpu.encoder("halfgrad gpt trainer stats");
-        enc.copy_buffer_to_buffer(
-            self.scaler.state_buffer(),
-            0,
-            &self.stats,
-            0,
-            (word::USED * 4) as u64,
-        );
-        self.gpu.submit(enc.finish())?;
-        let bytes = self
-            .gpu
-            .read_buffer(&self.stats, (stats_word::ALLOCATED * 4) as u64)
-            .await?;
-        let w: Vec<u32> = bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(TrainStats {
-            step: self.step,
-            loss: f32::from_bits(w[stats_word::LOSS]),
-            loss_scale: f32::from_bits(w[word::SCALE]),
-            skipped_steps: w[word::SKIPPED],
-            nonfinite_steps: w[word::NONFINITE],
-            optimizer_steps: w[word::STEP],
-            grad_norm: f32::from_bits(w[word::LAST_NORM]),
-            last_step_skipped: w[word::LAST_SKIPPED] != 0,
-        })
+        self.trainer.stats().await
     }
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn stats_blocking(&self) -> Result<TrainStats> {
         pollster::block_on(self.stats())
     }
-
     /// The evaluation windows of a split this run scores: every one, or
     /// `config.eval_windows` of them evenly spaced (window `j * W / K`).
     pub fn eval_window_indices(&self, data: &TextData, split: Split) -> Vec<usize> {
         let w = data.eval_window_count(split);
-        let k = self.config.eval_windows;
+        let k = self.eval_windows;
         if k == 0 || w <= k {
             (0..w).collect()
         } else {
@@ -419,7 +311,7 @@ impl GptTrainer {
         split: Split,
         windows: &[usize],
     ) -> Result<GptEvaluation> {
-        let (b, t) = (self.config.batch, self.config.model.block);
+        let (b, t) = (self.trainer.config().batch, self.model_config().block);
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
         let (mut xi, mut yi) = (Vec::new(), Vec::new());
         let mut total = 0.0f64;
@@ -453,11 +345,8 @@ impl GptTrainer {
     /// `i*T + T + 1 <= len`). A text shorter than `block + 1` bytes, or with a byte
     /// outside the vocabulary, is an error.
     pub async fn evaluate_text(&self, name: &str, bytes: &[u8]) -> Result<GptEvaluation> {
-        let (b, t, v) = (
-            self.config.batch,
-            self.config.model.block,
-            self.config.model.vocab,
-        );
+        let m = *self.model_config();
+        let (b, t, v) = (self.trainer.config().batch, m.block, m.vocab);
         if bytes.len() < t + 1 {
             return Err(Error::InvalidArgument(format!(
                 "{name}: {} bytes is shorter than the model's block + 1 = {} bytes",
@@ -522,7 +411,7 @@ impl GptTrainer {
         seed: u64,
     ) -> Result<Vec<u8>> {
         how.validate()?;
-        let (v, t) = (self.config.model.vocab, self.config.model.block);
+        let (v, t) = (self.model_config().vocab, self.model_config().block);
         if let Some(i) = prompt.iter().position(|&b| b as usize >= v) {
             return Err(Error::LabelOutOfRange {
                 index: i,
@@ -531,11 +420,13 @@ impl GptTrainer {
             });
         }
         if self.sampler.is_none() {
-            let ctx = LayerCtx::new(&self.gpu, self.policy, self.scaler.flag());
+            let gpu = self.trainer.gpu();
+            let ctx = LayerCtx::new(gpu, self.trainer.policy(), self.trainer.scaler().flag());
+            let model = self.trainer.model();
             self.sampler = Some(GptGraph::new(
                 &ctx,
-                &self.config.model,
-                &self.store,
+                model.config(),
+                model.params(),
                 (1, t),
                 &self.unit_scale,
                 false,
@@ -582,11 +473,12 @@ impl GptTrainer {
 
     /// The current weights read back (host copy in state-dict order).
     pub async fn weights(&self) -> Result<GptWeights> {
-        let mut values = Vec::with_capacity(self.store.len());
-        for p in self.store.params() {
+        let params = self.trainer.model().params();
+        let mut values = Vec::with_capacity(params.len());
+        for p in params.params() {
             values.push(p.master.read_f32().await?);
         }
-        GptWeights::from_values(&self.config.model, values)
+        GptWeights::from_values(self.model_config(), values)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -594,23 +486,14 @@ impl GptTrainer {
         pollster::block_on(self.weights())
     }
 
-    /// The whole state as a checkpoint: weights (GPT-2 names), AdamW and scaler state,
-    /// the settings, the step, the batcher position and which data it was trained on.
+    /// The whole state as the Trainer's checkpoint (weights under GPT-2 names, AdamW and
+    /// scaler state, the settings, the step, `model.kind = gpt`) plus the evaluation
+    /// window count and the data it was trained on (name and length).
     pub async fn checkpoint(&self, data: &TextData) -> Result<Checkpoint> {
-        let mut ck = Checkpoint::new();
-        self.weights().await?.write_to(&mut ck)?;
-        for t in self.optim.state().await? {
-            ck.push(NamedTensor::from_state(&t)?)?;
-        }
-        ck.set_meta(key::FORMAT, GPT_CHECKPOINT_FORMAT);
-        self.config.write_meta(&mut ck);
-        ck.set_meta(key::STEP, self.step);
-        let batcher = serde_json::to_string(&self.batcher.state())
-            .map_err(|e| Error::InvalidArgument(format!("batcher state: {e}")))?;
-        ck.set_meta(key::BATCHER, batcher);
+        let mut ck = self.trainer.checkpoint().await?;
+        ck.set_meta(key::EVAL_WINDOWS, self.eval_windows);
         ck.set_meta(key::DATA, data.name());
         ck.set_meta(key::DATA_LEN, data.len());
-        ck.set_meta(key::VERSION, env!("CARGO_PKG_VERSION"));
         Ok(ck)
     }
 
@@ -619,17 +502,27 @@ impl GptTrainer {
         pollster::block_on(self.checkpoint(data))?.save(path)
     }
 
-    /// The settings a GPT checkpoint holds (to build evaluation or sampling without the
-    /// optimizer, or to compare with a resumed run's options).
+    /// The settings a GPT checkpoint holds (to compare with a resumed run's options, or
+    /// to export without a GPU). A checkpoint of another model kind is an
+    /// [`Error::Checkpoint`].
     pub fn config_of(ck: &Checkpoint) -> Result<GptTrainConfig> {
-        let format = ck.meta(key::FORMAT)?;
-        if format != GPT_CHECKPOINT_FORMAT {
+        let kind = ck.meta(key::MODEL_KIND).unwrap_or("mlp");
+        if kind != <GptModel as Model>::KIND {
             return Err(Error::Checkpoint {
                 path: ck.origin().to_string(),
-                message: format!("format {format:?} is not a halfgrad GPT checkpoint ({GPT_CHECKPOINT_FORMAT:?})"),
+                message: format!("it holds a `{kind}` model, not a GPT"),
             });
         }
-        GptTrainConfig::read_meta(ck)
+        let (config, model) = TrainConfig::read_meta(ck)?;
+        let model: GptConfig = model.parse().map_err(|e: Error| Error::Checkpoint {
+            path: ck.origin().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(GptTrainConfig::from_train_config(
+            &config,
+            model,
+            ck.meta_parse(key::EVAL_WINDOWS)?,
+        ))
     }
 
     /// The number of bytes of the text the checkpoint was trained on.
@@ -637,53 +530,12 @@ impl GptTrainer {
         ck.meta_parse(key::DATA_LEN)
     }
 
-    /// Continues the run `ck` holds, bit for bit: every tensor and setting is checked
-    /// before anything is written (an [`Error::Checkpoint`] naming the file).
+    /// Continues the run `ck` holds, bit for bit ([`Trainer::restore`]: every tensor and
+    /// setting is checked before anything is written).
     pub async fn from_checkpoint(gpu: &Gpu, ck: &Checkpoint) -> Result<GptTrainer> {
-        let origin = ck.origin().to_string();
-        let bad = |message: String| Error::Checkpoint {
-            path: origin.clone(),
-            message,
-        };
         let config = GptTrainer::config_of(ck)?;
-        let batcher: TextBatcherState = serde_json::from_str(ck.meta(key::BATCHER)?)
-            .map_err(|e| bad(format!("metadata `{}`: {e}", key::BATCHER)))?;
-        if batcher.batch != config.batch || batcher.seed != config.seed {
-            return Err(bad(format!(
-                "batcher state {batcher:?} disagrees with batch {} / seed {}",
-                config.batch, config.seed
-            )));
-        }
-        let step: u64 = ck.meta_parse(key::STEP)?;
-        let weights = GptWeights::from_checkpoint(ck, &config.model)?;
-        let mut trainer = GptTrainer::new(gpu, config, Some(&weights))
-            .map_err(|e| bad(format!("cannot rebuild the trainer: {e}")))?;
-        let fresh = trainer.optim.state().await?;
-        let mut names: Vec<&str> = weights.specs().iter().map(|s| s.name.as_str()).collect();
-        names.extend(fresh.iter().map(|t| t.name.as_str()));
-        ck.expect_names(&names)?;
-        let mut state: Vec<StateTensor> = Vec::with_capacity(fresh.len());
-        for want in &fresh {
-            let t = ck.tensor(&want.name)?;
-            let kind = match want.data {
-                StateData::F32(_) => TensorDType::F32,
-                StateData::U32(_) => TensorDType::U32,
-            };
-            if t.shape != want.shape || t.dtype != kind {
-                return Err(bad(format!(
-                    "tensor `{}` is {} {:?}, expected {} {:?}",
-                    t.name, t.dtype, t.shape, kind, want.shape
-                )));
-            }
-            state.push(t.to_state().map_err(|e| bad(e.to_string()))?);
-        }
-        trainer
-            .optim
-            .load_state(&state)
-            .map_err(|e| bad(format!("optimizer state: {e}")))?;
-        trainer.batcher = TextBatcher::from_state(batcher).map_err(|e| bad(e.to_string()))?;
-        trainer.step = step;
-        Ok(trainer)
+        let trainer = Trainer::<GptModel>::restore(gpu, ck).await?;
+        GptTrainer::around(trainer, config.eval_windows)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -694,44 +546,37 @@ impl GptTrainer {
 
     /// The precision path of the matrix products on this device.
     pub fn describe_path(&self) -> &'static str {
-        if self.config.precision == Precision::F16 && self.train.graph().uses_kernel("matmul/coop")
-        {
-            "f16 cooperative matrix"
-        } else {
-            describe_path(&self.gpu, self.config.precision)
-        }
+        self.trainer.describe_path()
     }
 
-    pub fn config(&self) -> &GptTrainConfig {
-        &self.config
+    /// The generic trainer underneath.
+    pub fn trainer(&self) -> &Trainer<GptModel> {
+        &self.trainer
     }
     pub fn policy(&self) -> Policy {
-        self.policy
+        self.trainer.policy()
     }
     pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+        self.trainer.gpu()
     }
     pub fn steps(&self) -> u64 {
-        self.step
+        self.trainer.steps()
     }
     pub fn params(&self) -> &ParamStore {
-        &self.store
+        self.trainer.model().params()
     }
     pub fn num_params(&self) -> usize {
-        self.store.num_scalars()
+        self.params().num_scalars()
     }
     pub fn train_graph(&self) -> &GptGraph {
-        &self.train
+        self.trainer.model().gpt_graph()
     }
     pub fn optimizer(&self) -> &AdamW {
-        &self.optim
-    }
-    pub fn batcher_state(&self) -> TextBatcherState {
-        self.batcher.state()
+        self.trainer.optimizer()
     }
     /// Tokens per step (B x T).
     pub fn tokens_per_step(&self) -> usize {
-        self.config.batch * self.config.model.block
+        self.trainer.config().batch * self.model_config().block
     }
 }
 
@@ -742,19 +587,20 @@ impl GptTrainer {
     /// layers (counted once).
     pub fn memory(&self) -> super::MemoryReport {
         let bytes = |t: &crate::Tensor| t.byte_len();
-        let params = self.store.params();
-        let (b, t) = (self.config.batch, self.config.model.block);
-        let h = self.config.model.n_head;
+        let params = self.params().params();
+        let c = self.trainer.config();
+        let m = *self.model_config();
+        let (b, t, h) = (c.batch, m.block, m.n_head);
         let square = b * h * t * t;
-        let s = self.config.precision.compute_dtype().size_bytes();
-        let graph = self.train.graph();
+        let s = c.precision.compute_dtype().size_bytes();
+        let graph = self.train_graph().graph();
         let mut activations: usize = graph.tensors().map(|(v, _)| bytes(v)).sum();
         let mut activation_grads: usize = graph.tensors().filter_map(|(_, g)| g.map(bytes)).sum();
         activation_grads += graph.scratch().iter().map(bytes).sum::<usize>();
-        activations += self.config.model.n_layer * square * s + square * 4;
+        activations += m.n_layer * square * s + square * 4;
         activation_grads += square * s;
         super::MemoryReport {
-            precision: self.config.precision,
+            precision: c.precision,
             params: self.num_params(),
             batch: b,
             master_weights: params.iter().map(|p| bytes(&p.master)).sum(),
@@ -765,7 +611,7 @@ impl GptTrainer {
                 .sum(),
             moments: params
                 .iter()
-                .filter_map(|p| self.optim.moments(&p.name))
+                .filter_map(|p| self.optimizer().moments(&p.name))
                 .map(|(m, v)| bytes(m) + bytes(v))
                 .sum(),
             grads: params.iter().map(|p| bytes(&p.grad)).sum(),

@@ -14,6 +14,6 @@ pub mod residual;
 pub mod sample;
 
 pub use config::{GptConfig, GptPreset};
-pub use model::{check_fits, upload_params, GptGraph};
+pub use model::{check_fits, upload_params, GptGraph, GptModel};
 pub use params::{GptWeights, Init, ParamSpec};
 pub use sample::SampleConfig;

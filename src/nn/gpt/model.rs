@@ -18,7 +18,7 @@ use super::params::{block_prefix, GptWeights, WPE, WTE};
 use super::residual::residual_add;
 use crate::nn::graph::{Graph, GraphBuilder, ParamId, ParamStore, ValueId};
 use crate::nn::{activation, layer_norm, linear, softmax_cross_entropy, Activation};
-use crate::nn::{LayerCtx, Param, XentLoss};
+use crate::nn::{Batch, BatchLayout, Inputs, LayerCtx, Model, Param, XentLoss};
 use crate::ops::embedding::{check_tokens, TokenIndex};
 use crate::ops::layernorm::DEFAULT_EPS;
 use crate::{DType, Error, Gpu, Result, Tensor};
@@ -245,9 +245,8 @@ impl GptGraph {
     /// [`Error::LabelOutOfRange`]).
     pub fn set_batch(&self, tokens: &[u32], targets: &[u32]) -> Result<()> {
         let rows = self.batch * self.t;
-        for (what, v) in [("tokens", tokens), ("targets", targets)] {
+        for v in [tokens, targets] {
             if v.len() != rows {
-                let _ = what;
                 return Err(Error::DataLength {
                     shape: vec![self.batch, self.t],
                     expected: rows,
@@ -311,6 +310,10 @@ impl GptGraph {
     pub fn seq_len(&self) -> usize {
         self.t
     }
+    /// The (B*T) u32 token buffer [`GptGraph::set_batch`] fills.
+    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+        &self.tokens
+    }
     /// Logits (B*T, V) in the activation dtype, written by forward.
     pub fn logits(&self) -> &Tensor {
         self.graph.value(self.logits)
@@ -326,5 +329,120 @@ impl GptGraph {
     /// Forward and backward dispatch counts.
     pub fn dispatch_counts(&self) -> (usize, usize) {
         self.graph.dispatch_counts()
+    }
+}
+
+/// The GPT as a [`Model`] of the generic [`Trainer`](crate::train::Trainer): its
+/// parameters and its training graph for a fixed batch of `block`-token sequences.
+/// Batches are [`Inputs::Tokens`] `(B, T)` with `(B, T)` next-token targets.
+#[derive(Debug)]
+pub struct GptModel {
+    params: ParamStore,
+    graph: GptGraph,
+}
+
+impl GptModel {
+    /// The training graph over `params` (from [`upload_params`]).
+    pub fn from_params(
+        ctx: &LayerCtx<'_>,
+        config: &GptConfig,
+        params: ParamStore,
+        batch: usize,
+        scale: &wgpu::Buffer,
+    ) -> Result<GptModel> {
+        let graph = GptGraph::new(ctx, config, &params, (batch, config.block), scale, true)?;
+        Ok(GptModel { params, graph })
+    }
+
+    /// The training graph (tokens, logits, loss).
+    pub fn gpt_graph(&self) -> &GptGraph {
+        &self.graph
+    }
+
+    fn tokens_of<'a>(&self, inputs: Inputs<'a>) -> Result<&'a [u32]> {
+        match inputs {
+            Inputs::Tokens(t) => Ok(t),
+            Inputs::Rows(_) => Err(Error::InvalidArgument(
+                "the GPT reads token ids (Inputs::Tokens), not f32 rows".into(),
+            )),
+        }
+    }
+}
+
+impl Model for GptModel {
+    type Config = GptConfig;
+    const KIND: &'static str = "gpt";
+
+    /// GPT-2's initialisation from `seed` ([`GptWeights::init`]); checks the device's
+    /// limits ([`check_fits`]) before building anything.
+    fn build(
+        ctx: &LayerCtx<'_>,
+        config: &GptConfig,
+        batch: usize,
+        seed: u64,
+        scale: &wgpu::Buffer,
+    ) -> Result<GptModel> {
+        check_fits(ctx.gpu, config, batch, config.block, ctx.policy.activation)?;
+        let weights = GptWeights::init(config, seed)?;
+        let params = upload_params(ctx, &weights)?;
+        drop(weights);
+        GptModel::from_params(ctx, config, params, batch, scale)
+    }
+
+    fn config(&self) -> &GptConfig {
+        self.graph.config()
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn graph(&self) -> &Graph {
+        self.graph.graph()
+    }
+
+    fn layout(&self) -> BatchLayout {
+        BatchLayout {
+            batch: self.graph.batch(),
+            inputs_per_row: self.graph.seq_len(),
+            tokens: true,
+            targets_per_row: self.graph.seq_len(),
+            classes: self.graph.config().vocab,
+        }
+    }
+
+    fn set_batch(&self, batch: &Batch<'_>) -> Result<()> {
+        let tokens = self.tokens_of(batch.inputs)?;
+        self.graph.set_batch(tokens, batch.targets)
+    }
+
+    fn input_buffer(&self) -> &wgpu::Buffer {
+        self.graph.tokens_buffer()
+    }
+
+    fn encode_inputs(&self, inputs: Inputs<'_>) -> Result<Vec<u8>> {
+        let tokens = self.tokens_of(inputs)?;
+        let rows = self.graph.batch() * self.graph.seq_len();
+        if tokens.len() != rows {
+            return Err(Error::DataLength {
+                shape: vec![self.graph.batch(), self.graph.seq_len()],
+                expected: rows,
+                got: tokens.len(),
+            });
+        }
+        check_tokens(tokens, self.graph.config().vocab)?;
+        Ok(bytemuck::cast_slice(tokens).to_vec())
+    }
+
+    fn targets(&self) -> &wgpu::Buffer {
+        self.graph.loss_layer().labels()
+    }
+
+    fn loss(&self) -> &Tensor {
+        self.graph.loss()
+    }
+
+    fn losses(&self) -> &Tensor {
+        self.graph.loss_layer().losses()
     }
 }
