@@ -317,10 +317,7 @@ fn export_then_init_gives_identical_logits_and_sampling_is_seeded() {
     let mut t2 = GptTrainer::new(g, small_run(Precision::F32, 10), Some(&back)).unwrap();
     let logits = |m: &Model| {
         m.graph
-            .set_batch(
-                &vec![65; BATCH * SMALL.block],
-                &vec![66; BATCH * SMALL.block],
-            )
+            .set_batch(&[65; BATCH * SMALL.block], &[66; BATCH * SMALL.block])
             .unwrap();
         run(g, m, false);
         m.graph.logits().to_f32_vec().unwrap()

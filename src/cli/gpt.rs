@@ -26,7 +26,7 @@ pub struct GptArgs {
 enum GptCommand {
     /// Train a GPT on a text's bytes (warmup + cosine schedule, AdamW, clipping, dynamic
     /// loss scaling for f16), with progress, evaluations and a sample at each evaluation.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Generate text from a checkpoint on the GPU (the same text for the same seed).
     Sample(SampleArgs),
     /// Mean next-byte cross-entropy (natural log) of a text under a checkpoint, over
@@ -167,7 +167,7 @@ pub struct ExportArgs {
 
 pub fn run(args: GptArgs) -> Result<ExitCode> {
     match args.command {
-        GptCommand::Train(a) => train(a),
+        GptCommand::Train(a) => train(*a),
         GptCommand::Sample(a) => sample(a),
         GptCommand::Eval(a) => eval(a),
         GptCommand::Export(a) => export(a),
