@@ -154,7 +154,7 @@ def main():
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--eval-windows", type=int, default=128)
+    ap.add_argument("--eval-windows", type=int, default=64)
     ap.add_argument("--full-eval", action="store_true", help="also report the loss over every validation window")
     ap.add_argument("--autocast", choices=["off", "bf16", "f16"], default="off")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -6,6 +6,8 @@
 //! (autocast's fp32 list); activations between layers are stored in the 16-bit dtype.
 //! Parameters keep an f32 master copy; the 16-bit copy that matrix products read is
 //! written by the optimizer step, never accumulated into; parameter gradients are f32.
+//! A residual stream (the GPT's) and its gradient stay f32, as under autocast a 16-bit
+//! output added to an f32 tensor gives f32 (`nn::gpt::residual`).
 
 use super::Precision;
 use crate::{DType, Gpu, Result};

@@ -16,6 +16,9 @@ use std::time::Instant;
 /// Statistics are read every this many steps (each read waits for the GPU).
 const STATS_EVERY: u64 = 10;
 
+/// Steps of a new run without --steps.
+const DEFAULT_STEPS: u64 = 600;
+
 #[derive(clap::Args)]
 pub struct GptArgs {
     #[command(subcommand)]
@@ -65,9 +68,10 @@ pub struct TrainArgs {
     /// Sequences per step [default: the preset's].
     #[arg(long)]
     batch: Option<usize>,
-    /// Train until this many steps in total (a resumed run continues from its step).
-    #[arg(long, default_value_t = 600)]
-    steps: u64,
+    /// Train until this many steps in total; the schedule spans them (a resumed run
+    /// continues from its step) [default: 600, or the checkpoint's].
+    #[arg(long)]
+    steps: Option<u64>,
     /// Stop after this many steps of this invocation (save with --checkpoint, continue
     /// with --resume); the schedule still spans --steps.
     #[arg(long)]
@@ -189,7 +193,8 @@ impl TrainArgs {
 
     /// A new run's settings.
     fn new_config(&self, base_model: GptConfig, preset_batch: usize) -> GptTrainConfig {
-        let mut c = GptTrainConfig::tiny(self.steps);
+        let steps = self.steps.unwrap_or(DEFAULT_STEPS);
+        let mut c = GptTrainConfig::tiny(steps);
         c.model = self.model(base_model);
         c.batch = self.batch.unwrap_or(preset_batch);
         if let Some(p) = self.precision {
@@ -205,8 +210,8 @@ impl TrainArgs {
             c.seed = s;
         }
         c.schedule = LrSchedule::WarmupCosine {
-            warmup: self.warmup.unwrap_or((self.steps / 10).min(100)),
-            total: self.steps,
+            warmup: self.warmup.unwrap_or((steps / 10).min(100)),
+            total: steps,
         };
         c.eval_windows = self.eval_windows;
         c
@@ -258,7 +263,7 @@ fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs) -> Result<(GptTrainer, TextD
         ));
     }
     if let LrSchedule::WarmupCosine { total, .. } = saved.schedule {
-        ensure_same("steps", total, Some(args.steps), &origin)?;
+        ensure_same("steps", total, args.steps, &origin)?;
     }
     let data = load_text(args.data.as_deref(), m.block)?;
     let trained_on = GptTrainer::data_len_of(&ck)?;
@@ -322,6 +327,11 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         None => fresh(&gpu, &args)?,
     };
     let out = Output { json: args.json };
+    // The end of the schedule: what --steps asked for (checked against a checkpoint).
+    let steps = match trainer.config().schedule {
+        LrSchedule::WarmupCosine { total, .. } => total,
+        LrSchedule::Constant => args.steps.unwrap_or(DEFAULT_STEPS),
+    };
     if args.memory {
         out.text(&memory_table(&gpu, &trainer)?);
     }
@@ -330,13 +340,13 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         &data,
         args.resume.as_deref(),
         args.init.as_deref(),
-        args.steps,
+        steps,
     );
-    let bar = out.progress_bar(trainer.steps(), args.steps);
+    let bar = out.progress_bar(trainer.steps(), steps);
     let first_step = trainer.steps();
     let end = args
         .stop_after
-        .map_or(args.steps, |k| first_step.saturating_add(k).min(args.steps));
+        .map_or(steps, |k| first_step.saturating_add(k).min(steps));
     let train_started = Instant::now();
     let how = SampleConfig::default();
     let result = train_loop(&mut trainer, &args, end, &data, &bar, &out, &how);
