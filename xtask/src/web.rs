@@ -135,7 +135,19 @@ pub fn build_package() -> Result {
         .arg("--out-dir")
         .arg(root().join("web/pkg"))
         .arg(&wasm);
-    step("wasm-bindgen -> web/pkg", gen)
+    step("wasm-bindgen -> web/pkg", gen)?;
+    copy_corpus()
+}
+
+/// The GPT page fetches the shipped corpus (on wasm32 it is not compiled into the
+/// module): data/kjv.txt is copied to web/data/kjv.txt (git-ignored) beside the package.
+fn copy_corpus() -> Result {
+    let (from, dir) = (root().join("data/kjv.txt"), root().join("web/data"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::copy(&from, dir.join("kjv.txt"))
+        .map_err(|e| format!("copying {} to {}: {e}", from.display(), dir.display()))?;
+    println!("==> data/kjv.txt -> web/data/kjv.txt (the GPT page's corpus)");
+    Ok(())
 }
 
 /// `cargo xtask web [--port N]`: build, then serve `web/` until interrupted.
