@@ -68,6 +68,8 @@ window.halfgrad = {
   state,
   config,
   simulateDeviceLoss: () => state.session?.simulateDeviceLoss(),
+  /** The picker's path for a File (tests: the size refusal without a dialog). */
+  loadTextFile: (file) => exclusive(() => loadTextFile(file)),
   setMaxSteps: (n) => {
     config.maxSteps = n;
     render();

@@ -298,7 +298,9 @@ fn ensure_playwright() -> Result {
 
 /// Builds the package, serves `web/` on a free port and runs web/tests/e2e.mjs against it:
 /// the demo trains in Chromium on WebGPU (SwiftShader), and the test checks the loss,
-/// the accuracy, the console, the checkpoint round trip and device-loss recovery.
+/// the accuracy, the console, the checkpoint round trip and device-loss recovery; then
+/// web/tests/gpt.mjs trains the GPT page's tiny preset, and both downloaded checkpoints
+/// continue natively.
 pub fn browser_test() -> Result {
     build_package()?;
     ensure_chromium()?;
@@ -333,6 +335,34 @@ pub fn browser_test() -> Result {
         .args(["--steps", "310"]);
     step(
         "native `halfgrad train --resume` of the browser's checkpoint (10 more steps)",
+        resume,
+    )?;
+
+    // The GPT page: tiny preset in F16 (packed) and BF16, samples, checkpoints.
+    let mut node = Command::new("node");
+    node.current_dir(root())
+        .arg("web/tests/gpt.mjs")
+        .arg(format!("http://{addr}/"))
+        .arg(&out)
+        .env("HALFGRAD_CHROMIUM", CHROMIUM);
+    step(
+        "browser GPT test (Chromium, SwiftShader: tiny GPT in packed f16 and bf16)",
+        node,
+    )?;
+    println!(
+        "    screenshot: {}",
+        out.join("gpt-screenshot.png").display()
+    );
+    // The GPT checkpoint the page downloaded continues natively on the embedded corpus.
+    let mut resume = cargo();
+    resume
+        .args([
+            "run", "--quiet", "--bin", "halfgrad", "--", "gpt", "train", "--resume",
+        ])
+        .arg(out.join("gpt.safetensors"))
+        .args(["--stop-after", "10"]);
+    step(
+        "native `halfgrad gpt train --resume` of the browser's GPT checkpoint (10 more steps)",
         resume,
     )
 }
