@@ -288,7 +288,7 @@ function renderText() {
 
 function renderSample() {
   const s = state.sample;
-  $('sample').textContent = s ? s.text : state.hasTrainer ? '(sampling\u2026)' : '(no model yet)';
+  $('sample').textContent = s ? s.text : state.hasTrainer ? '(a sample comes every few hundred steps)' : '(no model yet)';
   $('sample-caption').textContent = s
     ? `at step ${s.step}, temperature 0.8, ${config.sampleTokens} bytes; refreshed every ` +
       `${config.sampleEvery} steps`
@@ -433,7 +433,10 @@ async function newTrainer() {
   state.firstEval = null;
   state.evals = [];
   state.sample = null;
-  await evaluateAll(true);
+  renderSample();
+  // The untrained model's validation loss (about ln 256); the first sample comes with
+  // the first `sample=N` steps (an untrained model's bytes are noise).
+  await evaluateAll(false);
 }
 
 // ---------------------------------------------------------------- the training loop
