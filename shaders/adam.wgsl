@@ -14,30 +14,12 @@
 //   p = p - (lr / bc1) * (m / (sqrt(v) / sqrt(bc2) + eps))
 // with bc = 1 - beta^step for the number of non-skipped steps.
 
-// Scaler state words (mirror `amp::scaler::word`).
-const SCALE: u32 = 0u;
-const STEP: u32 = 5u;      // u32: non-skipped optimizer steps
-const LAST_NORM: u32 = 6u; // f32: global norm of the latest step's unscaled gradient
+// State words (SCALER_*, WORK_*, HYPER_*) are injected from halfgrad::layout. WORK_BC1 /
+// WORK_BC2 persist across steps (checkpointed); the other work words are written by
+// `finalize` for this step's update kernels.
+//!use state_words
 
-// Optimizer work words (mirror `optim::adamw::work`). BC1 / BC2 persist across steps
-// (checkpointed); the others are written by `finalize` for this step's update kernels.
-const SKIP: u32 = 0u;      // u32: 1 when this step is skipped
-const CLIP_COEF: u32 = 1u; // f32: factor applied to the unscaled gradient
-const STEP_SIZE: u32 = 2u; // f32: lr / bc1
-const BC2_SQRT: u32 = 3u;  // f32: sqrt(bc2)
-const DECAY: u32 = 4u;     // f32: 1 - lr * weight_decay
-const BC1: u32 = 5u;       // f32: 1 - beta1^step
-const BC2: u32 = 6u;       // f32: 1 - beta2^step
-
-// Hyperparameter words (f32; `optim::adamw::hyper`). LR is rewritten by set_lr.
-const LR: u32 = 0u;
-const BETA1: u32 = 1u;
-const BETA2: u32 = 2u;
-const EPS: u32 = 3u;
-const WEIGHT_DECAY: u32 = 4u;
-const MAX_NORM: u32 = 5u; // 0: no clipping
-
-const WG: u32 = 256u;
+const WG: u32 = 256u; // = REDUCE_WG: `finalize` reduces over its whole workgroup
 
 // This step's constants, read from the state buffers every kernel here binds (scaler,
 // work, hyper).
@@ -54,14 +36,14 @@ struct StepConsts {
 
 fn step_consts() -> StepConsts {
     return StepConsts(
-        reciprocal_pow2_exact(bitcast<f32>(scaler[SCALE])),
-        bitcast<f32>(work[CLIP_COEF]),
-        hyper[BETA1],
-        hyper[BETA2],
-        hyper[EPS],
-        bitcast<f32>(work[STEP_SIZE]),
-        bitcast<f32>(work[BC2_SQRT]),
-        bitcast<f32>(work[DECAY]),
+        reciprocal_pow2_exact(bitcast<f32>(scaler[SCALER_SCALE])),
+        bitcast<f32>(work[WORK_CLIP_COEF]),
+        hyper[HYPER_BETA1],
+        hyper[HYPER_BETA2],
+        hyper[HYPER_EPS],
+        bitcast<f32>(work[WORK_STEP_SIZE]),
+        bitcast<f32>(work[WORK_BC2_SQRT]),
+        bitcast<f32>(work[WORK_DECAY]),
     );
 }
 
@@ -76,8 +58,9 @@ fn adamw_math(c: StepConsts, grad: f32, master: f32, m_old: f32, v_old: f32) -> 
 }
 
 //!kernel finalize
+//!use reduce
 // partials: (count) f32 partial sums of squares from every parameter's `check`
-// scaler: scaler state words (writes STEP, LAST_NORM)
+// scaler: scaler state words (writes SCALER_STEP, SCALER_LAST_NORM)
 // work: optimizer work words (writes this step's values, advances BC1 / BC2)
 // hyper: hyperparameter words
 // found_inf: (1) atomic u32, read only here
@@ -86,38 +69,29 @@ struct Params {
     skip_nonfinite: u32, // 1: a raised found-inf skips the step
 }
 
-var<workgroup> sums: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) li: u32) {
     var s = 0.0;
     for (var i = li; i < params.count; i += WG) {
         s += partials[i];
     }
-    sums[li] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            sums[li] += sums[li + k];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum(s, li);
     if (li != 0u) {
         return;
     }
     let found = atomicLoad(&found_inf[0]) != 0u;
     let skip = found && params.skip_nonfinite != 0u;
-    let norm = sqrt(sums[0]);
-    scaler[LAST_NORM] = bitcast<u32>(norm);
-    work[SKIP] = select(0u, 1u, skip);
+    let norm = sqrt(total);
+    scaler[SCALER_LAST_NORM] = bitcast<u32>(norm);
+    work[WORK_SKIP] = select(0u, 1u, skip);
     if (skip) {
         return;
     }
-    scaler[STEP] = scaler[STEP] + 1u;
-    let lr = hyper[LR];
-    let beta1 = hyper[BETA1];
-    let beta2 = hyper[BETA2];
-    let max_norm = hyper[MAX_NORM];
+    scaler[SCALER_STEP] = scaler[SCALER_STEP] + 1u;
+    let lr = hyper[HYPER_LR];
+    let beta1 = hyper[HYPER_BETA1];
+    let beta2 = hyper[HYPER_BETA2];
+    let max_norm = hyper[HYPER_MAX_NORM];
     // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), at most 1; a
     // non-finite norm (only when non-finite steps are not skipped) zeroes the update
     // instead of relying on inf arithmetic the compiler may assume away.
@@ -130,19 +104,19 @@ fn main(@builtin(local_invocation_index) li: u32) {
     }
     // 1 - beta^t by the recurrence c_t = c_{t-1} * beta + (1 - beta): no cancellation
     // (1 - pow(beta, t) loses ~1000x relative accuracy for beta2 = 0.999 at small t).
-    let bc1 = bitcast<f32>(work[BC1]) * beta1 + (1.0 - beta1);
-    let bc2 = bitcast<f32>(work[BC2]) * beta2 + (1.0 - beta2);
-    work[BC1] = bitcast<u32>(bc1);
-    work[BC2] = bitcast<u32>(bc2);
-    work[CLIP_COEF] = bitcast<u32>(coef);
-    work[STEP_SIZE] = bitcast<u32>(lr / bc1);
-    work[BC2_SQRT] = bitcast<u32>(sqrt(bc2));
-    work[DECAY] = bitcast<u32>(1.0 - lr * hyper[WEIGHT_DECAY]);
+    let bc1 = bitcast<f32>(work[WORK_BC1]) * beta1 + (1.0 - beta1);
+    let bc2 = bitcast<f32>(work[WORK_BC2]) * beta2 + (1.0 - beta2);
+    work[WORK_BC1] = bitcast<u32>(bc1);
+    work[WORK_BC2] = bitcast<u32>(bc2);
+    work[WORK_CLIP_COEF] = bitcast<u32>(coef);
+    work[WORK_STEP_SIZE] = bitcast<u32>(lr / bc1);
+    work[WORK_BC2_SQRT] = bitcast<u32>(sqrt(bc2));
+    work[WORK_DECAY] = bitcast<u32>(1.0 - lr * hyper[HYPER_WEIGHT_DECAY]);
 }
 
 //!kernel adamw
 // master: (n) f32; grad: (n) f32 scaled gradient (cleared); exp_avg, exp_avg_sq: (n) f32
-// scaler: scaler state words (reads SCALE); work: this step's words; hyper: hyperparameters
+// scaler: scaler state words (reads SCALER_SCALE); work: this step's words; hyper: hyperparameters
 struct Params {
     n: u32, // elements of the parameter
 }
@@ -154,7 +128,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     if (i >= params.n) {
         return;
     }
-    if (work[SKIP] != 0u) {
+    if (work[WORK_SKIP] != 0u) {
         // Skipped step: parameters and moments untouched; the gradient is still cleared
         // so the next step starts from zero.
         store_grad(i, 0.0);
@@ -184,7 +158,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         return;
     }
     let has_second = i + 1u < params.n;
-    if (work[SKIP] != 0u) {
+    if (work[WORK_SKIP] != 0u) {
         store_grad(i, 0.0);
         if (has_second) {
             store_grad(i + 1u, 0.0);

@@ -14,23 +14,7 @@ struct Params {
 }
 
 override WG: u32 = 256;
-const ROW_WG: u32 = 256u; // invocations per row in the row reductions
-var<workgroup> scratch: array<f32, 256>; // ROW_WG (or COLS * LANES)
-
-// Sum of `v` over the workgroup (call from uniform control flow).
-fn wg_sum(v: f32, li: u32) -> f32 {
-    scratch[li] = v;
-    workgroupBarrier();
-    for (var s = ROW_WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            scratch[li] += scratch[li + s];
-        }
-        workgroupBarrier();
-    }
-    let total = scratch[0];
-    workgroupBarrier(); // the next call reuses scratch
-    return total;
-}
+// The row statistics reduce with the shared wg_sum (sections with `//!use reduce`).
 
 // Row and column of flat element i.
 fn row_of(i: u32) -> u32 {
@@ -41,6 +25,7 @@ fn col_of(i: u32) -> u32 {
 }
 
 //!kernel forward_stats
+//!use reduce
 // x: (B, C) any dtype
 // mean: (B) f32, written
 // rstd: (B) f32, written: 1 / sqrt(var + eps)
@@ -54,14 +39,14 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     let base = row * params.cols;
     let n = f32(params.cols);
     var s = 0.0;
-    for (var j = li; j < params.cols; j += ROW_WG) {
+    for (var j = li; j < params.cols; j += REDUCE_WG) {
         s += load_x(base + j);
     }
     let row_mean = wg_sum(s, li) / n;
     // Two passes: sum (x - mean)^2 rather than E[x^2] - mean^2, which cancels badly when
     // |mean| >> std. Inputs ~300 give var ~9e4, beyond f16 but nothing for f32.
     var q = 0.0;
-    for (var j = li; j < params.cols; j += ROW_WG) {
+    for (var j = li; j < params.cols; j += REDUCE_WG) {
         let d = load_x(base + j) - row_mean;
         q += d * d;
     }
@@ -99,6 +84,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 }
 
 //!kernel backward_rows
+//!use reduce
 // x: (B, C) any dtype, the forward input
 // dy: (B, C) any dtype
 // mean: (B) f32, rstd: (B) f32, gamma: (C) f32
@@ -115,7 +101,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     let row_rstd = load_rstd(row);
     var sg = 0.0;
     var sgx = 0.0;
-    for (var j = li; j < params.cols; j += ROW_WG) {
+    for (var j = li; j < params.cols; j += REDUCE_WG) {
         let g = load_dy(base + j) * load_gamma(j);
         sg += g;
         sgx += g * (load_x(base + j) - row_mean) * row_rstd;
@@ -158,6 +144,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 }
 
 //!kernel backward_params
+//!use reduce
 // x: (B, C) any dtype, dy: (B, C) any dtype, mean: (B) f32, rstd: (B) f32
 // dgamma: (C) f32 = sum over rows of dy * xhat (+ dgamma when accumulating)
 // dbeta: (C) f32 = sum over rows of dy (+ dbeta when accumulating)
@@ -165,7 +152,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     // As reduce.wgsl's col_sum: 32 adjacent columns, rows split over 8 lanes; the lanes'
-    // partial sums of dgamma and then of dbeta go through `scratch`.
+    // partial sums of dgamma and then of dbeta go through `wg_scratch`.
     let group = wg_id.y * num_wg.x + wg_id.x;
     let c = group * 32u + lid.x;
     var sg = 0.0;
@@ -179,21 +166,21 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         }
     }
     let slot = lid.y * 32u + lid.x;
-    scratch[slot] = sg;
+    wg_scratch[slot] = sg;
     workgroupBarrier();
     var total_g = 0.0;
     if (lid.y == 0u) {
         for (var l = 0u; l < 8u; l++) {
-            total_g += scratch[l * 32u + lid.x];
+            total_g += wg_scratch[l * 32u + lid.x];
         }
     }
     workgroupBarrier();
-    scratch[slot] = sb;
+    wg_scratch[slot] = sb;
     workgroupBarrier();
     if (lid.y == 0u && c < params.cols) {
         var total_b = 0.0;
         for (var l = 0u; l < 8u; l++) {
-            total_b += scratch[l * 32u + lid.x];
+            total_b += wg_scratch[l * 32u + lid.x];
         }
         if (params.accumulate != 0u) {
             total_g += load_dgamma(c);

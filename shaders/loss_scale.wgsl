@@ -7,20 +7,16 @@
 // `update`: one thread; backs the scale off after a non-finite step, grows it after
 //   `growth_interval` consecutive clean steps, and counts skipped / non-finite steps.
 //
-// The scaler state is one array<u32>; f32 words are stored as their bits. Word indices
-// mirror `amp::scaler::word` on the Rust side.
+// The scaler state is one array<u32>; f32 words are stored as their bits. The word
+// indices (SCALER_*) are injected from halfgrad::layout.
+//!use state_words
 
-const SCALE: u32 = 0u;          // f32: current loss scale (other kernels read scale[0])
-const GROWTH_TRACKER: u32 = 1u; // u32: consecutive clean steps since the last change
-const SKIPPED: u32 = 2u;        // u32: steps skipped for non-finite gradients
-const NONFINITE: u32 = 3u;      // u32: steps whose gradients were non-finite
-const LAST_SKIPPED: u32 = 4u;   // u32: 1 when the latest step was skipped
-
-const WG: u32 = 256u;
+const WG: u32 = 256u; // = REDUCE_WG: `check` reduces over its whole workgroup
 
 //!kernel check
+//!use reduce
 // grad: (n) f32, the scaled gradient of one parameter
-// scaler: scaler state words (reads SCALE)
+// scaler: scaler state words (reads SCALER_SCALE)
 // partials: (total) f32; this dispatch writes partials[base .. base + groups)
 // found_inf: (1) atomic u32, raised on any non-finite element
 struct Params {
@@ -30,11 +26,9 @@ struct Params {
     _pad: u32,
 }
 
-var<workgroup> sums: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let inv_scale = reciprocal_pow2_exact(bitcast<f32>(scaler[SCALE]));
+    let inv_scale = reciprocal_pow2_exact(bitcast<f32>(scaler[SCALER_SCALE]));
     var sum = 0.0;
     var bad = false;
     let stride = params.groups * WG;
@@ -48,16 +42,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     if (bad) {
         atomicOr(&found_inf[0], 1u);
     }
-    sums[li] = sum;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            sums[li] += sums[li + s];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum(sum, li);
     if (li == 0u) {
-        partials[params.base + wg_id.x] = sums[0];
+        partials[params.base + wg_id.x] = total;
     }
 }
 
@@ -79,19 +66,19 @@ struct Params {
 fn main() {
     let found = atomicLoad(&found_inf[0]) != 0u;
     let skipped = found && params.skip_nonfinite != 0u;
-    scaler[NONFINITE] += select(0u, 1u, found);
-    scaler[SKIPPED] += select(0u, 1u, skipped);
-    scaler[LAST_SKIPPED] = select(0u, 1u, skipped);
+    scaler[SCALER_NONFINITE] += select(0u, 1u, found);
+    scaler[SCALER_SKIPPED] += select(0u, 1u, skipped);
+    scaler[SCALER_LAST_SKIPPED] = select(0u, 1u, skipped);
     if (params.enabled == 0u) {
         return;
     }
     // torch._amp_update_scale_, plus the optional floor and ceiling.
-    var scale = bitcast<f32>(scaler[SCALE]);
+    var scale = bitcast<f32>(scaler[SCALER_SCALE]);
     if (found) {
         scale = max(scale * params.backoff_factor, params.min_scale);
-        scaler[GROWTH_TRACKER] = 0u;
+        scaler[SCALER_GROWTH_TRACKER] = 0u;
     } else {
-        let successful = scaler[GROWTH_TRACKER] + 1u;
+        let successful = scaler[SCALER_GROWTH_TRACKER] + 1u;
         // PyTorch tests `==`; `>=` is identical in normal operation and still grows when
         // a loaded tracker exceeds a smaller interval.
         if (successful >= params.growth_interval) {
@@ -100,10 +87,10 @@ fn main() {
             if (!f32_is_nonfinite(grown)) {
                 scale = min(grown, params.max_scale);
             }
-            scaler[GROWTH_TRACKER] = 0u;
+            scaler[SCALER_GROWTH_TRACKER] = 0u;
         } else {
-            scaler[GROWTH_TRACKER] = successful;
+            scaler[SCALER_GROWTH_TRACKER] = successful;
         }
     }
-    scaler[SCALE] = bitcast<u32>(scale);
+    scaler[SCALER_SCALE] = bitcast<u32>(scale);
 }

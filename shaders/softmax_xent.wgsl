@@ -9,42 +9,11 @@ struct Params {
 }
 
 override WG: u32 = 256;
-const ROW_WG: u32 = 256u; // invocations per row in the row reductions
-var<workgroup> scratch: array<f32, 256>; // ROW_WG
-
-// Sum and maximum of `v` over the workgroup (call from uniform control flow).
-fn wg_sum(v: f32, li: u32) -> f32 {
-    scratch[li] = v;
-    workgroupBarrier();
-    for (var s = ROW_WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            scratch[li] += scratch[li + s];
-        }
-        workgroupBarrier();
-    }
-    let total = scratch[0];
-    workgroupBarrier();
-    return total;
-}
-
-fn wg_max(v: f32, li: u32) -> f32 {
-    scratch[li] = v;
-    workgroupBarrier();
-    for (var s = ROW_WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            scratch[li] = max(scratch[li], scratch[li + s]);
-        }
-        workgroupBarrier();
-    }
-    let m = scratch[0];
-    workgroupBarrier();
-    return m;
-}
-
 const F32_QUIET_NAN: u32 = 0x7FC00000u;
 const F32_LOWEST: f32 = -3.4028234663852886e38;
 
 //!kernel forward_rows
+//!use reduce
 // logits: (B, V) any dtype
 // labels: (B) u32, class indices (checked < V on the host when uploaded)
 // lse: (B) f32, written: log(sum_j exp(logits_j)), saved for backward
@@ -58,12 +27,12 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     let base = row * params.cols;
     var m = F32_LOWEST;
-    for (var j = li; j < params.cols; j += ROW_WG) {
+    for (var j = li; j < params.cols; j += REDUCE_WG) {
         m = max(m, load_logits(base + j));
     }
     let row_max = wg_max(m, li);
     var s = 0.0;
-    for (var j = li; j < params.cols; j += ROW_WG) {
+    for (var j = li; j < params.cols; j += REDUCE_WG) {
         s += exp(load_logits(base + j) - row_max);
     }
     let row_lse = row_max + log(wg_sum(s, li));
@@ -82,12 +51,13 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 }
 
 //!kernel forward_mean
+//!use reduce
 // losses: (B) f32 from forward_rows
 // loss: (1) f32, written: mean over the batch
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32) {
     var s = 0.0;
-    for (var r = li; r < params.rows; r += ROW_WG) {
+    for (var r = li; r < params.rows; r += REDUCE_WG) {
         s += load_losses(r);
     }
     let total = wg_sum(s, li);

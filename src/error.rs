@@ -84,6 +84,70 @@ pub enum Error {
     /// An I/O failure (reading data, writing checkpoints).
     #[error("I/O error on {path}: {message}")]
     Io { path: String, message: String },
+    /// A CSV data file that cannot be used: the file, the line to blame (counted from 1
+    /// as an editor counts them, the header included) and the column, where there is one.
+    #[error("{path}{at}: {problem}", at = csv_location(.row, .column))]
+    Csv {
+        path: String,
+        row: Option<usize>,
+        column: Option<String>,
+        problem: CsvProblem,
+    },
+}
+
+/// What is wrong with a CSV data file ([`Error::Csv`] says where).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvProblem {
+    #[error("the file is {bytes} bytes, above the limit of {limit} bytes (raise it with --max-data-bytes)")]
+    TooLarge { bytes: u64, limit: u64 },
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is not UTF-8 text")]
+    NotText,
+    #[error("there is a header but no data row")]
+    NoRows,
+    #[error("{got} cells, but the first row has {expected}")]
+    Ragged { expected: usize, got: usize },
+    #[error("a quoted cell is not closed on its line")]
+    UnclosedQuote,
+    #[error("empty cell (missing values are not supported)")]
+    EmptyCell,
+    #[error("{cell:?} is not a number")]
+    NotNumeric { cell: String },
+    #[error("{cell:?} is not a finite number (NaN and infinities are refused)")]
+    NotFinite { cell: String },
+    #[error("no label column {label:?} (columns: {columns})")]
+    NoLabelColumn { label: String, columns: String },
+    #[error("no feature column besides the label column")]
+    NoFeatures,
+    #[error("every row has the label {class:?}: a classifier needs at least two classes")]
+    SingleClass { class: String },
+    #[error("{classes} classes but only {rows} training rows: every class needs a row")]
+    TooManyClasses { classes: usize, rows: usize },
+    #[error("label {class:?} is not one of the classes the model knows ({known})")]
+    UnknownClass { class: String, known: String },
+    #[error("columns {got} do not match the training columns {expected}")]
+    ColumnsMismatch { expected: String, got: String },
+    #[error("its contents differ from the file the checkpoint was trained on ({expected}); pass that file")]
+    Changed { expected: String },
+    #[error("a test split of {fraction} leaves {train} training and {test} test rows; both need at least one")]
+    BadSplit {
+        fraction: String,
+        train: usize,
+        test: usize,
+    },
+}
+
+/// `, line N, column C` for [`Error::Csv`] (the parts that are known).
+fn csv_location(row: &Option<usize>, column: &Option<String>) -> String {
+    let mut at = String::new();
+    if let Some(r) = row {
+        at.push_str(&format!(", line {r}"));
+    }
+    if let Some(c) = column {
+        at.push_str(&format!(", column {c}"));
+    }
+    at
 }
 
 impl Error {

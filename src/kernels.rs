@@ -4,8 +4,17 @@
 //! A kernel file in `shaders/` holds a shared head and one or more sections, each opened
 //! by a line `//!kernel NAME` and holding one `main` entry point. Composition is the only
 //! string work: `enable` lines, `common.wgsl`, one storage prelude per tensor slot with
-//! the slot's name and binding substituted, the params uniform, then the shared head and
-//! the section.
+//! the slot's name and binding substituted, the shared modules the shader asks for, the
+//! params uniform, then the shared head and the section.
+//!
+//! A shader asks for a shared module with a line `//!use NAME`, in its head (every
+//! section) or in one section: `reduce` (shaders/workgroup_reduce.wgsl: `wg_sum`,
+//! `wg_max` and their `var<workgroup>` scratch) or `state_words` (the scaler / optimizer
+//! word indices of [`crate::layout`] as WGSL constants). Kernels that do not ask get
+//! neither.
+//!
+//! An ops module declares its kernels with [`declare_kernels!`]: one line per section,
+//! and the module's `KERNELS` list, which [`crate::ops::all_kernels`] chains.
 
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::collections::HashMap;
@@ -87,7 +96,71 @@ pub struct KernelDef {
     pub needs_f16: bool,
 }
 
+impl KernelDef {
+    /// A kernel with a `Params` uniform that needs no optional feature; override fields
+    /// with struct-update syntax (`KernelDef { needs_f16: true, ..KernelDef::new(..) }`).
+    pub const fn new(
+        name: &'static str,
+        source: &'static str,
+        section: &'static str,
+        slots: &'static [Slot],
+    ) -> KernelDef {
+        KernelDef {
+            name,
+            source,
+            section,
+            slots,
+            params: true,
+            cooperative_matrix: false,
+            needs_f16: false,
+        }
+    }
+}
+
+/// Declares the kernels of one shader file `shaders/FILE.wgsl`: one `pub static`
+/// [`KernelDef`] per `//!kernel` section, named `FILE/SECTION`, plus `pub static
+/// KERNELS`, the module's list (in declaration order) that `ops::all_kernels` chains.
+/// Fields after the slots override [`KernelDef::new`]'s defaults.
+///
+/// ```ignore
+/// declare_kernels! {
+///     "adam";
+///     /// Sums the partial norms ...
+///     FINALIZE = "finalize", slots: &[Slot::raw("partials", SlotKind::F32, Access::Read)];
+///     ADAMW = "adamw", slots: &UPDATE_SLOTS, needs_f16: false;
+/// }
+/// ```
+macro_rules! declare_kernels {
+    (
+        $file:literal;
+        $(
+            $(#[$attr:meta])*
+            $name:ident = $section:literal, slots: $slots:expr $(, $field:ident: $value:expr)* ;
+        )+
+    ) => {
+        /// The shader file whose sections these kernels are.
+        const SOURCE: &str =
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file, ".wgsl"));
+        $(
+            $(#[$attr])*
+            pub static $name: $crate::kernels::KernelDef = $crate::kernels::KernelDef {
+                $($field: $value,)*
+                ..$crate::kernels::KernelDef::new(
+                    concat!($file, "/", $section),
+                    SOURCE,
+                    $section,
+                    $slots,
+                )
+            };
+        )+
+        /// Every kernel this module declares (chained by `ops::all_kernels`).
+        pub static KERNELS: &[&$crate::kernels::KernelDef] = &[$(&$name),+];
+    };
+}
+pub(crate) use declare_kernels;
+
 const COMMON: &str = include_str!("../shaders/common.wgsl");
+const REDUCE: &str = include_str!("../shaders/workgroup_reduce.wgsl");
 const PRELUDE_F32: &str = include_str!("../shaders/dtype/f32.wgsl");
 const PRELUDE_F16: &str = include_str!("../shaders/dtype/f16.wgsl");
 const PRELUDE_F16_PACKED: &str = include_str!("../shaders/dtype/f16_packed.wgsl");
@@ -129,6 +202,28 @@ fn section<'a>(source: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
         rest = &body_start[body_end..];
     }
     None
+}
+
+/// The shared modules named by `//!use NAME` lines in `texts`, each once, in order of
+/// first use.
+fn shared_modules(texts: &[&str]) -> std::result::Result<Vec<String>, String> {
+    let mut names: Vec<&str> = Vec::new();
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        if let Some(name) = line.trim_start().strip_prefix("//!use ") {
+            let name = name.trim();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| match name {
+            "reduce" => Ok(REDUCE.to_string()),
+            "state_words" => Ok(crate::layout::wgsl_constants()),
+            other => Err(format!("`//!use {other}`: no such shared module")),
+        })
+        .collect()
 }
 
 fn prelude(template: &str, name: &str, binding: usize, writable: bool) -> String {
@@ -224,6 +319,9 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
         out.push_str("fn note_overflow() { atomicOr(&found_inf[0], 1u); }\n");
     } else {
         out.push_str("fn note_overflow() {}\n");
+    }
+    for module in shared_modules(&[head, body]).map_err(bad)? {
+        out.push_str(&module);
     }
     out.push_str(head);
     if def.params {

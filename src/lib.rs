@@ -10,13 +10,15 @@
 
 pub mod dtype;
 pub mod error;
+pub mod flag;
 pub mod gpu;
 pub mod kernels;
+pub mod layout;
 pub mod ops;
 pub mod tensor;
 
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{CsvProblem, Error, Result};
 pub use gpu::{AdapterFacts, Capabilities, Gpu, GpuOptions};
 pub use tensor::Tensor;
 pub mod amp;

@@ -7,9 +7,11 @@
 //! loss the page drops it and opens a new one from the last checkpoint. Results cross to
 //! JavaScript as JSON strings (one `JSON.parse` on the page), so the surface stays small.
 
+mod csv;
+
 use crate::amp::Precision;
 use crate::checkpoint::Checkpoint;
-use crate::data::{Dataset, Digits, InMemory};
+use crate::data::{CsvMeta, Dataset, Digits, InMemory};
 use crate::train::{LrSchedule, TrainConfig, Trainer};
 use crate::{selfcheck, Gpu, GpuOptions};
 use std::cell::RefCell;
@@ -122,18 +124,23 @@ fn device_info(gpu: &Gpu) -> String {
     .to_string()
 }
 
-/// The embedded digits, split as the CLI splits them.
-struct Digits8x8 {
+/// The page's data set: the embedded digits split as the CLI splits them, or a dropped
+/// CSV file (then `csv` records what a checkpoint must remember, see web/csv.rs).
+struct PageData {
     train: InMemory,
     test: InMemory,
+    csv: Option<CsvMeta>,
 }
+
+/// The data slot: replaced whole when a CSV file is dropped (and the trainer dropped).
+type DataSlot = Rc<RefCell<Rc<PageData>>>;
 
 /// One open WebGPU device and what runs on it: at most one trainer of the digits MLP.
 #[wasm_bindgen]
 pub struct Session {
     gpu: Gpu,
     trainer: Slot,
-    data: Rc<Digits8x8>,
+    data: DataSlot,
 }
 
 #[wasm_bindgen]
@@ -151,7 +158,11 @@ impl Session {
         Ok(Session {
             gpu,
             trainer: Rc::new(RefCell::new(None)),
-            data: Rc::new(Digits8x8 { train, test }),
+            data: Rc::new(RefCell::new(Rc::new(PageData {
+                train,
+                test,
+                csv: None,
+            }))),
         })
     }
 
@@ -204,12 +215,18 @@ impl Session {
     #[wasm_bindgen(js_name = newTrainer)]
     pub fn new_trainer(&self, precision: &str, seed: u32) -> Result<js_sys::Promise, JsError> {
         let precision: Precision = precision.parse().map_err(js_error)?;
-        let config = TrainConfig {
+        let mut config = TrainConfig {
             precision,
             seed: u64::from(seed),
             ..TrainConfig::default()
         };
-        let (gpu, slot, data) = (self.gpu.clone(), self.trainer.clone(), self.data.clone());
+        // A dropped CSV smaller than a batch trains on all its rows, as the CLI does.
+        config.batch = config.batch.min(self.data.borrow().train.len()).max(1);
+        let (gpu, slot, data) = (
+            self.gpu.clone(),
+            self.trainer.clone(),
+            self.data.borrow().clone(),
+        );
         Ok(future_to_promise(async move {
             slot.borrow_mut().take();
             let trainer = Trainer::new(&gpu, config, &data.train)
@@ -236,8 +253,9 @@ impl Session {
         let trainer = slot
             .as_mut()
             .ok_or_else(|| JsError::new("no model yet (press Start)"))?;
+        let data = self.data.borrow().clone();
         for _ in 0..n {
-            trainer.step_from(&self.data.train).map_err(js_error)?;
+            trainer.step_from(&data.train).map_err(js_error)?;
         }
         Ok(())
     }
@@ -262,7 +280,7 @@ impl Session {
     /// Loss and accuracy on the 360 test digits. Resolves to JSON: loss, accuracy,
     /// correct, total.
     pub fn evaluate(&self) -> js_sys::Promise {
-        let data = self.data.clone();
+        let data = self.data.borrow().clone();
         with_trainer(&self.trainer, async move |t: &mut Trainer| {
             let e = t.evaluate(&data.test).await?;
             Ok(js_json(serde_json::json!({
@@ -278,7 +296,7 @@ impl Session {
     /// Resolves to JSON: images (rows of 64 pixels), labels, predictions.
     #[wasm_bindgen(js_name = testDigits)]
     pub fn test_digits(&self, count: u32) -> js_sys::Promise {
-        let data = self.data.clone();
+        let data = self.data.borrow().clone();
         with_trainer(&self.trainer, async move |t: &mut Trainer| {
             let n = (count as usize).clamp(1, data.test.len());
             let f = data.test.features();
@@ -294,8 +312,14 @@ impl Session {
 
     /// The trainer's checkpoint as safetensors bytes (`halfgrad train --resume` reads it).
     pub fn checkpoint(&self) -> js_sys::Promise {
-        with_trainer(&self.trainer, async |t: &mut Trainer| {
-            let bytes = t.checkpoint().await?.to_bytes()?;
+        let data = self.data.borrow().clone();
+        with_trainer(&self.trainer, async move |t: &mut Trainer| {
+            let mut ck = t.checkpoint().await?;
+            // A CSV model keeps its classes, standardization and split (web/csv.rs).
+            if let Some(meta) = &data.csv {
+                meta.write_meta(&mut ck)?;
+            }
+            let bytes = ck.to_bytes()?;
             Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }
@@ -304,9 +328,14 @@ impl Session {
     /// page or a file the CLI wrote). Resolves to the trainer's description.
     #[wasm_bindgen(js_name = loadCheckpoint)]
     pub fn load_checkpoint(&self, bytes: Vec<u8>) -> js_sys::Promise {
-        let (gpu, slot, data) = (self.gpu.clone(), self.trainer.clone(), self.data.clone());
+        let (gpu, slot, data) = (
+            self.gpu.clone(),
+            self.trainer.clone(),
+            self.data.borrow().clone(),
+        );
         future_to_promise(async move {
             let ck = Checkpoint::from_bytes(&bytes, "the uploaded file").map_err(js_error)?;
+            csv::check_checkpoint(&ck, &data).map_err(js_error)?;
             let trainer = Trainer::from_checkpoint(&gpu, &ck)
                 .await
                 .map_err(js_error)?;
@@ -314,8 +343,8 @@ impl Session {
                 || trainer.classes() != data.train.classes()
             {
                 return Err(JsError::new(&format!(
-                    "this checkpoint holds a model for {} inputs and {} classes; the demo \
-                     trains the 8x8 digits ({} inputs, {} classes)",
+                    "this checkpoint holds a model for {} inputs and {} classes; the page's \
+                     data has {} inputs and {} classes",
                     trainer.features(),
                     trainer.classes(),
                     data.train.features(),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{gpu, gpu_packed};
+use common::{gpu, gpu_packed, submit_with};
 use halfgrad::amp::{constant_scale, LossScaler, OverflowFlag, Policy, Precision, ScalerConfig};
 use halfgrad::checkpoint::{Checkpoint, NamedTensor};
 use halfgrad::data::{Batcher, BatcherState, Dataset, InMemory};
@@ -627,16 +627,7 @@ fn params_and_adamw_refuse_bad_input() {
 /// One optimizer step with the gradient set from the host.
 fn step_with_grad(g: &Gpu, opt: &AdamW, p: &Param, grad: &[f32]) {
     p.grad.write_f32(grad).unwrap();
-    let mut enc = g.encoder("errors step");
-    opt.clear_flag(&mut enc);
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        opt.encode_step(&mut pass);
-    }
-    g.submit(enc.finish()).unwrap();
+    submit_with(g, |enc| opt.clear_flag(enc), |pass| opt.encode_step(pass)).unwrap();
 }
 
 #[test]
@@ -885,16 +876,10 @@ fn after_device_loss_every_call_returns_device_lost() {
     assert_err!(opt.load_state(&state), Error::DeviceLost(_));
     assert_err!(scaler.flag().is_raised_blocking(&g), Error::DeviceLost(_));
     // A hand-encoded step: encoding on a lost device does not panic; submit says so.
-    let mut enc = g.encoder("after loss");
-    opt.clear_flag(&mut enc);
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        opt.encode_step(&mut pass);
-    }
-    assert_err!(g.submit(enc.finish()), Error::DeviceLost(_));
+    assert_err!(
+        submit_with(&g, |enc| opt.clear_flag(enc), |pass| opt.encode_step(pass)),
+        Error::DeviceLost(_)
+    );
     // Dropping everything that lived on the lost device is quiet.
     drop((opt, p, x, y, d, scaler));
 
@@ -1162,17 +1147,15 @@ fn layers_and_the_mlp_refuse_bad_input() {
 /// One F16 training step of `m` on `x` (forward, backward, AdamW, scale update).
 fn train_step(g: &Gpu, m: &Mlp, opt: &AdamW, x: &[f32], y: &[u32]) {
     m.set_batch(x, y).unwrap();
-    let mut enc = g.encoder("errors train step");
-    opt.clear_flag(&mut enc);
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        m.encode_forward_backward(&mut pass);
-        opt.encode_step(&mut pass);
-    }
-    g.submit(enc.finish()).unwrap();
+    submit_with(
+        g,
+        |enc| opt.clear_flag(enc),
+        |pass| {
+            m.encode_forward_backward(pass);
+            opt.encode_step(pass);
+        },
+    )
+    .unwrap();
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gpu, gpus_for_f16, random_vec, rel_err, rng};
+use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, submit_with};
 use halfgrad::amp::{LossScaler, OptimStats, ScalerConfig};
 use halfgrad::kernels::{Access, Bind, KernelDef, Slot, SlotKind, ANY};
 use halfgrad::nn::Param;
@@ -16,16 +16,7 @@ use halfgrad::{DType, Error, Gpu, Tensor};
 
 /// One training step's optimizer half: clear the flag, encode the step, submit.
 fn step(g: &Gpu, opt: &AdamW) {
-    let mut enc = g.encoder("test step");
-    opt.clear_flag(&mut enc);
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        opt.encode_step(&mut pass);
-    }
-    g.submit(enc.finish()).unwrap();
+    submit_with(g, |enc| opt.clear_flag(enc), |pass| opt.encode_step(pass)).unwrap();
 }
 
 fn param(g: &Gpu, name: &str, shape: &[usize], seed: u64, low: DType) -> Param {
@@ -443,14 +434,15 @@ fn an_f16_activation_overflow_in_a_kernel_skips_the_step() {
                 )
                 .unwrap();
             // One step: clear, "backward" (the cast), optimizer.
-            let mut enc = g.encoder("test");
-            opt.clear_flag(&mut enc);
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                cast.encode(&mut pass);
-                opt.encode_step(&mut pass);
-            }
-            g.submit(enc.finish()).unwrap();
+            submit_with(
+                g,
+                |enc| opt.clear_flag(enc),
+                |pass| {
+                    cast.encode(pass);
+                    opt.encode_step(pass);
+                },
+            )
+            .unwrap();
 
             assert_eq!(
                 scaler.flag().is_raised_blocking(g).unwrap(),

@@ -80,6 +80,56 @@ fn every_kernel_variant_validates_and_translates() {
     );
 }
 
+/// `//!use reduce` / `//!use state_words` pull in the shared modules for exactly the
+/// kernels whose head or section asks, so the others carry no unused `var<workgroup>`.
+#[test]
+fn shared_modules_are_composed_only_where_asked() {
+    let mut reducing = Vec::new();
+    for def in halfgrad::ops::all_kernels() {
+        let src = compose(def, &all_variants(def)[0]).unwrap();
+        let asks = |m: &str| src.lines().any(|l| l.trim() == format!("//!use {m}"));
+        assert_eq!(asks("reduce"), src.contains("fn wg_sum("), "{}", def.name);
+        assert_eq!(
+            asks("state_words"),
+            src.contains("const SCALER_SCALE: u32 = 0u;"),
+            "{}",
+            def.name
+        );
+        if asks("reduce") {
+            reducing.push(def.name);
+        }
+    }
+    reducing.sort();
+    assert_eq!(
+        reducing,
+        [
+            "adam/finalize",
+            "layernorm/backward_params",
+            "layernorm/backward_rows",
+            "layernorm/forward_stats",
+            "loss_scale/check",
+            "softmax_xent/forward_mean",
+            "softmax_xent/forward_rows",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_shared_module_is_a_shader_error() {
+    use halfgrad::kernels::{KernelDef, Variant};
+    static UNKNOWN: KernelDef = KernelDef::new(
+        "test/unknown_use",
+        "//!kernel k\n//!use no_such_module\n@compute @workgroup_size(1)\nfn main() {}\n",
+        "k",
+        &[],
+    );
+    let err = compose(&UNKNOWN, &Variant::new(&[], false)).unwrap_err();
+    assert!(
+        matches!(&err, halfgrad::Error::Shader { message, .. } if message.contains("no_such_module")),
+        "{err}"
+    );
+}
+
 /// The U32 storage prelude (no library kernel lists U32 yet): a slot that accepts it
 /// composes, validates and translates, read-only and writable.
 #[test]

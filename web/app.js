@@ -4,7 +4,9 @@
 //
 // A run is `halfgrad train`'s default run (same config, seed and data), so a downloaded
 // checkpoint continues with `halfgrad train --resume FILE`: it pauses where the learning-rate
-// schedule ends (1,500 steps) unless told otherwise.
+// schedule ends (1,500 steps) unless told otherwise. A CSV file picked or dropped on the
+// Training card replaces the digits (parsed in Rust, as `halfgrad train --data` parses it);
+// its checkpoints continue with `halfgrad train --resume FILE --data THE.csv`.
 //
 // URL parameters (for tests and tinkering): `precision=f16|bf16|f32`, `packed=1` (packed
 // f16 even with shader-f16), `autostart=1`, `max_steps=N` (pause at step N), `stats=N`
@@ -54,6 +56,8 @@ const state = {
   losses: [], // [step, loss] as read
   errors: [],
   restarts: [], // {lostAt, from}: device-loss restarts and the step each resumed from
+  data: null, // the data set: {source, train_rows, test_rows, features, classes, label}
+  csv: null, // {bytes, name, label, split, standardize}: the CSV in use (reloaded on restart)
 };
 window.halfgrad = {
   state,
@@ -179,6 +183,11 @@ function render() {
     r.checked = r.value === state.precision;
   }
   $('force-packed').disabled = !usable || running || !state.info?.shader_f16_available;
+  $('csv-file').disabled = !usable || running;
+  $('csv-label-button').classList.toggle('disabled', $('csv-file').disabled);
+  $('use-digits').hidden = !state.csv;
+  $('use-digits').disabled = !usable || running;
+  renderData();
   $('path').textContent = state.path || '\u00a0';
 
   const parts = [`step ${state.step}`];
@@ -193,6 +202,24 @@ function render() {
   if (state.eval) parts.push(`test accuracy ${(state.eval.accuracy * 100).toFixed(1)}%`);
   parts.push(state.phase);
   $('status').textContent = parts.join(' \u00b7 ');
+}
+
+function renderData() {
+  const d = state.data;
+  if (!d) return;
+  const what = d.source === 'digits' ? 'the embedded 8\u00d78 digits' : d.source;
+  const classes = d.classes.length <= 12 ? ` (${d.classes.join(', ')})` : '';
+  $('data-info').textContent =
+    `${what}: ${d.train_rows} train / ${d.test_rows} test rows, ${d.features} features, ` +
+    `${d.classes.length} classes${classes}` +
+    (d.label ? `, label "${d.label}"${d.standardized ? ', standardized' : ''}` : '');
+  $('digits-card').hidden = d.source !== 'digits';
+}
+
+/** A refused CSV file: the message under the data row (the previous data stays). */
+function showDataError(text) {
+  $('data-error').textContent = text;
+  $('data-error').hidden = !text;
 }
 
 function formatScale(s) {
@@ -294,8 +321,18 @@ async function openSession(forcePacked) {
   if (!info.adapter) info.adapter = await browserAdapterName();
   state.info = info;
   state.hasTrainer = false;
+  // A new session starts on the digits: put the CSV in use back.
+  if (state.csv) await loadCsv(state.csv);
+  state.data = JSON.parse(state.session.dataInfo());
   renderInfo();
   return true;
+}
+
+/** Parses a CSV file in Rust (the CLI's parser and messages) and trains on it from now. */
+async function loadCsv(csv) {
+  const d = state.session.loadCsv(csv.bytes, csv.name, csv.label, csv.split, csv.standardize);
+  state.csv = csv;
+  state.data = JSON.parse(d);
 }
 
 /** wgpu reports only the adapter's description, which browsers often leave empty; the
@@ -348,7 +385,9 @@ async function evaluate() {
   charts.acc.push(0, state.step, e.accuracy);
   charts.loss.draw();
   charts.acc.draw();
-  renderDigits(JSON.parse(await state.session.testDigits(config.digits)));
+  if (state.data?.source === 'digits') {
+    renderDigits(JSON.parse(await state.session.testDigits(config.digits)));
+  }
 }
 
 async function snapshot() {
@@ -495,9 +534,59 @@ $('download').addEventListener('click', () =>
     const blob = new Blob([bytes], { type: 'application/octet-stream' });
     const a = document.createElement('a');
     a.href = URL.createObjectURL(blob);
-    a.download = `halfgrad-digits-${state.precision}-step${state.step}.safetensors`;
+    const base = state.csv ? state.csv.name.replace(/\.csv$/i, '') : 'digits';
+    a.download = `halfgrad-${base}-${state.precision}-step${state.step}.safetensors`;
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  }).catch(handleError),
+);
+
+/** A CSV file from the picker or a drop: refused files leave the data as it was. */
+async function useCsvFile(file) {
+  const csv = {
+    bytes: new Uint8Array(await file.arrayBuffer()),
+    name: file.name,
+    label: $('csv-label').value.trim(),
+    split: Number.parseFloat($('csv-split').value) || 0.2,
+    standardize: $('csv-standardize').checked,
+  };
+  await exclusive(async () => {
+    if (state.phase === 'running') return;
+    try {
+      await loadCsv(csv);
+    } catch (e) {
+      showDataError(message(e));
+      return;
+    }
+    showDataError('');
+    forgetTraining('ready');
+  }).catch(handleError);
+}
+
+$('csv-file').addEventListener('change', async (ev) => {
+  const file = ev.target.files?.[0];
+  ev.target.value = '';
+  if (file) await useCsvFile(file);
+});
+
+$('controls').addEventListener('dragover', (ev) => {
+  ev.preventDefault();
+  $('controls').classList.add('dragging');
+});
+$('controls').addEventListener('dragleave', () => $('controls').classList.remove('dragging'));
+$('controls').addEventListener('drop', async (ev) => {
+  ev.preventDefault();
+  $('controls').classList.remove('dragging');
+  const file = ev.dataTransfer?.files?.[0];
+  if (file) await useCsvFile(file);
+});
+
+$('use-digits').addEventListener('click', () =>
+  exclusive(async () => {
+    state.data = JSON.parse(state.session.useDigits());
+    state.csv = null;
+    showDataError('');
+    forgetTraining('ready');
   }).catch(handleError),
 );
 

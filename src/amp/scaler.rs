@@ -22,36 +22,15 @@
 //! would collapse to 0 alive); without them the sequence is PyTorch's exactly.
 
 use super::{OverflowFlag, Precision};
-use crate::kernels::Dispatch;
-use crate::ops::loss_scale::{self, UpdateParams};
-use crate::optim::state::{
+use crate::checkpoint::state::{
     find_f32_scalar, find_u32_scalar, fmt_opt_f32, parse_kv, parse_kv_opt_f32, StateTensor,
 };
+use crate::kernels::Dispatch;
+use crate::ops::loss_scale::{self, UpdateParams};
 use crate::{Error, Gpu, Result};
 
-/// Word indices of the scaler state buffer (u32 words; f32 values stored as bits).
-/// Mirrored by the constants at the top of shaders/loss_scale.wgsl and shaders/adam.wgsl.
-pub(crate) mod word {
-    /// f32: the current loss scale. Other kernels bind the buffer as `array<f32>` and
-    /// read element 0.
-    pub const SCALE: usize = 0;
-    /// u32: consecutive clean steps since the scale last changed.
-    pub const GROWTH_TRACKER: usize = 1;
-    /// u32: steps skipped because the gradients were non-finite.
-    pub const SKIPPED: usize = 2;
-    /// u32: steps whose gradients were non-finite (skipped or not).
-    pub const NONFINITE: usize = 3;
-    /// u32: 1 when the latest step was skipped.
-    pub const LAST_SKIPPED: usize = 4;
-    /// u32: optimizer steps that were not skipped (AdamW's bias-correction count).
-    pub const STEP: usize = 5;
-    /// f32: global L2 norm of the latest step's unscaled gradient, before clipping.
-    pub const LAST_NORM: usize = 6;
-    /// Words read by `stats` and saved by `state`.
-    pub const USED: usize = 7;
-    /// Words allocated (64 bytes).
-    pub const ALLOCATED: usize = 16;
-}
+/// Word indices of the scaler state buffer (the table lives in [`crate::layout`]).
+pub(crate) use crate::layout::scaler as word;
 
 /// How the loss scale evolves. [`Default`] is PyTorch's `GradScaler()`; see
 /// [`ScalerConfig::for_precision`] for the per-precision default.

@@ -7,7 +7,7 @@
 //! as the peer (`perf_counter` around 20 steps and a synchronize). The per-kernel
 //! breakdown replays each recorded dispatch of one step in its own timestamped pass.
 
-use super::bench::{random_values, Timing};
+use super::bench_timing::{random_values, time_passes, Timing};
 use halfgrad::amp::{LossScaler, Policy, Precision, ScalerConfig};
 use halfgrad::kernels::record_dispatches;
 use halfgrad::nn::{LayerCtx, Mlp, MlpConfig};
@@ -335,12 +335,10 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     // The copy ceiling: the same cast kernel f32 -> f32 (8 bytes an element), a plain
     // streaming copy, timed like every kernel.
     let copy_kernel = halfgrad::ops::cast::cast(&gpu, &x, &y)?;
-    let copy_timing: Timing =
-        super::bench::time_passes(&gpu, 3, args.iters, |pass, _| copy_kernel.encode(pass))?;
+    let copy_timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| copy_kernel.encode(pass))?;
     let kcopy_gbs = 8.0 * n as f64 / (copy_timing.median_ms() * 1e-3) / 1e9;
     let cast = halfgrad::ops::cast::cast(&gpu, &x, &h)?;
-    let timing: Timing =
-        super::bench::time_passes(&gpu, 3, args.iters, |pass, _| cast.encode(pass))?;
+    let timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| cast.encode(pass))?;
     let cast_ms = timing.median_ms();
     let cast_gbs = 6.0 * n as f64 / (cast_ms * 1e-3) / 1e9;
     if args.json {

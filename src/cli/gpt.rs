@@ -5,7 +5,7 @@
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::text::{Split, TextData};
-use halfgrad::nn::gpt::{hf, GptConfig, GptWeights, SampleConfig};
+use halfgrad::nn::gpt::{hf, GptConfig, GptPreset, GptWeights, SampleConfig};
 use halfgrad::train::{GptTrainConfig, GptTrainer, LrSchedule, MemoryReport, TrainStats};
 use halfgrad::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,7 +76,8 @@ pub struct TrainArgs {
     /// with --resume); the schedule still spans --steps.
     #[arg(long)]
     stop_after: Option<u64>,
-    /// AdamW peak learning rate [default: 3e-3].
+    /// AdamW peak learning rate [default: the preset's: 6e-3 for tiny, 1e-3 for
+    /// shakespeare-char].
     #[arg(long)]
     lr: Option<f32>,
     /// Warmup steps of the cosine schedule [default: min(100, steps / 10)].
@@ -192,11 +193,12 @@ impl TrainArgs {
     }
 
     /// A new run's settings.
-    fn new_config(&self, base_model: GptConfig, preset_batch: usize) -> GptTrainConfig {
+    fn new_config(&self, base_model: GptConfig, preset: &GptPreset) -> GptTrainConfig {
         let steps = self.steps.unwrap_or(DEFAULT_STEPS);
         let mut c = GptTrainConfig::tiny(steps);
         c.model = self.model(base_model);
-        c.batch = self.batch.unwrap_or(preset_batch);
+        c.batch = self.batch.unwrap_or(preset.batch);
+        c.lr = preset.lr;
         if let Some(p) = self.precision {
             c.precision = p;
         }
@@ -301,12 +303,9 @@ fn fresh(gpu: &Gpu, args: &TrainArgs) -> Result<(GptTrainer, TextData)> {
                 path: origin.clone(),
                 message: e.to_string(),
             })?;
-            (
-                args.new_config(*weights.config(), preset.batch),
-                Some(weights),
-            )
+            (args.new_config(*weights.config(), &preset), Some(weights))
         }
-        None => (args.new_config(preset.config, preset.batch), None),
+        None => (args.new_config(preset.config, &preset), None),
     };
     config.validate()?;
     let data = load_text(args.data.as_deref(), config.model.block)?;

@@ -2,7 +2,28 @@
 
 pub mod bench;
 pub mod bench_step;
+pub mod bench_timing;
+pub mod data;
 pub mod gpt;
 pub mod info;
+pub mod predict;
 pub mod recover;
 pub mod train;
+
+/// What `halfgrad` with no arguments prints.
+pub const GUIDE: &str = "\
+halfgrad: mixed-precision (f16/bf16) neural-network training on WebGPU
+
+Commands:
+  halfgrad info [--check]                 the GPU adapter, its precision paths, a self-check
+  halfgrad train [options]                train an MLP classifier on the embedded digits
+  halfgrad train --data FILE.csv          ... or on your own CSV (numeric columns + a label)
+  halfgrad predict --checkpoint F --data FILE.csv
+                                          classify new rows with a trained checkpoint
+  halfgrad bench matmul|step|copy         benchmarks
+
+First command to try:
+  halfgrad train                          about 30 s on a laptop GPU, prints test accuracy
+
+Options of a command: halfgrad help <command> (or halfgrad <command> --help).
+";

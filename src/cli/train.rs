@@ -1,10 +1,12 @@
-//! `halfgrad train`: train the MLP classifier on the embedded digits, with a progress bar,
-//! periodic evaluation, checkpoints, exact resume and a memory report.
+//! `halfgrad train`: train the MLP classifier on the embedded digits or a CSV file (the
+//! data options are in cli/data.rs), with a progress bar, periodic evaluation,
+//! checkpoints, exact resume and a memory report.
 
+use super::data::{DataArgs, Source};
 use super::recover::{self, Recovery};
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
-use halfgrad::data::{Dataset, Digits, InMemory};
+use halfgrad::data::{Dataset, InMemory};
 use halfgrad::nn::Activation;
 use halfgrad::train::{Evaluation, LrSchedule, MemoryReport, TrainConfig, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
@@ -29,7 +31,7 @@ pub struct TrainArgs {
     /// --checkpoint, continue later with --resume); the schedule still spans --steps.
     #[arg(long)]
     stop_after: Option<u64>,
-    /// Samples per step [default: 64].
+    /// Samples per step [default: 64, or all the training rows of a smaller --data file].
     #[arg(long)]
     batch: Option<usize>,
     /// AdamW learning rate [default: 3e-3].
@@ -74,6 +76,8 @@ pub struct TrainArgs {
     /// Print the memory held per role in f32, f16 and bf16 before training.
     #[arg(long)]
     memory: bool,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -149,22 +153,31 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         ));
     }
     let started = Instant::now();
+    // Data first: a bad file is refused before a device is opened.
+    let data = args.data.load(args.resume.as_deref())?;
     let gpu = Gpu::new_blocking()?;
-    let (train, test) = Digits::load()?;
+    let (train, test, source) = (data.train, data.test, data.source);
     let train = recover::nan_sample_hook(train)?;
     let (mut trainer, resumed) = match &args.resume {
         Some(path) => (resume(&gpu, path, &args, &train)?, Some(path.clone())),
-        None => (
-            Trainer::new_blocking(&gpu, args.new_config(), &train)?,
-            None,
-        ),
+        None => {
+            let config = source.fit_batch(args.new_config(), args.batch, &train);
+            (Trainer::new_blocking(&gpu, config, &train)?, None)
+        }
     };
     let out = Output { json: args.json };
 
     if args.memory {
         out.text(&memory_table(&gpu, &trainer, &train)?);
     }
-    out.header(&trainer, &train, &test, resumed.as_deref(), args.steps);
+    out.header(
+        &trainer,
+        &source,
+        &train,
+        &test,
+        resumed.as_deref(),
+        args.steps,
+    );
     if let LrSchedule::WarmupCosine { total, .. } = trainer.config().schedule {
         if args.steps > total {
             eprintln!(
@@ -190,6 +203,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             &bar,
             &out,
             &mut recovery,
+            &source,
         );
         match r {
             // A lost GPU: a new device, the newest trusted state, and on (see recover.rs).
@@ -207,7 +221,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Err(e) = trained {
         // No lost work: save what the GPU still holds, then report the error.
         if let Some(path) = &args.checkpoint {
-            match trainer.save(path) {
+            match source.save(&trainer, path) {
                 Ok(()) => eprintln!(
                     "saved the latest state (step {}) to {}",
                     trainer.steps(),
@@ -226,8 +240,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let stats = trainer.stats_blocking()?;
     let eval = trainer.evaluate_blocking(&test)?;
     if let Some(path) = &args.checkpoint {
-        trainer.save(path)?;
+        source.save(&trainer, path)?;
     }
+    let per_class = source.per_class(&trainer, &test)?;
     let steps_run = trainer.steps() - first_step;
     let summary = Summary {
         trainer: &trainer,
@@ -241,9 +256,17 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         recovery: &recovery,
     };
     if args.json {
-        println!("{}", summary.json());
+        let mut json = summary.json();
+        json["data"] = source.json(&train, &test);
+        if let Some((_, classes)) = per_class {
+            json["data"]["per_class"] = classes;
+        }
+        println!("{json}");
     } else {
         print!("{}", summary.text());
+        if let Some((text, _)) = per_class {
+            print!("{text}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -286,6 +309,7 @@ fn train_loop(
     bar: &ProgressBar,
     out: &Output,
     recovery: &mut Recovery,
+    source: &Source,
 ) -> Result<()> {
     let mut window = (trainer.steps(), Instant::now());
     while trainer.steps() < end {
@@ -315,7 +339,7 @@ fn train_loop(
         }
         if let Some(path) = &args.checkpoint {
             if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
-                trainer.save(path)?;
+                source.save(trainer, path)?;
                 recovery.saved(path, step);
             }
         }
@@ -360,6 +384,7 @@ impl Output {
     fn header(
         &self,
         t: &Trainer,
+        source: &Source,
         train: &InMemory,
         test: &InMemory,
         resumed: Option<&Path>,
@@ -369,7 +394,7 @@ impl Output {
         let c = t.config();
         self.text(&format!(
             "adapter    {} ({}, {})\n\
-             data       digits: {} train / {} test samples, {} features, {} classes\n\
+             data       {}: {} train / {} test samples, {} features, {} classes{}\n\
              model      MLP {} ({}{}), {} parameters\n\
              training   {} steps, batch {}, AdamW lr {} ({}) weight decay {} clip {}, \
              input noise {}, seed {}{}\n\
@@ -378,10 +403,12 @@ impl Output {
             a.name,
             a.backend,
             a.device_type,
+            source.name(),
             train.len(),
             test.len(),
             train.features(),
             train.classes(),
+            source.details().map_or(String::new(), |d| format!("\n{d}")),
             widths(&t.model().config().widths),
             c.activation,
             if c.layer_norm { ", layer norm" } else { "" },

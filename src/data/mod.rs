@@ -10,11 +10,13 @@
 //! tests/data.rs does for digits.
 
 mod batcher;
+pub mod csv;
 mod digits;
 mod rng;
 pub mod text;
 
 pub use batcher::{Batcher, BatcherState};
+pub use csv::{CsvData, CsvMeta, CsvOptions, CsvTable};
 pub use digits::Digits;
 pub use rng::SplitMix64;
 

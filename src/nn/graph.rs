@@ -511,7 +511,7 @@ impl Graph {
     }
 
     /// Whether any forward or backward dispatch runs a kernel whose name starts with
-    /// `prefix` (e.g. `"matmul/coop"`).
+    /// `prefix` (e.g. `ops::matmul::COOP.name`).
     pub fn uses_kernel(&self, prefix: &str) -> bool {
         let forward = self.ops.iter().flat_map(|op| op.forward());
         forward

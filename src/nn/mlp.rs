@@ -132,7 +132,7 @@ impl Mlp {
         scale: &wgpu::Buffer,
     ) -> Result<Mlp> {
         let params = Mlp::init_params(ctx, config, seed)?;
-        let (graph, input, loss) = Mlp::build_graph(ctx, config, &params, batch, scale)?;
+        let (graph, input, loss) = Mlp::build_graph(ctx, config, &params, batch, scale, true)?;
         Ok(Mlp {
             config: config.clone(),
             policy: ctx.policy,
@@ -176,14 +176,17 @@ impl Mlp {
         Ok(store)
     }
 
-    /// The training graph for `batch` rows over `params` (from [`Mlp::init_params`]):
-    /// returns the graph, its input value and the loss.
+    /// The graph for `batch` rows over `params` (from [`Mlp::init_params`], or another
+    /// model's store: several graphs share the same parameter tensors), with backward
+    /// when `backward` (training) or forward only (evaluation). Returns the graph, its
+    /// input value and the loss.
     pub fn build_graph(
         ctx: &LayerCtx<'_>,
         config: &MlpConfig,
         params: &ParamStore,
         batch: usize,
         scale: &wgpu::Buffer,
+        backward: bool,
     ) -> Result<(Graph, ValueId, XentLoss)> {
         config.validate()?;
         if batch == 0 {
@@ -224,7 +227,12 @@ impl Mlp {
             index += 1;
         }
         let loss = softmax_cross_entropy(&mut g, x, scale)?;
-        Ok((g.finish()?, input, loss))
+        let graph = if backward {
+            g.finish()?
+        } else {
+            g.finish_forward()
+        };
+        Ok((graph, input, loss))
     }
 
     /// Uploads one batch (queued with `queue.write_buffer`; ordered before the next

@@ -1,23 +1,20 @@
 //! In-place addition `y += x`: the static graph's fallback for a backward kernel that
 //! cannot accumulate into a gradient another op already wrote (see `nn::graph`).
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY};
 use crate::{Error, Gpu, Result, Tensor};
 
-pub static ADD_INTO: KernelDef = KernelDef {
-    name: "accumulate/add_into",
-    source: include_str!("../../shaders/accumulate.wgsl"),
-    section: "add_into",
-    slots: &[
-        Slot::read("x", ANY),
-        Slot::write("y", ANY),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
+declare_kernels! {
+    "accumulate";
+    /// y += x elementwise (any dtypes), summed in f32.
+    ADD_INTO = "add_into",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::write("y", ANY),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ];
+}
 
 const WG: u32 = 256;
 

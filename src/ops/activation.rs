@@ -1,10 +1,9 @@
 //! Elementwise activations (GELU tanh approximation, ReLU): forward and backward.
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY};
 use crate::{Error, Gpu, Result, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/activation.wgsl");
 const FOUND_INF: Slot = Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite);
 const FORWARD_SLOTS: &[Slot] = &[Slot::read("x", ANY), Slot::write("y", ANY), FOUND_INF];
 const BACKWARD_SLOTS: &[Slot] = &[
@@ -14,24 +13,13 @@ const BACKWARD_SLOTS: &[Slot] = &[
     FOUND_INF,
 ];
 
-const fn def(name: &'static str, section: &'static str, slots: &'static [Slot]) -> KernelDef {
-    KernelDef {
-        name,
-        source: SOURCE,
-        section,
-        slots,
-        params: true,
-        cooperative_matrix: false,
-        needs_f16: false,
-    }
+declare_kernels! {
+    "activation";
+    GELU_FORWARD = "gelu_forward", slots: FORWARD_SLOTS;
+    GELU_BACKWARD = "gelu_backward", slots: BACKWARD_SLOTS;
+    RELU_FORWARD = "relu_forward", slots: FORWARD_SLOTS;
+    RELU_BACKWARD = "relu_backward", slots: BACKWARD_SLOTS;
 }
-
-pub static GELU_FORWARD: KernelDef = def("activation/gelu_forward", "gelu_forward", FORWARD_SLOTS);
-pub static GELU_BACKWARD: KernelDef =
-    def("activation/gelu_backward", "gelu_backward", BACKWARD_SLOTS);
-pub static RELU_FORWARD: KernelDef = def("activation/relu_forward", "relu_forward", FORWARD_SLOTS);
-pub static RELU_BACKWARD: KernelDef =
-    def("activation/relu_backward", "relu_backward", BACKWARD_SLOTS);
 
 /// Which elementwise nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

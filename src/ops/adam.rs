@@ -2,28 +2,9 @@
 //! coefficient, skip decision, bias corrections; one workgroup) and the per-parameter
 //! update, with or without a low-precision copy. Used by [`crate::optim::AdamW`].
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY, F32_ONLY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
 use crate::{Error, Gpu, Result, Tensor};
-
-const SOURCE: &str = include_str!("../../shaders/adam.wgsl");
-
-/// Sums the partial norms, decides skip / clip, advances the step and bias corrections.
-pub static FINALIZE: KernelDef = KernelDef {
-    name: "adam/finalize",
-    source: SOURCE,
-    section: "finalize",
-    slots: &[
-        Slot::raw("partials", SlotKind::F32, Access::Read),
-        Slot::raw("scaler", SlotKind::U32, Access::ReadWrite),
-        Slot::raw("work", SlotKind::U32, Access::ReadWrite),
-        Slot::raw("hyper", SlotKind::F32, Access::Read),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
 
 const UPDATE_SLOTS: [Slot; 7] = [
     Slot::write("master", F32_ONLY),
@@ -35,36 +16,32 @@ const UPDATE_SLOTS: [Slot; 7] = [
     Slot::raw("hyper", SlotKind::F32, Access::Read),
 ];
 
-/// AdamW update of one f32 master tensor (no low-precision copy).
-pub static ADAMW: KernelDef = KernelDef {
-    name: "adam/adamw",
-    source: SOURCE,
-    section: "adamw",
-    slots: &UPDATE_SLOTS,
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
-
-/// AdamW update that also writes the f16 / bf16 copy.
-pub static ADAMW_LOW: KernelDef = KernelDef {
-    name: "adam/adamw_low",
-    source: SOURCE,
-    section: "adamw_low",
-    slots: &[
-        UPDATE_SLOTS[0],
-        UPDATE_SLOTS[1],
-        UPDATE_SLOTS[2],
-        UPDATE_SLOTS[3],
-        UPDATE_SLOTS[4],
-        UPDATE_SLOTS[5],
-        UPDATE_SLOTS[6],
-        Slot::write("low", ANY),
-    ],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
+declare_kernels! {
+    "adam";
+    /// Sums the partial norms, decides skip / clip, advances the step and bias corrections.
+    FINALIZE = "finalize",
+        slots: &[
+            Slot::raw("partials", SlotKind::F32, Access::Read),
+            Slot::raw("scaler", SlotKind::U32, Access::ReadWrite),
+            Slot::raw("work", SlotKind::U32, Access::ReadWrite),
+            Slot::raw("hyper", SlotKind::F32, Access::Read),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ];
+    /// AdamW update of one f32 master tensor (no low-precision copy).
+    ADAMW = "adamw", slots: &UPDATE_SLOTS;
+    /// AdamW update that also writes the f16 / bf16 copy.
+    ADAMW_LOW = "adamw_low",
+        slots: &[
+            UPDATE_SLOTS[0],
+            UPDATE_SLOTS[1],
+            UPDATE_SLOTS[2],
+            UPDATE_SLOTS[3],
+            UPDATE_SLOTS[4],
+            UPDATE_SLOTS[5],
+            UPDATE_SLOTS[6],
+            Slot::write("low", ANY),
+        ];
+}
 
 const WG: u32 = 256;
 
@@ -78,11 +55,11 @@ struct FinalizeParams {
 /// The state buffers every AdamW kernel binds.
 #[derive(Clone, Copy)]
 pub struct StateBuffers<'a> {
-    /// The loss scaler's state words (`amp::scaler::word`).
+    /// The loss scaler's state words (`layout::scaler`).
     pub scaler: &'a wgpu::Buffer,
-    /// The optimizer's work words (`optim::adamw::work`).
+    /// The optimizer's work words (`layout::work`).
     pub work: &'a wgpu::Buffer,
-    /// The hyperparameter words (`optim::adamw::hyper`).
+    /// The hyperparameter words (`layout::hyper`).
     pub hyper: &'a wgpu::Buffer,
 }
 

@@ -11,39 +11,24 @@
 //! The scale, mask, max subtraction, exp and every sum are f32 whatever the storage dtype.
 //! Leading dimensions are free: (B, H, T, T) works the same as (B*H, T, T).
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY, F32_ONLY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
-
-const fn def(name: &'static str, section: &'static str, slots: &'static [Slot]) -> KernelDef {
-    KernelDef {
-        name,
-        source: SOURCE,
-        section,
-        slots,
-        params: true,
-        cooperative_matrix: false,
-        needs_f16: false,
-    }
+declare_kernels! {
+    "attention";
+    /// Scaled, causally masked softmax of f32 scores.
+    SOFTMAX_FORWARD = "softmax_forward",
+        slots: &[Slot::read("scores", F32_ONLY), Slot::write("probs", ANY)];
+    /// dS from P and dP, scaled, stored in the activation dtype.
+    SOFTMAX_BACKWARD = "softmax_backward",
+        slots: &[
+            Slot::read("probs", ANY),
+            Slot::read("dprobs", ANY),
+            Slot::write("dscores", ANY),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ];
 }
-
-pub static SOFTMAX_FORWARD: KernelDef = def(
-    "attention/softmax_forward",
-    "softmax_forward",
-    &[Slot::read("scores", F32_ONLY), Slot::write("probs", ANY)],
-);
-pub static SOFTMAX_BACKWARD: KernelDef = def(
-    "attention/softmax_backward",
-    "softmax_backward",
-    &[
-        Slot::read("probs", ANY),
-        Slot::read("dprobs", ANY),
-        Slot::write("dscores", ANY),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -1,17 +1,12 @@
 //! Dtype casts between any two storage formats, on the GPU.
 
-use crate::kernels::{Bind, Dispatch, KernelDef, Slot, ANY};
+use crate::kernels::{declare_kernels, Bind, Dispatch, Slot, ANY};
 use crate::{Error, Gpu, Result, Tensor};
 
-pub static CAST: KernelDef = KernelDef {
-    name: "cast",
-    source: include_str!("../../shaders/cast.wgsl"),
-    section: "cast",
-    slots: &[Slot::read("x", ANY), Slot::write("y", ANY)],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
+declare_kernels! {
+    "cast";
+    CAST = "cast", slots: &[Slot::read("x", ANY), Slot::write("y", ANY)], name: "cast";
+}
 
 const WG: u32 = 256;
 

@@ -9,48 +9,31 @@
 //! `dwpe` reads `dx` once and writes `T_max x C`. The host builds the token index
 //! ([`token_index`], a stable counting sort: O(N + V)) when it writes a batch.
 
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, F32_ONLY};
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, F32_ONLY};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/embedding.wgsl");
-
-const fn def(name: &'static str, section: &'static str, slots: &'static [Slot]) -> KernelDef {
-    KernelDef {
-        name,
-        source: SOURCE,
-        section,
-        slots,
-        params: true,
-        cooperative_matrix: false,
-        needs_f16: false,
-    }
+declare_kernels! {
+    "embedding";
+    /// x = wte[token] + wpe[position].
+    FORWARD = "forward",
+        slots: &[
+            Slot::raw("tokens", SlotKind::U32, Access::Read),
+            Slot::read("wte", F32_ONLY),
+            Slot::read("wpe", F32_ONLY),
+            Slot::write("x", F32_ONLY),
+        ];
+    /// dwte: each vocabulary row gathers its positions in ascending order.
+    BACKWARD_TOKENS = "backward_tokens",
+        slots: &[
+            Slot::raw("offsets", SlotKind::U32, Access::Read),
+            Slot::raw("positions", SlotKind::U32, Access::Read),
+            Slot::read("dx", F32_ONLY),
+            Slot::write("dwte", F32_ONLY),
+        ];
+    /// dwpe: each position sums its batch rows in order.
+    BACKWARD_POSITIONS = "backward_positions",
+        slots: &[Slot::read("dx", F32_ONLY), Slot::write("dwpe", F32_ONLY)];
 }
-
-pub static FORWARD: KernelDef = def(
-    "embedding/forward",
-    "forward",
-    &[
-        Slot::raw("tokens", SlotKind::U32, Access::Read),
-        Slot::read("wte", F32_ONLY),
-        Slot::read("wpe", F32_ONLY),
-        Slot::write("x", F32_ONLY),
-    ],
-);
-pub static BACKWARD_TOKENS: KernelDef = def(
-    "embedding/backward_tokens",
-    "backward_tokens",
-    &[
-        Slot::raw("offsets", SlotKind::U32, Access::Read),
-        Slot::raw("positions", SlotKind::U32, Access::Read),
-        Slot::read("dx", F32_ONLY),
-        Slot::write("dwte", F32_ONLY),
-    ],
-);
-pub static BACKWARD_POSITIONS: KernelDef = def(
-    "embedding/backward_positions",
-    "backward_positions",
-    &[Slot::read("dx", F32_ONLY), Slot::write("dwpe", F32_ONLY)],
-);
 
 const WG: u32 = 256;
 /// Channels per workgroup of `backward_tokens` (`CHANNEL_BLOCK` in the shader).

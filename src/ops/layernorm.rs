@@ -1,86 +1,61 @@
 //! Layer normalisation over the last dimension, forward and backward. Statistics and
 //! affine parameters (and their gradients) are f32; x, y, dy, dx any dtype.
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY, F32_ONLY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
 use crate::ops::reduce::{column_grid, matrix_dims};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/layernorm.wgsl");
 const FOUND_INF: Slot = Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite);
 
-const fn def(name: &'static str, section: &'static str, slots: &'static [Slot]) -> KernelDef {
-    KernelDef {
-        name,
-        source: SOURCE,
-        section,
-        slots,
-        params: true,
-        cooperative_matrix: false,
-        needs_f16: false,
-    }
+declare_kernels! {
+    "layernorm";
+    FORWARD_STATS = "forward_stats",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::write("mean", F32_ONLY),
+            Slot::write("rstd", F32_ONLY),
+        ];
+    FORWARD_APPLY = "forward_apply",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::read("mean", F32_ONLY),
+            Slot::read("rstd", F32_ONLY),
+            Slot::read("gamma", F32_ONLY),
+            Slot::read("beta", F32_ONLY),
+            Slot::write("y", ANY),
+            FOUND_INF,
+        ];
+    BACKWARD_ROWS = "backward_rows",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::read("dy", ANY),
+            Slot::read("mean", F32_ONLY),
+            Slot::read("rstd", F32_ONLY),
+            Slot::read("gamma", F32_ONLY),
+            Slot::write("row_terms", F32_ONLY),
+        ];
+    BACKWARD_INPUT = "backward_input",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::read("dy", ANY),
+            Slot::read("mean", F32_ONLY),
+            Slot::read("rstd", F32_ONLY),
+            Slot::read("gamma", F32_ONLY),
+            Slot::read("row_terms", F32_ONLY),
+            Slot::write("dx", ANY),
+            FOUND_INF,
+        ];
+    BACKWARD_PARAMS = "backward_params",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::read("dy", ANY),
+            Slot::read("mean", F32_ONLY),
+            Slot::read("rstd", F32_ONLY),
+            Slot::write("dgamma", F32_ONLY),
+            Slot::write("dbeta", F32_ONLY),
+        ];
 }
-
-pub static FORWARD_STATS: KernelDef = def(
-    "layernorm/forward_stats",
-    "forward_stats",
-    &[
-        Slot::read("x", ANY),
-        Slot::write("mean", F32_ONLY),
-        Slot::write("rstd", F32_ONLY),
-    ],
-);
-pub static FORWARD_APPLY: KernelDef = def(
-    "layernorm/forward_apply",
-    "forward_apply",
-    &[
-        Slot::read("x", ANY),
-        Slot::read("mean", F32_ONLY),
-        Slot::read("rstd", F32_ONLY),
-        Slot::read("gamma", F32_ONLY),
-        Slot::read("beta", F32_ONLY),
-        Slot::write("y", ANY),
-        FOUND_INF,
-    ],
-);
-pub static BACKWARD_ROWS: KernelDef = def(
-    "layernorm/backward_rows",
-    "backward_rows",
-    &[
-        Slot::read("x", ANY),
-        Slot::read("dy", ANY),
-        Slot::read("mean", F32_ONLY),
-        Slot::read("rstd", F32_ONLY),
-        Slot::read("gamma", F32_ONLY),
-        Slot::write("row_terms", F32_ONLY),
-    ],
-);
-pub static BACKWARD_INPUT: KernelDef = def(
-    "layernorm/backward_input",
-    "backward_input",
-    &[
-        Slot::read("x", ANY),
-        Slot::read("dy", ANY),
-        Slot::read("mean", F32_ONLY),
-        Slot::read("rstd", F32_ONLY),
-        Slot::read("gamma", F32_ONLY),
-        Slot::read("row_terms", F32_ONLY),
-        Slot::write("dx", ANY),
-        FOUND_INF,
-    ],
-);
-pub static BACKWARD_PARAMS: KernelDef = def(
-    "layernorm/backward_params",
-    "backward_params",
-    &[
-        Slot::read("x", ANY),
-        Slot::read("dy", ANY),
-        Slot::read("mean", F32_ONLY),
-        Slot::read("rstd", F32_ONLY),
-        Slot::write("dgamma", F32_ONLY),
-        Slot::write("dbeta", F32_ONLY),
-    ],
-);
 
 /// PyTorch's default epsilon.
 pub const DEFAULT_EPS: f32 = 1e-5;

@@ -2,41 +2,27 @@
 //! gradients (which also writes partial sums for the global gradient norm) and the
 //! one-thread scale update. Used by [`crate::amp::LossScaler`] and [`crate::optim::AdamW`].
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, F32_ONLY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, F32_ONLY};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/loss_scale.wgsl");
-
-/// Non-finite check + partial sums of the squared unscaled gradient, one tensor.
-pub static CHECK: KernelDef = KernelDef {
-    name: "loss_scale/check",
-    source: SOURCE,
-    section: "check",
-    slots: &[
-        Slot::read("grad", F32_ONLY),
-        Slot::raw("scaler", SlotKind::U32, Access::Read),
-        Slot::raw("partials", SlotKind::F32, Access::ReadWrite),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
-
-/// The scale update (backoff / growth / counters), one thread.
-pub static UPDATE: KernelDef = KernelDef {
-    name: "loss_scale/update",
-    source: SOURCE,
-    section: "update",
-    slots: &[
-        Slot::raw("scaler", SlotKind::U32, Access::ReadWrite),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
+declare_kernels! {
+    "loss_scale";
+    /// Non-finite check + partial sums of the squared unscaled gradient, one tensor.
+    CHECK = "check",
+        slots: &[
+            Slot::read("grad", F32_ONLY),
+            Slot::raw("scaler", SlotKind::U32, Access::Read),
+            Slot::raw("partials", SlotKind::F32, Access::ReadWrite),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ];
+    /// The scale update (backoff / growth / counters), one thread.
+    UPDATE = "update",
+        slots: &[
+            Slot::raw("scaler", SlotKind::U32, Access::ReadWrite),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ];
+}
 
 /// Workgroup size of `check` (fixed in the shader).
 const CHECK_WG: u64 = 256;

@@ -1,17 +1,12 @@
 //! Reductions in f32: column sums (bias gradients).
 
-use crate::kernels::{Bind, Dispatch, KernelDef, Slot, ANY, F32_ONLY};
+use crate::kernels::{declare_kernels, Bind, Dispatch, Slot, ANY, F32_ONLY};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
-pub static COL_SUM: KernelDef = KernelDef {
-    name: "reduce/col_sum",
-    source: include_str!("../../shaders/reduce.wgsl"),
-    section: "col_sum",
-    slots: &[Slot::read("x", ANY), Slot::write("out", F32_ONLY)],
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
+declare_kernels! {
+    "reduce";
+    COL_SUM = "col_sum", slots: &[Slot::read("x", ANY), Slot::write("out", F32_ONLY)];
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

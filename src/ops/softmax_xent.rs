@@ -1,57 +1,37 @@
 //! Fused softmax + cross-entropy (integer labels, mean over the batch), forward and
 //! backward. Every exp, log and sum is f32; logits and dlogits may be 16-bit.
 
-use crate::amp::OverflowFlag;
-use crate::kernels::{Access, Bind, Dispatch, KernelDef, Slot, SlotKind, ANY, F32_ONLY};
+use crate::flag::OverflowFlag;
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
 use crate::ops::reduce::matrix_dims;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/softmax_xent.wgsl");
-
-const fn def(name: &'static str, section: &'static str, slots: &'static [Slot]) -> KernelDef {
-    KernelDef {
-        name,
-        source: SOURCE,
-        section,
-        slots,
-        params: true,
-        cooperative_matrix: false,
-        needs_f16: false,
-    }
-}
-
 const LABELS: Slot = Slot::raw("labels", SlotKind::U32, Access::Read);
 
-pub static FORWARD_ROWS: KernelDef = def(
-    "softmax_xent/forward_rows",
-    "forward_rows",
-    &[
-        Slot::read("logits", ANY),
-        LABELS,
-        Slot::write("lse", F32_ONLY),
-        Slot::write("losses", F32_ONLY),
-    ],
-);
-pub static FORWARD_MEAN: KernelDef = def(
-    "softmax_xent/forward_mean",
-    "forward_mean",
-    &[
-        Slot::read("losses", F32_ONLY),
-        Slot::write("loss", F32_ONLY),
-    ],
-);
-pub static BACKWARD: KernelDef = def(
-    "softmax_xent/backward",
-    "backward",
-    &[
-        Slot::read("logits", ANY),
-        Slot::read("lse", F32_ONLY),
-        LABELS,
-        Slot::raw("scale", SlotKind::F32, Access::Read),
-        Slot::write("dlogits", ANY),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-);
+declare_kernels! {
+    "softmax_xent";
+    FORWARD_ROWS = "forward_rows",
+        slots: &[
+            Slot::read("logits", ANY),
+            LABELS,
+            Slot::write("lse", F32_ONLY),
+            Slot::write("losses", F32_ONLY),
+        ];
+    FORWARD_MEAN = "forward_mean",
+        slots: &[
+            Slot::read("losses", F32_ONLY),
+            Slot::write("loss", F32_ONLY),
+        ];
+    BACKWARD = "backward",
+        slots: &[
+            Slot::read("logits", ANY),
+            Slot::read("lse", F32_ONLY),
+            LABELS,
+            Slot::raw("scale", SlotKind::F32, Access::Read),
+            Slot::write("dlogits", ANY),
+            Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+        ];
+}
 
 const WG: u32 = 256;
 

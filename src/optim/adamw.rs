@@ -1,37 +1,18 @@
 //! Fused AdamW on f32 master weights, with loss-scale unscaling, optional gradient
 //! clipping by global norm and step skipping on non-finite gradients, all on the GPU.
 
-use crate::amp::scaler::word;
 use crate::amp::LossScaler;
-use crate::kernels::Dispatch;
-use crate::nn::Param;
-use crate::ops::adam::{self, StateBuffers, UpdateTensors};
-use crate::ops::loss_scale;
-use crate::optim::state::{
+use crate::checkpoint::state::{
     find_f32, find_f32_scalar, find_u32_scalar, fmt_opt_f32, parse_kv, parse_kv_opt_f32,
     StateTensor,
 };
+use crate::kernels::Dispatch;
+use crate::layout::{hyper, scaler as word, work};
+use crate::nn::Param;
+use crate::ops::adam::{self, StateBuffers, UpdateTensors};
+use crate::ops::loss_scale;
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::sync::atomic::{AtomicU32, Ordering};
-
-/// Word indices of the optimizer's work buffer (u32 words, f32 as bits); mirrored in
-/// shaders/adam.wgsl. BC1 / BC2 persist across steps; the others are per-step scratch.
-pub(crate) mod work {
-    pub const BC1: usize = 5;
-    pub const BC2: usize = 6;
-    pub const ALLOCATED: usize = 8;
-}
-
-/// Word indices of the hyperparameter buffer (f32); mirrored in shaders/adam.wgsl.
-pub(crate) mod hyper {
-    pub const LR: usize = 0;
-    pub const BETA1: usize = 1;
-    pub const BETA2: usize = 2;
-    pub const EPS: usize = 3;
-    pub const WEIGHT_DECAY: usize = 4;
-    pub const MAX_NORM: usize = 5;
-    pub const ALLOCATED: usize = 8;
-}
 
 /// AdamW hyperparameters. [`Default`]: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight
 /// decay 0 (torch.optim.Adam's defaults; torch.optim.AdamW defaults to 1e-2), no clipping.

@@ -54,15 +54,15 @@ pub struct GptTrainConfig {
 }
 
 impl GptTrainConfig {
-    /// The default run on the tiny preset: f16, batch 16, AdamW lr 3e-3 with betas
+    /// The default run on the tiny preset: f16, batch 8, AdamW lr 6e-3 with betas
     /// (0.9, 0.99), no weight decay, clipping at 1, warmup min(100, steps / 10) then a
     /// cosine to 0 at `steps`, seed 0, 64 evaluation windows.
     pub fn tiny(steps: u64) -> GptTrainConfig {
         GptTrainConfig {
             model: GptConfig::tiny(),
             precision: Precision::F16,
-            batch: 16,
-            lr: 3e-3,
+            batch: 8,
+            lr: 6e-3,
             schedule: LrSchedule::WarmupCosine {
                 warmup: (steps / 10).min(100),
                 total: steps,

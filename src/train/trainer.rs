@@ -299,7 +299,9 @@ impl<M: Model> Trainer<M> {
     /// Whether any matrix product of the model's graph runs on a cooperative-matrix
     /// kernel.
     fn uses_coop(&self) -> bool {
-        self.model.graph().uses_kernel("matmul/coop")
+        use crate::ops::matmul::{COOP, COOP_TILE};
+        let graph = self.model.graph();
+        graph.uses_kernel(COOP.name) || graph.uses_kernel(COOP_TILE.name)
     }
 
     /// The precision policy (see [`Policy`]'s one-line `Display`).

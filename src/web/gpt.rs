@@ -36,16 +36,16 @@ struct WebPreset {
     lr: f32,
 }
 
-/// tiny: the CLI's default (software adapters, phones); small: a middle size for
+/// tiny: the CLI's default model, batch and learning rate (software adapters, phones); small: a middle size for
 /// integrated GPUs; shakespeare-char: nanoGPT's size for desktop GPUs.
 const PRESETS: [WebPreset; 3] = [
     WebPreset {
         name: "tiny",
-        about: "2 layers, 4 heads, width 64, context 64, batch 16: software adapters, phones",
+        about: "2 layers, 4 heads, width 64, context 64, batch 8: software adapters, phones",
         config: GptConfig::tiny(),
-        batch: 16,
+        batch: 8,
         steps: 2000,
-        lr: 3e-3,
+        lr: 6e-3,
     },
     WebPreset {
         name: "small",

@@ -1,6 +1,9 @@
-//! Shared test helpers: one GPU per test binary, random data, relative error and the
-//! dtype-aware tolerance presets.
+//! Shared test helpers: one GPU per test binary, random data, relative error, the
+//! dtype-aware tolerance presets, one encode-and-submit helper and (in `reference`) the
+//! f64 CPU references of the layers.
 #![allow(dead_code)]
+
+pub mod reference;
 
 use halfgrad::{DType, Gpu, GpuOptions};
 use rand::{Rng, SeedableRng};
@@ -94,4 +97,29 @@ pub fn rel_err(out: &[f32], reference: &[f64]) -> f64 {
 /// Values as the GPU sees them after upload in `dtype` (the reference must use these).
 pub fn rounded(values: &[f32], dtype: DType) -> Vec<f32> {
     values.iter().map(|&x| dtype.round(x)).collect()
+}
+
+/// Encodes one command buffer: `prologue` on the encoder (e.g. `AdamW::clear_flag`), then
+/// `pass` inside one compute pass; and submits it. The submit's error is returned (a
+/// lost device says so there).
+pub fn submit_with(
+    g: &Gpu,
+    prologue: impl FnOnce(&mut wgpu::CommandEncoder),
+    pass: impl FnOnce(&mut wgpu::ComputePass<'_>),
+) -> halfgrad::Result<()> {
+    let mut enc = g.encoder("test");
+    prologue(&mut enc);
+    {
+        let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("test"),
+            timestamp_writes: None,
+        });
+        pass(&mut p);
+    }
+    g.submit(enc.finish()).map(|_| ())
+}
+
+/// Encodes `pass` into one compute pass of one command buffer and submits it.
+pub fn submit(g: &Gpu, pass: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
+    submit_with(g, |_| {}, pass).unwrap();
 }

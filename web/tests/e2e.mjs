@@ -230,4 +230,47 @@ async function trainingChecks(page, enterLossDrill) {
   check('restart resumes from the last checkpoint and trains on',
     restart?.from === STEPS && after.step === STEPS + 20,
     `resumed at step ${restart?.from}, now step ${after.step}`);
+
+  await ownDataChecks(page);
+}
+
+/** A dropped CSV: a bad file is refused with the CLI's message, a good one trains. */
+async function ownDataChecks(page) {
+  const CSV_STEPS = 60;
+  const bad = join(outDir, 'bad.csv');
+  writeFileSync(bad, 'x,y,shape\n0.1,0.2,circle\n3.0,oops,square\n');
+  await page.setInputFiles('#csv-file', bad);
+  await page.waitForSelector('#data-error:not([hidden])', { timeout: 30_000 });
+  const refused = await page.textContent('#data-error');
+  check('a bad CSV is refused with file, line and column',
+    refused.includes('bad.csv, line 3, column 2 ("y"): "oops" is not a number'), refused);
+
+  // 120 points of three shapes (96 train rows, more than a batch of 64).
+  const centres = [[0, 0], [3, 1], [1, 3]];
+  const names = ['circle', 'square', 'triangle'];
+  let text = 'x,y,shape\n';
+  for (let i = 0; i < 120; i++) {
+    const k = i % 3;
+    const jx = ((i * 7) % 10) / 10 - 0.45;
+    const jy = ((i * 3) % 10) / 10 - 0.45;
+    text += `${centres[k][0] + jx},${centres[k][1] + jy},${names[k]}\n`;
+  }
+  const good = join(outDir, 'shapes.csv');
+  writeFileSync(good, text);
+  await page.setInputFiles('#csv-file', good);
+  await waitState(page, () => window.halfgrad.state.data?.source === 'shapes.csv' &&
+    !window.halfgrad.state.hasTrainer);
+  const shown = await page.textContent('#data-info');
+  check('a CSV replaces the digits: rows, features and classes shown',
+    shown.includes('96 train / 24 test rows, 2 features, 3 classes (circle, square, triangle)') &&
+    (await page.isHidden('#data-error')), shown);
+  await page.evaluate((n) => window.halfgrad.setMaxSteps(n), CSV_STEPS);
+  await page.click('#start');
+  await waitState(page, (n) => window.halfgrad.state.phase === 'paused' && window.halfgrad.state.step >= n,
+    CSV_STEPS, 300_000);
+  const c = await page.evaluate(() => ({ losses: window.halfgrad.state.losses, eval: window.halfgrad.state.eval }));
+  report.csv = { losses: c.losses, eval: c.eval };
+  check('the CSV trains: loss fell', c.losses.at(-1)[1] < 0.8 * c.losses[0][1],
+    `${c.losses[0][1].toFixed(3)} -> ${c.losses.at(-1)[1].toFixed(3)}, test accuracy ` +
+    `${(c.eval.accuracy * 100).toFixed(1)}%`);
 }

@@ -31,7 +31,10 @@ const BATCH = 8;
 const BF16_STEPS = 20;
 const START_MIN = 5.0; // the untrained model: about ln(256) = 5.55
 const VAL_MAX = 3.0; // after STEPS steps: clearly below the start (unigram level ~3.1)
-const TOTAL_TIMEOUT_MS = 6 * 60 * 1000;
+// HALFGRAD_E2E_TIMEOUT_S overrides it (a loaded machine).
+const TOTAL_TIMEOUT_MS = (Number(process.env.HALFGRAD_E2E_TIMEOUT_S) || 6 * 60) * 1000;
+
+const STEP_TIMEOUT_MS = TOTAL_TIMEOUT_MS;
 
 const FLAGS = [
   '--headless',
@@ -153,10 +156,10 @@ async function runChecks(page, enterLossDrill) {
   // F16 (packed) on the tiny preset.
   const started = Date.now();
   await page.click('#start');
-  await waitState(page, (n) => window.halfgrad.state.step >= n, STEPS * 0.75, 300_000);
+  await waitState(page, (n) => window.halfgrad.state.step >= n, STEPS * 0.75, STEP_TIMEOUT_MS);
   await waitState(page, () => window.halfgrad.state.sample !== null);
   await page.screenshot({ path: join(outDir, 'gpt-screenshot.png'), fullPage: true });
-  await waitState(page, pausedAt, STEPS, 300_000);
+  await waitState(page, pausedAt, STEPS, STEP_TIMEOUT_MS);
   const trainSeconds = (Date.now() - started) / 1000;
   const s = await page.evaluate(() => {
     const st = window.halfgrad.state;
@@ -211,7 +214,7 @@ async function runChecks(page, enterLossDrill) {
   await page.evaluate((n) => window.halfgrad.setMaxSteps(n), BF16_STEPS);
   await page.check('input[name=precision][value=bf16]');
   await page.click('#start');
-  await waitState(page, pausedAt, BF16_STEPS, 300_000);
+  await waitState(page, pausedAt, BF16_STEPS, STEP_TIMEOUT_MS);
   const b = await page.evaluate(() => {
     const st = window.halfgrad.state;
     return { step: st.step, first: st.firstEval, eval: st.eval, stats: st.stats, path: st.path };
@@ -243,7 +246,7 @@ async function runChecks(page, enterLossDrill) {
   check('device loss shows a message and a restart button', await page.isVisible('#recover'),
     (await page.textContent('#failure-text')).split('\n')[0]);
   await page.click('#recover');
-  await waitState(page, pausedAt, STEPS + 10, 300_000);
+  await waitState(page, pausedAt, STEPS + 10, STEP_TIMEOUT_MS);
   const after = await page.evaluate(() => ({
     step: window.halfgrad.state.step, restarts: window.halfgrad.state.restarts,
   }));

@@ -220,7 +220,16 @@ fn run(args: &[String]) -> Result {
     )?;
     let mut train = Command::new(&bin);
     train.arg("train").args(args);
-    step("halfgrad train", train)
+    step("halfgrad train", train)?;
+    // The binary stays in the target folder: say where, and what to try next.
+    println!(
+        "\nthe halfgrad binary is {bin}\n\
+         put it on your PATH with `cargo install --path .` (or run it in place), then try:\n  \
+         {bin} train --precision bf16 --checkpoint run.safetensors\n  \
+         {bin} train --data your.csv --label COLUMN      (your own table, README: Your own data)",
+        bin = bin.display()
+    );
+    Ok(())
 }
 
 fn test(_args: &[String]) -> Result {

@@ -27,13 +27,15 @@ pub struct GptConfig {
 }
 
 /// A named model preset with the batch size it is meant to train with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GptPreset {
     /// The name `--preset` takes.
     pub name: &'static str,
     pub config: GptConfig,
     /// Sequences per step.
     pub batch: usize,
+    /// AdamW peak learning rate.
+    pub lr: f32,
     /// One line for `--help` and the README.
     pub about: &'static str,
 }
@@ -73,15 +75,17 @@ impl GptConfig {
         GptPreset {
             name: "tiny",
             config: GptConfig::tiny(),
-            batch: 16,
-            about: "2 layers, 4 heads, width 64, context 64, batch 16: minutes on a CPU adapter",
+            batch: 8,
+            lr: 6e-3,
+            about: "2 layers, 4 heads, width 64, context 64, batch 8: minutes on a CPU adapter",
         },
         GptPreset {
             name: "shakespeare-char",
             config: GptConfig::shakespeare_char(),
             batch: 64,
+            lr: 1e-3,
             about: "nanoGPT's shakespeare-char: 6 layers, 6 heads, width 384, context 256, \
-                    batch 64: for real GPUs",
+                    batch 64, lr 1e-3: for real GPUs",
         },
     ];
 

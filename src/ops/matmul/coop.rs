@@ -2,39 +2,7 @@
 //! general `coop` kernel (every shape, batches and strided views) and the `coop_tile`
 //! kernel (whole tiles of one contiguous product, double-buffered 16-byte copies).
 
-use crate::kernels::{Access, KernelDef, Slot, SlotKind, ANY};
-use crate::{DType, Error, Gpu, Result};
-
-const F16_ONLY: &[DType] = &[DType::F16];
-
-/// The cooperative-matrix kernel (f16 operands, any output dtype).
-pub static COOP: KernelDef = KernelDef {
-    name: "matmul/coop",
-    source: include_str!("../../../shaders/matmul.wgsl"),
-    section: "coop",
-    slots: matmul_slots!(F16_ONLY),
-    params: true,
-    cooperative_matrix: true,
-    needs_f16: true,
-};
-
-/// The cooperative-matrix tile kernel (f16 operands read as 16-byte words, shapes that
-/// are whole tiles; see `shaders/matmul_coop.wgsl`).
-pub static COOP_TILE: KernelDef = KernelDef {
-    name: "matmul/coop_tile",
-    source: include_str!("../../../shaders/matmul_coop.wgsl"),
-    section: "tile",
-    slots: &[
-        Slot::raw("a", SlotKind::U32x4, Access::Read),
-        Slot::raw("b", SlotKind::U32x4, Access::Read),
-        Slot::write("c", ANY),
-        Slot::raw("bias", SlotKind::F32, Access::Read),
-        Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-    ],
-    params: true,
-    cooperative_matrix: true,
-    needs_f16: true,
-};
+use crate::{Error, Gpu, Result};
 
 /// K per staged slice of the coop kernel.
 pub(super) const COOP_BK: u32 = 32;

@@ -34,18 +34,54 @@ macro_rules! matmul_slots {
     };
 }
 
+/// The kernels of `shaders/matmul.wgsl`: the portable tiled kernel (every adapter, every
+/// operand dtype) and the general cooperative-matrix kernel (f16 operands, any output).
+pub mod shader_matmul {
+    use crate::kernels::{declare_kernels, ANY};
+    use crate::DType;
+    declare_kernels! {
+        "matmul";
+        /// The portable tiled kernel.
+        TILED = "tiled", slots: matmul_slots!(ANY);
+        /// The cooperative-matrix kernel (f16 operands, any output dtype).
+        COOP = "coop", slots: matmul_slots!(&[DType::F16]), cooperative_matrix: true, needs_f16: true;
+    }
+}
+
+/// The kernel of `shaders/matmul_coop.wgsl`: cooperative-matrix tiles with f16 operands
+/// read as 16-byte words, for shapes that are whole tiles.
+pub mod shader_matmul_coop {
+    use crate::kernels::{declare_kernels, Access, Slot, SlotKind, ANY};
+    declare_kernels! {
+        "matmul_coop";
+        /// The cooperative-matrix tile kernel.
+        COOP_TILE = "tile",
+            slots: &[
+                Slot::raw("a", SlotKind::U32x4, Access::Read),
+                Slot::raw("b", SlotKind::U32x4, Access::Read),
+                Slot::write("c", ANY),
+                Slot::raw("bias", SlotKind::F32, Access::Read),
+                Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
+            ],
+            cooperative_matrix: true,
+            needs_f16: true;
+    }
+}
+
 pub mod coop;
 pub mod plan;
 pub mod tiled;
 
-pub use coop::{CoopTile, COOP, COOP_TILE};
+pub use coop::CoopTile;
 pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, MatmulKernel, MatmulOptions,
     MatmulPlan, MatmulTuning,
 };
-pub use tiled::{TiledConfig, TiledTile, TILED};
+pub use shader_matmul::{COOP, TILED};
+pub use shader_matmul_coop::COOP_TILE;
+pub use tiled::{TiledConfig, TiledTile};
 
-use crate::amp::OverflowFlag;
+use crate::flag::OverflowFlag;
 use crate::kernels::{Bind, Dispatch};
 use crate::{DType, Error, Gpu, Result, Tensor};
 use plan::PlanShape;

@@ -1,19 +1,7 @@
 //! The portable tiled kernel: every adapter, every operand dtype, both f16 storage paths,
 //! batches and strided views (see `shaders/matmul.wgsl`).
 
-use crate::kernels::{KernelDef, ANY};
 use crate::Gpu;
-
-/// The portable tiled kernel.
-pub static TILED: KernelDef = KernelDef {
-    name: "matmul/tiled",
-    source: include_str!("../../../shaders/matmul.wgsl"),
-    section: "tiled",
-    slots: matmul_slots!(ANY),
-    params: true,
-    cooperative_matrix: false,
-    needs_f16: false,
-};
 
 /// Rows and columns of C per invocation (fixed in the shader: an explicit register tile).
 const TILED_REGS: u32 = 8;
