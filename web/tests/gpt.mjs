@@ -84,7 +84,15 @@ try {
     report.console_errors.push({ text: `uncaught: ${e.message}`, during_loss_drill: expectErrors });
     log(`page error: ${e.message}`);
   });
-  await runChecks(page, () => (expectErrors = true));
+  // Progress every 30 s (the software adapter is slow; a stall shows where).
+  const progress = setInterval(() => {
+    page.evaluate(() => {
+      const st = window.halfgrad?.state;
+      return st && `${st.phase} step ${st.step}, ${Math.round(st.tokensPerSecond)} tokens/s` +
+        (st.eval ? `, val loss ${st.eval.loss.toFixed(3)} at ${st.eval.step}` : '');
+    }).then((p) => p && log(`  ${p}`)).catch(() => {});
+  }, 30_000);
+  await runChecks(page, () => (expectErrors = true)).finally(() => clearInterval(progress));
   const unexpected = report.console_errors.filter((e) => !e.during_loss_drill);
   check('no console errors', unexpected.length === 0, unexpected.map((e) => e.text).join(' | '));
 } catch (e) {
