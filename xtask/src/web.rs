@@ -338,7 +338,12 @@ pub fn browser_test() -> Result {
         resume,
     )?;
 
-    // The GPT page: tiny preset in F16 (packed) and BF16, samples, checkpoints.
+    // The GPT page: tiny preset in F16 (packed) and BF16, samples, checkpoints. Opt-in
+    // (HALFGRAD_GPT_BROWSER_TEST=1) until its time on an idle 2-core machine is measured.
+    if std::env::var_os("HALFGRAD_GPT_BROWSER_TEST").is_none() {
+        println!("==> GPT browser test skipped (set HALFGRAD_GPT_BROWSER_TEST=1 to run it)");
+        return Ok(());
+    }
     let mut node = Command::new("node");
     node.current_dir(root())
         .arg("web/tests/gpt.mjs")
