@@ -20,6 +20,9 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, js_sys};
 
+mod gpt;
+pub use gpt::GptSession;
+
 /// Runs once when the module loads: Rust panics and `log` records go to the console.
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -101,6 +104,27 @@ fn describe(t: &Trainer) -> JsValue {
     }))
 }
 
+/// Adapter facts, precision paths and buffer limits, as a JSON object string.
+fn device_info(gpu: &Gpu) -> String {
+    let caps = gpu.caps();
+    let facts = gpu.adapter();
+    serde_json::json!({
+        "adapter": facts.name,
+        "backend": facts.backend,
+        "device_type": facts.device_type,
+        "driver": facts.driver,
+        "driver_info": facts.driver_info,
+        "shader_f16": caps.shader_f16,
+        "shader_f16_disabled": caps.shader_f16_disabled,
+        "f16_path": caps.f16_path(),
+        "subgroups": caps.subgroups.map(|(lo, hi)| serde_json::json!({"min": lo, "max": hi})),
+        "timestamp_query": caps.timestamps,
+        "max_storage_buffer_binding_size": caps.max_storage_buffer_binding_size,
+        "max_buffer_size": caps.max_buffer_size,
+    })
+    .to_string()
+}
+
 /// The page's data set: the embedded digits split as the CLI splits them, or a dropped
 /// CSV file (then `csv` records what a checkpoint must remember, see web/csv.rs).
 struct PageData {
@@ -145,23 +169,7 @@ impl Session {
 
     /// Adapter facts and precision paths, as a JSON object string.
     pub fn info(&self) -> String {
-        let caps = self.gpu.caps();
-        let facts = self.gpu.adapter();
-        serde_json::json!({
-            "adapter": facts.name,
-            "backend": facts.backend,
-            "device_type": facts.device_type,
-            "driver": facts.driver,
-            "driver_info": facts.driver_info,
-            "shader_f16": caps.shader_f16,
-            "shader_f16_disabled": caps.shader_f16_disabled,
-            "f16_path": caps.f16_path(),
-            "subgroups": caps.subgroups.map(|(lo, hi)| serde_json::json!({"min": lo, "max": hi})),
-            "timestamp_query": caps.timestamps,
-            "max_storage_buffer_binding_size": caps.max_storage_buffer_binding_size,
-            "max_buffer_size": caps.max_buffer_size,
-        })
-        .to_string()
+        device_info(&self.gpu)
     }
 
     /// The GPU cast self-check (every f16 and bf16 pattern round-trips; f32 -> f16/bf16

@@ -135,7 +135,19 @@ pub fn build_package() -> Result {
         .arg("--out-dir")
         .arg(root().join("web/pkg"))
         .arg(&wasm);
-    step("wasm-bindgen -> web/pkg", gen)
+    step("wasm-bindgen -> web/pkg", gen)?;
+    copy_corpus()
+}
+
+/// The GPT page fetches the shipped corpus (on wasm32 it is not compiled into the
+/// module): data/kjv.txt is copied to web/data/kjv.txt (git-ignored) beside the package.
+fn copy_corpus() -> Result {
+    let (from, dir) = (root().join("data/kjv.txt"), root().join("web/data"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::copy(&from, dir.join("kjv.txt"))
+        .map_err(|e| format!("copying {} to {}: {e}", from.display(), dir.display()))?;
+    println!("==> data/kjv.txt -> web/data/kjv.txt (the GPT page's corpus)");
+    Ok(())
 }
 
 /// `cargo xtask web [--port N]`: build, then serve `web/` until interrupted.
@@ -286,7 +298,9 @@ pub(crate) fn ensure_playwright() -> Result {
 
 /// Builds the package, serves `web/` on a free port and runs web/tests/e2e.mjs against it:
 /// the demo trains in Chromium on WebGPU (SwiftShader), and the test checks the loss,
-/// the accuracy, the console, the checkpoint round trip and device-loss recovery.
+/// the accuracy, the console, the checkpoint round trip and device-loss recovery; then
+/// web/tests/gpt.mjs trains the GPT page's tiny preset, and both downloaded checkpoints
+/// continue natively.
 pub fn browser_test() -> Result {
     build_package()?;
     ensure_chromium()?;
@@ -321,6 +335,39 @@ pub fn browser_test() -> Result {
         .args(["--steps", "310"]);
     step(
         "native `halfgrad train --resume` of the browser's checkpoint (10 more steps)",
+        resume,
+    )?;
+
+    // The GPT page: tiny preset in F16 (packed) and BF16, samples, checkpoints. Opt-in
+    // (HALFGRAD_GPT_BROWSER_TEST=1) until its time on an idle 2-core machine is measured.
+    if std::env::var_os("HALFGRAD_GPT_BROWSER_TEST").is_none() {
+        println!("==> GPT browser test skipped (set HALFGRAD_GPT_BROWSER_TEST=1 to run it)");
+        return Ok(());
+    }
+    let mut node = Command::new("node");
+    node.current_dir(root())
+        .arg("web/tests/gpt.mjs")
+        .arg(format!("http://{addr}/"))
+        .arg(&out)
+        .env("HALFGRAD_CHROMIUM", CHROMIUM);
+    step(
+        "browser GPT test (Chromium, SwiftShader: tiny GPT in packed f16 and bf16)",
+        node,
+    )?;
+    println!(
+        "    screenshot: {}",
+        out.join("gpt-screenshot.png").display()
+    );
+    // The GPT checkpoint the page downloaded continues natively on the embedded corpus.
+    let mut resume = cargo();
+    resume
+        .args([
+            "run", "--quiet", "--bin", "halfgrad", "--", "gpt", "train", "--resume",
+        ])
+        .arg(out.join("gpt.safetensors"))
+        .args(["--stop-after", "10"]);
+    step(
+        "native `halfgrad gpt train --resume` of the browser's GPT checkpoint (10 more steps)",
         resume,
     )
 }
