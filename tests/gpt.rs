@@ -617,3 +617,68 @@ fn a_model_past_the_binding_limit_is_refused_naming_the_tensor() {
         other => panic!("expected DoesNotFit, got {other:?}"),
     }
 }
+
+#[test]
+fn the_tiny_preset_shapes_match_the_reference_in_every_precision() {
+    // Multi-tile products, 4 heads of 16, T = 64: the default model's shapes.
+    let config = GptConfig {
+        vocab: 256,
+        ..GptConfig::tiny()
+    };
+    let w = weights(&config, 3);
+    let t = config.block;
+    let tokens: Vec<u32> = (0..(BATCH * t) as u32)
+        .map(|i| (i * 37 + 11) % 256)
+        .collect();
+    let targets: Vec<u32> = (0..(BATCH * t) as u32)
+        .map(|i| (i * 53 + 7) % 256)
+        .collect();
+    let reference = gpt_reference::forward(&w, &tokens, &targets, BATCH, t);
+    for (name, g, precision, tol) in [
+        ("f32", gpu(), Precision::F32, 1e-5),
+        ("bf16", gpu(), Precision::BF16, 3e-2),
+        ("f16", gpu(), Precision::F16, 5e-3),
+    ] {
+        let m = build(g, precision, &w, t, false).unwrap();
+        m.graph.set_batch(&tokens, &targets).unwrap();
+        run(g, &m, false);
+        let logits = m.graph.logits().to_f32_vec().unwrap();
+        let e = rel_err(&logits, &reference.logits);
+        println!("{name}: tiny logits rel err {e:.2e}");
+        assert!(e < tol, "{name}: {e}");
+    }
+}
+
+#[test]
+fn tiny_preset_gradients_agree_across_precisions() {
+    let config = GptConfig::tiny();
+    let w = weights(&config, 4);
+    let t = config.block;
+    let tokens: Vec<u32> = (0..(BATCH * t) as u32)
+        .map(|i| (i * 37 + 11) % 256)
+        .collect();
+    let targets: Vec<u32> = (0..(BATCH * t) as u32)
+        .map(|i| (i * 53 + 7) % 256)
+        .collect();
+    let grads = |precision| {
+        let m = build(gpu(), precision, &w, t, true).unwrap();
+        m.graph.set_batch(&tokens, &targets).unwrap();
+        run(gpu(), &m, true);
+        m.store
+            .params()
+            .iter()
+            .map(|p| (p.name.clone(), p.grad.to_f32_vec().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let reference = grads(Precision::F32);
+    for (precision, tol) in [(Precision::F16, 2e-2), (Precision::BF16, 1e-1)] {
+        for ((name, g), (_, r)) in grads(precision).iter().zip(&reference) {
+            let r64: Vec<f64> = r.iter().map(|&x| x as f64).collect();
+            let e = rel_err(g, &r64);
+            if e > tol / 4.0 {
+                println!("{precision}: {name} gradient rel err {e:.2e}");
+            }
+            assert!(e < tol, "{precision}: {name} gradient rel err {e}");
+        }
+    }
+}
