@@ -144,7 +144,7 @@ def main():
     ap.add_argument("--embd", type=int, default=64)
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--warmup", type=int, default=None, help="default: min(100, steps / 10)")
     ap.add_argument("--lr", type=float, default=6e-3)

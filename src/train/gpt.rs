@@ -54,7 +54,7 @@ pub struct GptTrainConfig {
 }
 
 impl GptTrainConfig {
-    /// The default run on the tiny preset: f16, batch 8, AdamW lr 6e-3 with betas
+    /// The default run on the tiny preset: f16, batch 16, AdamW lr 6e-3 with betas
     /// (0.9, 0.99), no weight decay, clipping at 1, warmup min(100, steps / 10) then a
     /// cosine to 0 at `steps`, seed 0, 64 evaluation windows.
     pub fn tiny(steps: u64) -> GptTrainConfig {

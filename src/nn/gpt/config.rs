@@ -75,9 +75,13 @@ impl GptConfig {
         GptPreset {
             name: "tiny",
             config: GptConfig::tiny(),
-            batch: 8,
+            // Batch 16: at batch 8 the 600-step run ends mid-way through a steep drop whose
+            // timing varies with the seed and the rounding (val loss 2.14-2.42 across
+            // seeds and precisions on the H200); at 16 every precision lands within 1% of
+            // f32 and of PyTorch (docs/PERFORMANCE.md, "GPT parity").
+            batch: 16,
             lr: 6e-3,
-            about: "2 layers, 4 heads, width 64, context 64, batch 8: minutes on a CPU adapter",
+            about: "2 layers, 4 heads, width 64, context 64, batch 16: minutes on a CPU adapter",
         },
         GptPreset {
             name: "shakespeare-char",
