@@ -13,8 +13,8 @@
 //! set; else, for a software (CPU) adapter on Linux, the host's `MemTotal`; else unknown
 //! (no total check: an allocation the device refuses is still a typed error).
 
-use crate::precision::Policy;
 use crate::gpu::Capabilities;
+use crate::precision::Policy;
 use crate::tensor::{checked_numel, BUFFER_ALIGN, MAX_ELEMENTS};
 use crate::{DType, Error, Result};
 

@@ -61,7 +61,7 @@ impl GptTrainConfig {
         GptTrainConfig {
             model: GptConfig::tiny(),
             precision: Precision::F16,
-            batch: 8,
+            batch: 16,
             lr: 6e-3,
             schedule: LrSchedule::WarmupCosine {
                 warmup: (steps / 10).min(100),

@@ -16,13 +16,13 @@ use super::config::GptConfig;
 use super::embedding::embedding;
 use super::params::{block_prefix, GptWeights, WPE, WTE};
 use super::residual::residual_add;
-use crate::precision::{Policy, Precision};
 use crate::nn::graph::{Graph, GraphBuilder, ParamId, ParamStore, ValueId};
 use crate::nn::{activation, layer_norm, linear, softmax_cross_entropy, Activation};
 use crate::nn::{check_plan, DeviceBudget, Role, SizePlan};
 use crate::nn::{Batch, BatchLayout, Inputs, LayerCtx, Model, Param, XentLoss};
 use crate::ops::embedding::{check_tokens, TokenIndex};
 use crate::ops::layernorm::DEFAULT_EPS;
+use crate::precision::{Policy, Precision};
 use crate::{DType, Error, Gpu, Result, Tensor};
 use std::sync::Arc;
 
