@@ -6,7 +6,7 @@
 use super::graph::{Graph, GraphBuilder, ParamStore, ValueId};
 use super::init::SplitMix64;
 use super::model::{Batch, BatchLayout, Inputs, Model};
-use super::plan::{Role, SizePlan};
+use super::plan::SizePlan;
 use super::{
     activation, layer_norm, layer_norm_params, linear, linear_params, softmax_cross_entropy,
     Activation, LayerCtx, Param, XentLoss,
@@ -310,7 +310,7 @@ impl Mlp {
             plan.value(&group, &format!("{index} output"), &rows, act, true);
             index += 1;
         }
-        plan.raw("loss", "labels", Role::Activations, &[batch], DType::U32);
+        plan.value("loss", "labels", &[batch], DType::U32, false);
         plan.value("loss", "log-sum-exp", &[batch], DType::F32, false);
         plan.value("loss", "losses", &[batch], DType::F32, false);
         plan.value("loss", "mean loss", &[1], DType::F32, false);

@@ -74,7 +74,7 @@ pub fn plan_graph(
     let act = plan.policy.activation;
     let (v, c, h) = (config.vocab, config.n_embd, config.n_head);
     let (state, emb) = ("inputs", "embedding");
-    plan.raw(state, "tokens", Role::Activations, &[rows], DType::U32);
+    plan.value(state, "tokens", &[rows], DType::U32, false);
     if backward {
         plan.raw(
             state,
@@ -168,7 +168,7 @@ pub fn plan_graph(
     }
     layer_norm(plan, "head", "transformer.ln_f");
     plan.value("head", "logits", &[rows, v], act, backward);
-    plan.raw("head", "labels", Role::Activations, &[rows], DType::U32);
+    plan.value("head", "labels", &[rows], DType::U32, false);
     plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
     plan.value("head", "losses", &[rows], DType::F32, false);
     plan.value("head", "mean loss", &[1], DType::F32, false);
