@@ -23,10 +23,14 @@ Commands:
   halfgrad train --data FILE.csv          ... or on your own CSV (numeric columns + a label)
   halfgrad predict --checkpoint F --data FILE.csv
                                           classify new rows with a trained checkpoint
-  halfgrad bench matmul|step|copy         benchmarks
+  halfgrad gpt train [options]            train a byte-level GPT-2 on the shipped King James Bible
+  halfgrad gpt sample|eval|export         generate text, score a file, export for Hugging Face
+  halfgrad bench matmul|step|copy|gpt     benchmarks
 
 First command to try:
   halfgrad train                          about 30 s on a laptop GPU, prints test accuracy
+Then:
+  halfgrad gpt train                      a few minutes on a CPU adapter, seconds on a GPU
 
 Options of a command: halfgrad help <command> (or halfgrad <command> --help).
 ";

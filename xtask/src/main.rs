@@ -227,7 +227,7 @@ fn run(args: &[String]) -> Result {
     println!(
         "\nthe halfgrad binary is {bin}\n\
          put it on your PATH with `cargo install --path .` (or run it in place), then try:\n  \
-         {bin} train --precision bf16 --checkpoint run.safetensors\n  \
+         {bin} gpt train                                 (a byte-level GPT-2, README: GPT)\n  \
          {bin} train --data your.csv --label COLUMN      (your own table, README: Your own data)",
         bin = bin.display()
     );
