@@ -3,8 +3,8 @@
 //! GPT-2 layout.
 
 use super::interrupt::{self, Interrupts, StopSignal};
+use super::report::{overflow_json, overflow_suffix, overflow_summary, Output};
 use super::schedule::ScheduleEndArgs;
-use super::train::overflow_list;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::text::{Split, TextData};
@@ -12,7 +12,7 @@ use halfgrad::nn::gpt::{hf, GptConfig, GptPreset, GptWeights, SampleConfig};
 use halfgrad::nn::DeviceBudget;
 use halfgrad::train::{GptTrainConfig, GptTrainer, LrSchedule, MemoryReport, TrainStats};
 use halfgrad::{Error, Gpu, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -358,7 +358,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         }
         steps = steps.max(asked);
     }
-    out.header(
+    out.gpt_header(
         &trainer,
         &data,
         args.resume.as_deref(),
@@ -524,9 +524,7 @@ fn stats_line(s: &TrainStats, overflows: &[(String, u32)], tokens_per_second: f6
         "loss {:.4}  scale {}  skipped {}  {:.0} tokens/s",
         s.loss, s.loss_scale, s.skipped_steps, tokens_per_second
     );
-    if !overflows.is_empty() {
-        line.push_str(&format!("  overflowed: {}", overflow_list(overflows)));
-    }
+    line.push_str(&overflow_suffix(overflows));
     line
 }
 
@@ -586,19 +584,8 @@ fn print_plan(gpu: &Gpu, args: &TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where text goes: nowhere with --json (stdout carries the JSON object only).
-struct Output {
-    json: bool,
-}
-
 impl Output {
-    fn text(&self, s: &str) {
-        if !self.json {
-            println!("{}", s.trim_end());
-        }
-    }
-
-    fn header(
+    fn gpt_header(
         &self,
         t: &GptTrainer,
         data: &TextData,
@@ -648,20 +635,6 @@ impl Output {
             t.policy()
         ));
     }
-
-    fn progress_bar(&self, position: u64, total: u64) -> ProgressBar {
-        if self.json {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(total.max(position));
-        bar.set_position(position);
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:30} {pos:>6}/{len} {elapsed_precise} {msg}")
-        {
-            bar.set_style(style);
-        }
-        bar
-    }
 }
 
 struct Summary<'a> {
@@ -708,12 +681,7 @@ impl Summary<'_> {
             t.describe_path(),
             t.memory().summary_line(),
         );
-        if !self.overflows.is_empty() {
-            out.push_str(&format!(
-                "overflows  non-finite gradients (steps): {}\n",
-                overflow_list(&self.overflows)
-            ));
-        }
+        out.push_str(&overflow_summary(&self.overflows));
         if let Some(sample) = &self.sample {
             out.push_str(&format!(
                 "sample     {}\n",
@@ -742,11 +710,7 @@ impl Summary<'_> {
             "tokens_per_s": self.tokens_per_second(),
             "skipped_steps": s.skipped_steps,
             "nonfinite_steps": s.nonfinite_steps,
-            "overflow_tensors": self
-                .overflows
-                .iter()
-                .map(|(name, count)| (name.clone(), serde_json::json!(count)))
-                .collect::<serde_json::Map<_, _>>(),
+            "overflow_tensors": overflow_json(&self.overflows),
             "optimizer_steps": s.optimizer_steps,
             "loss_scale": s.loss_scale,
             "grad_norm": s.grad_norm,

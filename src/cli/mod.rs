@@ -10,6 +10,7 @@ pub mod info;
 pub mod interrupt;
 pub mod predict;
 pub mod recover;
+pub mod report;
 pub mod schedule;
 pub mod train;
 

@@ -9,6 +9,7 @@
 use super::data::{DataArgs, Source};
 use super::interrupt::{self, Interrupts, StopSignal};
 use super::recover::{self, Phase, Recovery};
+use super::report::{overflow_json, overflow_suffix, overflow_summary, Output};
 use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
@@ -16,7 +17,7 @@ use halfgrad::data::{Dataset, InMemory};
 use halfgrad::nn::{Activation, DeviceBudget, Mlp};
 use halfgrad::train::{Evaluation, LrSchedule, MemoryReport, TrainConfig, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -509,19 +510,8 @@ fn stats_line(s: &TrainStats, overflows: &[(String, u32)], steps_per_second: f64
         "loss {:.4}  scale {}  skipped {}  {:.0} steps/s",
         s.loss, s.loss_scale, s.skipped_steps, steps_per_second
     );
-    if !overflows.is_empty() {
-        line.push_str(&format!("  overflowed: {}", overflow_list(overflows)));
-    }
+    line.push_str(&overflow_suffix(overflows));
     line
-}
-
-/// `1.weight x12, 2.bias x1`: the gradients that held an inf or NaN, and in how many steps.
-pub(crate) fn overflow_list(overflows: &[(String, u32)]) -> String {
-    overflows
-        .iter()
-        .map(|(name, count)| format!("{name} x{count}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `--memory`: the size plan of this run's model and batch in f32, f16 and bf16 (per
@@ -576,18 +566,7 @@ fn print_plan(gpu: &Gpu, args: &TrainArgs, source: &Source, train: &InMemory) ->
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where text goes: nowhere with --json (stdout carries the JSON object only).
-struct Output {
-    json: bool,
-}
-
 impl Output {
-    fn text(&self, s: &str) {
-        if !self.json {
-            println!("{}", s.trim_end());
-        }
-    }
-
     fn header(
         &self,
         t: &Trainer,
@@ -638,20 +617,6 @@ impl Output {
             t.describe_path(),
             t.policy()
         ));
-    }
-
-    fn progress_bar(&self, position: u64, total: u64) -> ProgressBar {
-        if self.json {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(total.max(position));
-        bar.set_position(position);
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:30} {pos:>6}/{len} {elapsed_precise} {msg}")
-        {
-            bar.set_style(style);
-        }
-        bar
     }
 }
 
@@ -715,12 +680,7 @@ impl Summary<'_> {
         if let Some(note) = recover::skipped_note(s) {
             out.push_str(&format!("skipped    {note}\n"));
         }
-        if !self.overflows.is_empty() {
-            out.push_str(&format!(
-                "overflows  non-finite gradients (steps): {}\n",
-                overflow_list(&self.overflows)
-            ));
-        }
+        out.push_str(&overflow_summary(&self.overflows));
         if let Some(line) = self.recovery.summary() {
             out.push_str(&format!("recovery   {line}\n"));
         }
@@ -749,11 +709,7 @@ impl Summary<'_> {
             "eval_total": e.total,
             "skipped_steps": s.skipped_steps,
             "nonfinite_steps": s.nonfinite_steps,
-            "overflow_tensors": self
-                .overflows
-                .iter()
-                .map(|(name, count)| (name.clone(), serde_json::json!(count)))
-                .collect::<serde_json::Map<_, _>>(),
+            "overflow_tensors": overflow_json(&self.overflows),
             "optimizer_steps": s.optimizer_steps,
             "loss_scale": s.loss_scale,
             "grad_norm": s.grad_norm,
