@@ -215,4 +215,46 @@ mod tests {
             assert!(t.slice_bytes(true, false) + scratch <= 48 << 10, "{t:?}");
         }
     }
+
+    /// The direct kernel takes 1 to 8 subgroups of 1 to 4 x 1 to 4 fragments, K steps
+    /// of 16 or 32.
+    #[test]
+    fn direct_tile_shapes() {
+        let t = |subgroups, frags, bk| CoopTile {
+            subgroups,
+            frags,
+            bk,
+        };
+        for ok in [
+            t((2, 2), (4, 4), 32),
+            t((1, 1), (1, 1), 16),
+            t((1, 8), (2, 2), 32),
+            t((4, 2), (4, 4), 16),
+        ] {
+            assert!(ok.valid_direct(), "{ok:?}");
+        }
+        for bad in [
+            t((0, 2), (4, 4), 32),
+            t((4, 4), (1, 1), 16),
+            t((2, 2), (5, 1), 16),
+            t((2, 2), (0, 1), 16),
+            t((2, 2), (2, 2), 64),
+            t((2, 2), (2, 2), 8),
+        ] {
+            assert!(!bad.valid_direct(), "{bad:?}");
+        }
+    }
+
+    /// Store runs only where C is f32 without bias; the scratch is one fragment per
+    /// subgroup the driver may run, none for Store.
+    #[test]
+    fn epilogue_resolution_and_scratch() {
+        use super::CoopEpilogue as E;
+        assert_eq!(E::Store.resolve(true), E::Store);
+        assert_eq!(E::Store.resolve(false), E::SubgroupScratch);
+        assert_eq!(E::Scratch.resolve(true), E::Scratch);
+        assert_eq!(E::Scratch.scratch_bytes(256, 32), 8 << 10);
+        assert_eq!(E::SubgroupScratch.scratch_bytes(256, 16), 16 << 10);
+        assert_eq!(E::Store.scratch_bytes(256, 32), 0);
+    }
 }
