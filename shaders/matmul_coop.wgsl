@@ -68,6 +68,7 @@ override FN: u32 = 4u;      // fragments per subgroup along N (1 to 4)
 override CBK: u32 = 32u;    // K per slice, a multiple of 16
 override SG_MIN: u32 = 32u; // smallest subgroup size of the adapter (scratch slots)
 override EPI_SYNC: u32 = 0u; // scratch epilogue: 0 workgroup barriers, 1 subgroup barriers
+override GROUP_M: u32 = 1u;  // tile rows a workgroup group sweeps (1: row-major grid)
 override CBM: u32 = SG_M * FM * 16u;
 override CBN: u32 = SG_N * FN * 16u;
 override CWG: u32 = SG * SG_M * SG_N;
@@ -179,12 +180,30 @@ fn frag_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
     return coopLoadT<coop_mat16x16<f16, B>>(&b_sh[at], ld);
 }
 
+// Tile (row, column) of C for workgroup wg: row-major over the grid when GROUP_M is 1;
+// else grouped: consecutive workgroups sweep GROUP_M tile rows before the next column,
+// so the A rows and B columns they read are still in L2 (the grid is (N / CBN, M / CBM)).
+fn tile_of(wg: vec3<u32>) -> vec2<u32> {
+    let tiles_n = params.n / CBN;
+    let tiles_m = params.m / CBM;
+    if (GROUP_M <= 1u) {
+        return vec2<u32>(wg.y, wg.x);
+    }
+    let id = wg.y * tiles_n + wg.x;
+    let per_group = GROUP_M * tiles_n;
+    let first_m = (id / per_group) * GROUP_M;
+    let rows = min(tiles_m - first_m, GROUP_M);
+    let within = id % per_group;
+    return vec2<u32>(first_m + within % rows, within / rows);
+}
+
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) lane: u32,
         @builtin(subgroup_size) lanes: u32) {
-    let m0 = wg_id.y * CBM;
-    let n0 = wg_id.x * CBN;
+    let tile = tile_of(wg_id);
+    let m0 = tile.x * CBM;
+    let n0 = tile.y * CBN;
     let block = sg_id % (SG_M * SG_N);
     let bm = (block / SG_N) * (FM * 16u); // this subgroup's block, tile-local
     let bn = (block % SG_N) * (FN * 16u);

@@ -404,6 +404,7 @@ fn coop_tile_epilogues_match_reference() {
             let tuning = MatmulTuning {
                 coop_tile: CoopTiles::Fixed(tile),
                 coop_epilogue: epilogue,
+                coop_group_m: s as u32 + 1, // grouped workgroup orders too
                 ..MatmulTuning::default()
             };
             let used = coop_tile_for(g, shape, &MatmulOptions::default(), &tuning);
@@ -465,6 +466,7 @@ fn coop_direct_kernel_matches_reference() {
             let tuning = MatmulTuning {
                 coop_tile: CoopTiles::Direct(tile),
                 coop_epilogue: epilogue,
+                coop_group_m: s as u32 % 3 + 1, // grouped workgroup orders too
                 ..MatmulTuning::default()
             };
             for layout in LAYOUTS {
@@ -764,6 +766,7 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                         ("PIPE", pipe),
                         ("EPI_SYNC", sync),
                         ("SG_MIN", 16.0),
+                        ("GROUP_M", 1.0 + 7.0 * pipe),
                     ];
                     if let Err(e) = translate(&direct, &constants) {
                         failures.push(format!("{name} {c} {constants:?}: {e}"));
@@ -791,6 +794,7 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                         ("FN", f_n),
                         ("CBK", bk),
                         ("EPI_SYNC", f64::from(u8::from(bk == 64.0))),
+                        ("GROUP_M", if bk == 64.0 { 4.0 } else { 1.0 }),
                     ];
                     if let Err(e) = translate(&tile, &constants) {
                         failures.push(format!("{name} {c} {constants:?}: {e}"));

@@ -124,6 +124,10 @@ pub struct MatmulBenchArgs {
     /// How the coop tile and direct kernels write C: scratch, subgroup, store.
     #[arg(long, value_enum, default_value = "scratch")]
     coop_epilogue: CoopEpilogueArg,
+    /// Workgroup order of the coop tile and direct kernels: 1 row-major, G > 1 sweeps G
+    /// tile rows before the next tile column.
+    #[arg(long, default_value_t = 1)]
+    coop_group_m: u32,
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 20)]
     iters: usize,
@@ -191,28 +195,29 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             KernelArg::Coop => MatmulKernel::Coop,
         },
     };
-    let tuning =
-        MatmulTuning {
-            tiled: match args.tile {
-                TileArg::Auto => TiledTile::Auto,
-                TileArg::Small => TiledTile::Small,
-                TileArg::Large => TiledTile::Large,
-            },
-            coop_subgroups: args.coop_subgroups,
-            coop_tile: match (args.coop_variant, args.coop_tile) {
-                (CoopVariantArg::Staged, t) => t,
-                (CoopVariantArg::Direct, CoopTiles::Fixed(t)) => CoopTiles::Direct(t),
-                (CoopVariantArg::Direct, _) => return Err(Error::InvalidArgument(
-                    "--coop-variant direct needs --coop-tile SGMxSGN:FMxFN:BK (e.g. 2x2:4x4:32)"
-                        .into(),
-                )),
-            },
-            coop_epilogue: match args.coop_epilogue {
-                CoopEpilogueArg::Scratch => CoopEpilogue::Scratch,
-                CoopEpilogueArg::Subgroup => CoopEpilogue::SubgroupScratch,
-                CoopEpilogueArg::Store => CoopEpilogue::Store,
-            },
-        };
+    let coop_tile = match (args.coop_variant, args.coop_tile) {
+        (CoopVariantArg::Staged, t) => t,
+        (CoopVariantArg::Direct, CoopTiles::Fixed(t)) => CoopTiles::Direct(t),
+        (CoopVariantArg::Direct, _) => {
+            let why = "--coop-variant direct needs --coop-tile SGMxSGN:FMxFN:BK, e.g. 2x2:4x4:32";
+            return Err(Error::InvalidArgument(why.into()));
+        }
+    };
+    let tuning = MatmulTuning {
+        tiled: match args.tile {
+            TileArg::Auto => TiledTile::Auto,
+            TileArg::Small => TiledTile::Small,
+            TileArg::Large => TiledTile::Large,
+        },
+        coop_subgroups: args.coop_subgroups,
+        coop_tile,
+        coop_epilogue: match args.coop_epilogue {
+            CoopEpilogueArg::Scratch => CoopEpilogue::Scratch,
+            CoopEpilogueArg::Subgroup => CoopEpilogue::SubgroupScratch,
+            CoopEpilogueArg::Store => CoopEpilogue::Store,
+        },
+        coop_group_m: args.coop_group_m,
+    };
     let batch = args.batch;
     if m == 0 || n == 0 || k == 0 || batch == 0 {
         return Err(Error::InvalidArgument(
@@ -337,6 +342,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             "coop_subgroups": format!("{}x{}", args.coop_subgroups.0, args.coop_subgroups.1),
             "coop_tile": coop_tile_desc,
             "coop_epilogue": epilogue,
+            "coop_group_m": args.coop_group_m,
             "adapter": facts.name,
             "backend": facts.backend,
         });
@@ -364,7 +370,10 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             args.dtype, args.dtype, args.out_dtype
         );
         if coop_tile_desc != "none" {
-            println!("coop     tile {coop_tile_desc}  epilogue {epilogue}");
+            println!(
+                "coop     tile {coop_tile_desc}  epilogue {epilogue}  group_m {}",
+                args.coop_group_m
+            );
         }
         println!(
             "time     {ms:.4} ms per {} (median of {}, {}; {} input set{})",

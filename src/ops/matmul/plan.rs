@@ -59,6 +59,9 @@ pub struct MatmulTuning {
     pub coop_tile: CoopTiles,
     /// How the coop tile and direct kernels write C.
     pub coop_epilogue: CoopEpilogue,
+    /// Workgroup order of the coop tile and direct kernels: 0 or 1 row-major over the
+    /// grid; G > 1 sweeps G tile rows before moving one tile column (L2 reuse).
+    pub coop_group_m: u32,
 }
 
 impl Default for MatmulTuning {
@@ -70,6 +73,7 @@ impl Default for MatmulTuning {
             coop_subgroups: (1, 2),
             coop_tile: CoopTiles::Auto,
             coop_epilogue: CoopEpilogue::Scratch,
+            coop_group_m: 1,
         }
     }
 }
@@ -214,6 +218,7 @@ pub enum MatmulPlan {
         sg: u32,
         sg_min: u32,
         epilogue: CoopEpilogue,
+        group_m: u32,
     },
     /// The direct cooperative-matrix kernel (whole tiles of one contiguous product,
     /// fragments straight from global memory).
@@ -222,6 +227,7 @@ pub enum MatmulPlan {
         sg: u32,
         sg_min: u32,
         epilogue: CoopEpilogue,
+        group_m: u32,
     },
 }
 
@@ -263,6 +269,7 @@ impl MatmulPlan {
                 sg,
                 sg_min,
                 epilogue,
+                group_m,
             } => vec![
                 ("TRANS_A", trans(opts.trans_a)),
                 ("TRANS_B", trans(opts.trans_b)),
@@ -274,12 +281,14 @@ impl MatmulPlan {
                 ("FN", tile.frags.1 as u64),
                 ("CBK", tile.bk as u64),
                 ("EPI_SYNC", epi_sync(epilogue)),
+                ("GROUP_M", group_m.max(1) as u64),
             ],
             MatmulPlan::CoopDirect {
                 tile,
                 sg,
                 sg_min,
                 epilogue,
+                group_m,
             } => vec![
                 ("TRANS_A", trans(opts.trans_a)),
                 ("TRANS_B", trans(opts.trans_b)),
@@ -291,6 +300,7 @@ impl MatmulPlan {
                 ("FN", tile.frags.1 as u64),
                 ("PIPE", u64::from(tile.bk == 32)),
                 ("EPI_SYNC", epi_sync(epilogue)),
+                ("GROUP_M", group_m.max(1) as u64),
             ],
         }
     }
@@ -338,6 +348,7 @@ pub(super) fn plan(
                 sg,
                 sg_min,
                 epilogue,
+                group_m: tuning.coop_group_m,
             });
         }
         if shape.contiguous {
@@ -348,6 +359,7 @@ pub(super) fn plan(
                     sg,
                     sg_min,
                     epilogue,
+                    group_m: tuning.coop_group_m,
                 });
             }
         }
