@@ -244,10 +244,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
         let y1 = b1;
         let y2 = b2;
         let y3 = b3;
-        let more = s + 1u < steps;
-        if ((PIPE != 0u) & more) {
-            // The next step's fragments: in flight during the products below.
-            let k1 = (s + 1u) * 16u;
+        if (PIPE != 0u) {
+            // The next step's fragments, in flight during the products below (the last
+            // step reloads its own: in bounds, and no branch in the loop body).
+            let k1 = min(s + 1u, steps - 1u) * 16u;
             a0 = frag_a(m, k1);
             b0 = frag_b(k1, n);
             if (FM > 1u) {
