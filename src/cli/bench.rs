@@ -57,6 +57,8 @@ enum CoopVariantArg {
     Staged,
     /// The direct kernel: fragments straight from global memory (needs --coop-tile).
     Direct,
+    /// Slices staged by cooperative-matrix loads and stores (needs --coop-tile).
+    Copied,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,7 +120,7 @@ pub struct MatmulBenchArgs {
     /// 32 (next K step's fragments loaded before the products).
     #[arg(long, default_value = "auto", value_parser = parse_coop_tile)]
     coop_tile: CoopTiles,
-    /// Coop kernel for whole tiles: staged (the tile kernel) or direct.
+    /// Coop kernel for whole tiles: staged (the tile kernel), direct or copied.
     #[arg(long, value_enum, default_value = "staged")]
     coop_variant: CoopVariantArg,
     /// How the coop tile and direct kernels write C: scratch, subgroup, store.
@@ -198,8 +200,9 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     let coop_tile = match (args.coop_variant, args.coop_tile) {
         (CoopVariantArg::Staged, t) => t,
         (CoopVariantArg::Direct, CoopTiles::Fixed(t)) => CoopTiles::Direct(t),
-        (CoopVariantArg::Direct, _) => {
-            let why = "--coop-variant direct needs --coop-tile SGMxSGN:FMxFN:BK, e.g. 2x2:4x4:32";
+        (CoopVariantArg::Copied, CoopTiles::Fixed(t)) => CoopTiles::Copied(t),
+        (_, _) => {
+            let why = "--coop-variant direct|copied needs --coop-tile SGMxSGN:FMxFN:BK";
             return Err(Error::InvalidArgument(why.into()));
         }
     };
@@ -275,6 +278,9 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             tile: t, epilogue, ..
         }
         | MatmulPlan::CoopDirect {
+            tile: t, epilogue, ..
+        }
+        | MatmulPlan::CoopCopied {
             tile: t, epilogue, ..
         } => (
             format!(

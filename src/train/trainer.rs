@@ -337,7 +337,10 @@ impl<M: Model> Trainer<M> {
     /// Whether any matrix product of the model's graph runs on a cooperative-matrix
     /// kernel.
     fn uses_coop(&self) -> bool {
-        use crate::ops::matmul::{COOP, COOP_DIRECT, COOP_DIRECT_F32, COOP_TILE, COOP_TILE_F32};
+        use crate::ops::matmul::{
+            COOP, COOP_COPIED, COOP_COPIED_F32, COOP_DIRECT, COOP_DIRECT_F32, COOP_TILE,
+            COOP_TILE_F32,
+        };
         let graph = self.model.graph();
         [
             &COOP,
@@ -345,6 +348,8 @@ impl<M: Model> Trainer<M> {
             &COOP_TILE_F32,
             &COOP_DIRECT,
             &COOP_DIRECT_F32,
+            &COOP_COPIED,
+            &COOP_COPIED_F32,
         ]
         .iter()
         .any(|k| graph.uses_kernel(k.name))

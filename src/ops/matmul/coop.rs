@@ -114,6 +114,33 @@ impl CoopTile {
         2 * (a + b)
     }
 
+    /// Whether the fragment-copy kernel takes this shape: 1 to 8 subgroups, 1 to 4
+    /// fragments each way, K slices of 16, 32 or 64 whose fragments spread evenly over
+    /// the subgroups, 1 to 4 of each operand a subgroup.
+    pub(super) fn valid_copied(&self) -> bool {
+        let (sg_m, sg_n) = self.subgroups;
+        let (fm, f_n) = self.frags;
+        let subgroups = (sg_m * sg_n).max(1);
+        let share =
+            |frags: u32| frags.is_multiple_of(subgroups) && (1..=4).contains(&(frags / subgroups));
+        let kf = self.bk / 16;
+        (1..=8).contains(&sg_m)
+            && (1..=8).contains(&sg_n)
+            && sg_m * sg_n <= 8
+            && (1..=4).contains(&fm)
+            && (1..=4).contains(&f_n)
+            && matches!(self.bk, 16 | 32 | 64)
+            && share(sg_m * fm * kf)
+            && share(sg_n * f_n * kf)
+    }
+
+    /// Workgroup memory of the fragment-copy kernel's two op-layout slices of each
+    /// operand (rows padded by 8 halves; the epilogue's scratch comes on top).
+    pub(super) fn copied_bytes(&self) -> u32 {
+        let (bm, bn) = self.tile();
+        2 * 2 * (bm * (self.bk + 8) + self.bk * (bn + 8))
+    }
+
     /// Whether the direct kernel takes this shape: 1 to 8 subgroups, 1 to 4 fragments
     /// each way, `bk` 16 (load, then multiply) or 32 (software-pipelined).
     pub(super) fn valid_direct(&self) -> bool {
@@ -243,6 +270,38 @@ mod tests {
         ] {
             assert!(!bad.valid_direct(), "{bad:?}");
         }
+    }
+
+    /// The fragment-copy kernel spreads each slice's fragments evenly, 1 to 4 of each
+    /// operand a subgroup, K slices of 16, 32 or 64.
+    #[test]
+    fn copied_tile_shapes() {
+        let t = |subgroups, frags, bk| CoopTile {
+            subgroups,
+            frags,
+            bk,
+        };
+        for ok in [
+            t((2, 4), (4, 2), 16),
+            t((2, 4), (4, 2), 32),
+            t((2, 2), (4, 4), 32),
+            t((2, 2), (2, 2), 64),
+            t((1, 1), (1, 1), 16),
+        ] {
+            assert!(ok.valid_copied(), "{ok:?}");
+        }
+        for bad in [
+            t((2, 4), (1, 1), 16), // 2 A fragments for 8 subgroups
+            t((1, 1), (4, 4), 32), // 8 A fragments for one subgroup
+            t((2, 2), (2, 2), 48),
+            t((4, 4), (1, 1), 16),
+        ] {
+            assert!(!bad.valid_copied(), "{bad:?}");
+        }
+        assert_eq!(
+            t((2, 4), (4, 2), 32).copied_bytes(),
+            4 * (128 * 40 + 32 * 136)
+        );
     }
 
     /// Store runs only where C is f32 without bias; the scratch is one fragment per

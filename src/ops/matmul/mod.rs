@@ -9,7 +9,9 @@
 //! - `coop` and `coop_tile` ([`coop`]): cooperative matrices (16x16x16 f16 -> f32),
 //!   chosen automatically for f16 operands on adapters that offer them;
 //! - `coop_direct` (`shaders/matmul_coop_direct.wgsl`): cooperative matrices loaded
-//!   straight from global memory, for benchmarks (`MatmulTuning::coop_tile`).
+//!   straight from global memory, and `coop_copied` (`shaders/matmul_coop_copied.wgsl`):
+//!   slices staged by cooperative-matrix loads and stores; both for benchmarks
+//!   (`MatmulTuning::coop_tile`).
 //!
 //! [`plan`] picks one ([`MatmulPlan`]); [`matmul_with`] checks a [`MatmulArgs`] and builds
 //! the dispatch; [`matmul`] is the rank-2 shorthand the layers use.
@@ -110,6 +112,20 @@ pub mod shader_matmul_coop_direct {
     }
 }
 
+/// The kernels of `shaders/matmul_coop_copied.wgsl`: whole tiles staged through
+/// workgroup memory by cooperative-matrix loads and stores (no per-element copies).
+pub mod shader_matmul_coop_copied {
+    use crate::kernels::{declare_kernels, F32_ONLY};
+    use crate::DType;
+    declare_kernels! {
+        "matmul_coop_copied";
+        /// The fragment-copy kernel (scratch epilogue: any C, bias, accumulate).
+        COOP_COPIED = "copied", slots: matmul_slots!(&[DType::F16]), cooperative_matrix: true, needs_f16: true;
+        /// The same with coopStore straight into an f32 C (no bias).
+        COOP_COPIED_F32 = "copied_f32", slots: matmul_slots!(&[DType::F16], F32_ONLY), cooperative_matrix: true, needs_f16: true;
+    }
+}
+
 pub mod coop;
 pub mod plan;
 pub mod tiled;
@@ -121,6 +137,7 @@ pub use plan::{
 };
 pub use shader_matmul::{COOP, TILED};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
+pub use shader_matmul_coop_copied::{COOP_COPIED, COOP_COPIED_F32};
 pub use shader_matmul_coop_direct::{COOP_DIRECT, COOP_DIRECT_F32};
 pub use tiled::{TiledConfig, TiledTile};
 
@@ -642,6 +659,16 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
                 &COOP_DIRECT_F32
             } else {
                 &COOP_DIRECT
+            },
+            Bind::Tensor(args.a),
+            Bind::Tensor(args.b),
+            &bytemuck::bytes_of(&params)[..COOP_TILE_PARAMS],
+        ),
+        MatmulPlan::CoopCopied { epilogue, .. } => (
+            if epilogue == CoopEpilogue::Store {
+                &COOP_COPIED_F32
+            } else {
+                &COOP_COPIED
             },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),

@@ -46,6 +46,10 @@ pub enum CoopTiles {
     /// whole tiles of one contiguous product with K a multiple of 16, else
     /// `Error::InvalidArgument` (benchmarks; `Auto` never picks it).
     Direct(CoopTile),
+    /// The fragment-copy coop kernel (slices staged by coopLoad / coopStore) with this
+    /// shape (`bk` 16, 32 or 64): whole tiles of one contiguous product, else
+    /// `Error::InvalidArgument` (benchmarks; `Auto` never picks it).
+    Copied(CoopTile),
 }
 
 /// Tuning knobs for benchmarks and tests; [`matmul`](super::matmul) uses the defaults.
@@ -103,7 +107,7 @@ pub fn coop_tile_for(
                 <= caps.max_compute_workgroup_storage_size
     };
     match tuning.coop_tile {
-        CoopTiles::Off | CoopTiles::Direct(_) => None,
+        CoopTiles::Off | CoopTiles::Direct(_) | CoopTiles::Copied(_) => None,
         CoopTiles::Fixed(t) => fits(&t).then_some(t),
         // The largest tile that divides the product: on an H200 the 128 x 128 tile beat
         // 64 x 128 even on (2048 x 1024) outputs that give it only 128 workgroups.
@@ -229,16 +233,26 @@ pub enum MatmulPlan {
         epilogue: CoopEpilogue,
         group_m: u32,
     },
+    /// The fragment-copy cooperative-matrix kernel (whole tiles of one contiguous
+    /// product, slices staged by cooperative-matrix loads and stores).
+    CoopCopied {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
 }
 
 impl MatmulPlan {
-    /// `"tiled"`, `"coop"`, `"coop_tile"` or `"coop_direct"` (benchmark tables, logs).
+    /// `"tiled"`, `"coop"`, `"coop_tile"`, `"coop_direct"` or `"coop_copied"`.
     pub fn name(&self) -> &'static str {
         match self {
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile { .. } => "coop_tile",
             MatmulPlan::CoopDirect { .. } => "coop_direct",
+            MatmulPlan::CoopCopied { .. } => "coop_copied",
         }
     }
 
@@ -247,7 +261,9 @@ impl MatmulPlan {
         match self {
             MatmulPlan::Tiled(t) => (t.bm(), t.bn()),
             MatmulPlan::Coop { subgroups, .. } => (32 * subgroups.0, 32 * subgroups.1),
-            MatmulPlan::CoopTile { tile, .. } | MatmulPlan::CoopDirect { tile, .. } => tile.tile(),
+            MatmulPlan::CoopTile { tile, .. }
+            | MatmulPlan::CoopDirect { tile, .. }
+            | MatmulPlan::CoopCopied { tile, .. } => tile.tile(),
         }
     }
 
@@ -302,6 +318,25 @@ impl MatmulPlan {
                 ("EPI_SYNC", epi_sync(epilogue)),
                 ("GROUP_M", group_m.max(1) as u64),
             ],
+            MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => vec![
+                ("TRANS_A", trans(opts.trans_a)),
+                ("TRANS_B", trans(opts.trans_b)),
+                ("SG", sg as u64),
+                ("SG_MIN", sg_min as u64),
+                ("SG_M", tile.subgroups.0 as u64),
+                ("SG_N", tile.subgroups.1 as u64),
+                ("FM", tile.frags.0 as u64),
+                ("FN", tile.frags.1 as u64),
+                ("CBK", tile.bk as u64),
+                ("EPI_SYNC", epi_sync(epilogue)),
+                ("GROUP_M", group_m.max(1) as u64),
+            ],
         }
     }
 }
@@ -340,15 +375,27 @@ pub(super) fn plan(
     if kernel_for(gpu, a_dtype, b_dtype, opts, shape.direct)? == "coop" {
         let epilogue = tuning.coop_epilogue.resolve(shape.f32_store);
         let sg_min = gpu.caps().subgroups.map_or(1, |(lo, _)| lo);
+        let group_m = tuning.coop_group_m;
         if let CoopTiles::Direct(tile) = tuning.coop_tile {
             let sg = coop_support(gpu, (1, 1))?;
-            check_direct(gpu, &tile, shape, sg, sg_min, epilogue)?;
+            check_whole_tiles(gpu, false, &tile, shape, sg, sg_min, epilogue)?;
             return Ok(MatmulPlan::CoopDirect {
                 tile,
                 sg,
                 sg_min,
                 epilogue,
-                group_m: tuning.coop_group_m,
+                group_m,
+            });
+        }
+        if let CoopTiles::Copied(tile) = tuning.coop_tile {
+            let sg = coop_support(gpu, (1, 1))?;
+            check_whole_tiles(gpu, true, &tile, shape, sg, sg_min, epilogue)?;
+            return Ok(MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
             });
         }
         if shape.contiguous {
@@ -377,10 +424,12 @@ pub(super) fn plan(
     Ok(MatmulPlan::Tiled(t))
 }
 
-/// Ok where the direct coop kernel can run this product with `tile`: a valid shape, whole
-/// tiles, K a multiple of 16, one contiguous product, and the adapter's limits.
-fn check_direct(
+/// Ok where the direct (or, `copied`, the fragment-copy) coop kernel can run this product
+/// with `tile`: a valid shape, whole tiles, K a multiple of its step, one contiguous
+/// product, and the adapter's limits.
+fn check_whole_tiles(
     gpu: &Gpu,
+    copied: bool,
     tile: &CoopTile,
     shape: &PlanShape,
     sg: u32,
@@ -389,19 +438,24 @@ fn check_direct(
 ) -> Result<()> {
     let (bm, bn) = tile.tile();
     let (m, n, k) = (shape.m, shape.n, shape.k);
+    let which = if copied { "fragment-copy" } else { "direct" };
     let refuse = |why: &str| {
         Err(Error::InvalidArgument(format!(
-            "matmul: the direct coop kernel with {}x{}:{}x{}:{} ({bm} x {bn} tiles) cannot run ({m} x {n} x {k}): {why}",
+            "matmul: the {which} coop kernel with {}x{}:{}x{}:{} ({bm} x {bn} tiles) cannot run ({m} x {n} x {k}): {why}",
             tile.subgroups.0, tile.subgroups.1, tile.frags.0, tile.frags.1, tile.bk
         )))
     };
-    if !tile.valid_direct() {
+    if !copied && !tile.valid_direct() {
         return refuse(
             "it needs 1 to 8 subgroups, 1 to 4 fragments each way and K steps of 16 or 32",
         );
     }
-    if m % bm as usize != 0 || n % bn as usize != 0 || k % 16 != 0 {
-        return refuse("M and N must be multiples of the tile and K of 16");
+    if copied && !tile.valid_copied() {
+        return refuse("it needs 1 to 8 subgroups, 1 to 4 fragments each way, K slices of 16, 32 or 64, and 1 to 4 slice fragments of each operand a subgroup");
+    }
+    let k_step = if copied { tile.bk as usize } else { 16 };
+    if m % bm as usize != 0 || n % bn as usize != 0 || k % k_step != 0 {
+        return refuse("M and N must be multiples of the tile and K of the K step");
     }
     if !shape.contiguous {
         return refuse("it takes one dense product from element 0 of each tensor");
@@ -409,7 +463,8 @@ fn check_direct(
     let caps = gpu.caps();
     let threads = sg * tile.subgroups.0 * tile.subgroups.1;
     if threads > caps.max_compute_invocations_per_workgroup
-        || epilogue.scratch_bytes(threads, sg_min) > caps.max_compute_workgroup_storage_size
+        || epilogue.scratch_bytes(threads, sg_min) + if copied { tile.copied_bytes() } else { 0 }
+            > caps.max_compute_workgroup_storage_size
     {
         return refuse("the workgroup is over the adapter's invocation or memory limits");
     }
