@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cooperative-matrix product variants on one device call (issue 15 item 2): the staged
-# tile kernel's epilogues and tiles, the direct kernel's tiles, 4096^3 and 8192^3 f16 ->
-# f32, plain / --trans-a / --trans-b, every run with --check (f64 reference) and --json.
+# tile kernel's epilogues and tiles, the direct and fragment-copy kernels' tiles, 4096^3
+# and 8192^3 f16 -> f32, plain / --trans-a / --trans-b, every run with --check (f64
+# reference) and --json.
 # Prints one line per run: LABEL<TAB>JSON (or LABEL<TAB>FAILED rc=N and the error).
 # About 3 to 4 minutes on an H200.
 #
@@ -33,7 +34,6 @@ run st-store "${S[@]}" --coop-tile 2x4:4x2:16 --coop-epilogue store
 run st-subgroup "${S[@]}" --coop-tile 2x4:4x2:16 --coop-epilogue subgroup
 run st-store-g8 "${S[@]}" --coop-tile 2x4:4x2:16 --coop-epilogue store --coop-group-m 8
 run st-128x256 "${S[@]}" --coop-tile 2x4:4x4:16 --coop-epilogue store
-run st-256x128 "${S[@]}" --coop-tile 4x2:4x4:16 --coop-epilogue store
 run st-bk32 "${S[@]}" --coop-tile 2x4:4x2:32 --coop-epilogue store
 # Direct kernel (fragments straight from global memory): SGMxSGN:FMxFN:BK, BK 32 =
 # next K step loaded before the products, 16 = load then multiply.
@@ -45,12 +45,22 @@ run d-4x2:2x4:32 "${S[@]}" "${D[@]}" --coop-tile 4x2:2x4:32
 run d-1x2:4x4:32 "${S[@]}" "${D[@]}" --coop-tile 1x2:4x4:32
 run d-2x4:4x4:32 "${S[@]}" "${D[@]}" --coop-tile 2x4:4x4:32
 run d-1x1:4x4:32 "${S[@]}" "${D[@]}" --coop-tile 1x1:4x4:32
-run d-2x2:2x2:32 "${S[@]}" "${D[@]}" --coop-tile 2x2:2x2:32
 run d-2x2:4x4:32-g8 "${S[@]}" "${D[@]}" --coop-tile 2x2:4x4:32 --coop-group-m 8
 run d-2x2:4x4:32-subgroup "${S[@]}" --coop-variant direct --coop-epilogue subgroup --coop-tile 2x2:4x4:32
+# Fragment-copy kernel (slices staged by coopLoad + coopStore): SGMxSGN:FMxFN:BK, BK the
+# K of a slice (16, 32 or 64).
+C=(--coop-variant copied --coop-epilogue store)
+run c-2x4:4x2:16 "${S[@]}" "${C[@]}" --coop-tile 2x4:4x2:16
+run c-2x4:4x2:32 "${S[@]}" "${C[@]}" --coop-tile 2x4:4x2:32
+run c-2x2:4x4:16 "${S[@]}" "${C[@]}" --coop-tile 2x2:4x4:16
+run c-2x2:4x4:32 "${S[@]}" "${C[@]}" --coop-tile 2x2:4x4:32
+run c-2x4:4x4:16 "${S[@]}" "${C[@]}" --coop-tile 2x4:4x4:16
+run c-4x2:4x4:16 "${S[@]}" "${C[@]}" --coop-tile 4x2:4x4:16
+run c-2x4:4x2:32-g8 "${S[@]}" "${C[@]}" --coop-tile 2x4:4x2:32 --coop-group-m 8
 # f16 outputs take the scratch epilogues.
 run base4k-f16out "${S[@]}" --out-dtype f16
 run d-2x2:4x4:32-f16out "${S[@]}" "${D[@]}" --coop-tile 2x2:4x4:32 --out-dtype f16
+run c-2x4:4x2:32-f16out "${S[@]}" "${C[@]}" --coop-tile 2x4:4x2:32 --out-dtype f16
 
 # Layouts at 4096^3, then 8192^3 in every layout.
 for size in 4096 8192; do
@@ -59,7 +69,7 @@ for size in 4096 8192; do
         if [ $size = 4096 ] && [ -z "$layout" ]; then continue; fi
         L=${layout:--plain}
         run "base-$size$L" "${S[@]}" $layout
-        run "st-store-$size$L" "${S[@]}" $layout --coop-tile 2x4:4x2:16 --coop-epilogue store
+        run "c-2x4:4x2:32-$size$L" "${S[@]}" $layout "${C[@]}" --coop-tile 2x4:4x2:32
         run "d-2x2:4x4:32-$size$L" "${S[@]}" $layout "${D[@]}" --coop-tile 2x2:4x4:32
         run "d-2x2:4x4:32-g8-$size$L" "${S[@]}" $layout "${D[@]}" --coop-tile 2x2:4x4:32 --coop-group-m 8
     done
