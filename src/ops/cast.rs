@@ -40,7 +40,7 @@ pub fn cast(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
 /// number of bytes, a multiple of 16.
 pub fn copy_words(gpu: &Gpu, x: &Tensor, y: &Tensor, words: u32) -> Result<Dispatch> {
     let bytes = x.buffer().size();
-    if bytes != y.buffer().size() || bytes % 16 != 0 {
+    if bytes != y.buffer().size() || !bytes.is_multiple_of(16) {
         return Err(Error::shape(
             "copy_words",
             format!("{bytes} bytes, a multiple of 16, in both"),
