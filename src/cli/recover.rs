@@ -50,7 +50,7 @@ pub enum Phase {
     Sample,
     /// A periodic save (`--save-every`).
     Save,
-    /// The statistics and test evaluation after the last step.
+    /// The statistics and test (`gpt train`: validation) evaluation after the last step.
     FinalEval,
     /// The save after the last step.
     FinalSave,
