@@ -201,3 +201,30 @@ fn two_pass_sums_give_the_same_bits_on_every_run() {
         assert_eq!(bits(), first);
     }
 }
+
+#[test]
+fn layernorm_partial_sums_must_fit_the_rows_and_be_two_buffers() {
+    let g = gpu();
+    let flag = OverflowFlag::new(g).unwrap();
+    let (rows, cols) = (ONE_PASS_MAX_ROWS + 1, 3);
+    let t = |shape: &[usize]| nan(g, shape);
+    let (x, mean, gamma) = (t(&[rows, cols]), t(&[rows]), t(&[cols]));
+    let (row_terms, dgamma, dbeta) = (t(&[rows, 2]), t(&[cols]), t(&[cols]));
+    let shape = partial_sums_shape(rows, cols).unwrap();
+    let (pg, pb, short) = (t(&shape), t(&shape), t(&[1, cols]));
+    let run = |partials: Option<[&Tensor; 2]>| {
+        let stats = Stats {
+            mean: &mean,
+            rstd: &mean,
+        };
+        let ds = layernorm::backward(
+            g, &x, &x, &gamma, stats, &row_terms, None, partials, &dgamma, &dbeta, false, &flag,
+        );
+        ds.map(|d| d.len())
+    };
+    assert_eq!(run(Some([&pg, &pb])).unwrap(), 3);
+    for bad in [None, Some([&pg, &pg]), Some([&pg, &short])] {
+        let e = run(bad).unwrap_err();
+        assert!(matches!(e, halfgrad::Error::InvalidArgument(_)), "{e:?}");
+    }
+}

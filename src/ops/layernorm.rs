@@ -229,6 +229,13 @@ pub fn backward(
     for i in 0..2 {
         check_partial(op, b, c, partials.map(|p| p[i]))?;
     }
+    if let Some([g, b]) = partials {
+        if g.buffer() == b.buffer() {
+            return Err(Error::InvalidArgument(format!(
+                "{op}: dgamma's and dbeta's partial sums must be two buffers"
+            )));
+        }
+    }
     let p = params(b, c, 0.0, accumulate_param_grads);
     let mut out = Vec::with_capacity(5);
     if let Some(dx) = dx {
