@@ -25,10 +25,10 @@ pub(crate) const COLS_PER_GROUP: u32 = 32;
 /// Rows up to which the column sums (bias, LayerNorm gamma / beta gradients) run in one
 /// pass, where a workgroup per 32 columns walks every row (a 384-wide matrix runs on 12
 /// workgroups: fine for a few thousand rows, a sliver of a big GPU for 16k). Past it, two
-/// passes that spread the rows over many workgroups. Small
-/// models keep the one-pass kernel and so their exact bits (the digits MLP at batch 64,
-/// the tiny GPT's 1024 rows: `halfgrad train`'s figures in tests/train.rs), and at that
-/// size the second dispatch would cost more than it saves.
+/// passes that spread the rows over many workgroups. Small models keep the one-pass
+/// kernel and so their exact bits (the digits MLP at batch 64, the tiny GPT's 1024 rows:
+/// `halfgrad train`'s figures in tests/train.rs), and at that size a second dispatch
+/// would cost more than it saves.
 pub const ONE_PASS_MAX_ROWS: usize = 2048;
 /// Rows per chunk of the two-pass column sums (`CHUNK_ROWS` in reduce.wgsl and
 /// layernorm.wgsl): 16384 x 384 gives 256 chunks x 6 column groups = 1536 workgroups of
