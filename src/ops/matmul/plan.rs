@@ -245,9 +245,11 @@ pub enum MatmulPlan {
 }
 
 impl MatmulPlan {
-    /// `"tiled"`, `"coop"`, `"coop_tile"`, `"coop_direct"` or `"coop_copied"`.
+    /// `"tiled"`, `"tiled_fast"`, `"coop"`, `"coop_tile"`, `"coop_direct"` or
+    /// `"coop_copied"` (benchmark tables, logs).
     pub fn name(&self) -> &'static str {
         match self {
+            MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile { .. } => "coop_tile",
@@ -360,6 +362,9 @@ pub(super) struct PlanShape {
     pub contiguous: bool,
     /// C is f32 and there is no bias: the coop epilogue may coopStore straight into C.
     pub f32_store: bool,
+    /// C is f32 or N is even: its column pairs at even columns never straddle an output
+    /// word, so the tiled_fast kernel can write it.
+    pub fast_tiled: bool,
 }
 
 /// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
@@ -414,11 +419,15 @@ pub(super) fn plan(
         let sg = coop_support(gpu, subgroups)?;
         return Ok(MatmulPlan::Coop { subgroups, sg });
     }
-    let t = tuning.tiled.config(gpu, m, n);
+    let t = tuning.tiled.config(gpu, m, n, shape.fast_tiled)?;
     if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
         return Err(Error::MissingFeature {
             op: "matmul (tiled kernel)",
-            feature: "max_compute_workgroup_storage_size >= 10 KiB",
+            feature: if t.fast {
+                "max_compute_workgroup_storage_size >= 16 KiB (32 KiB for K slices of 16)"
+            } else {
+                "max_compute_workgroup_storage_size >= 10 KiB"
+            },
         });
     }
     Ok(MatmulPlan::Tiled(t))
