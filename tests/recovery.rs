@@ -578,7 +578,10 @@ fn a_gpt_device_lost_in_the_save_after_ctrl_c_stops_at_the_last_save() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(step >= 8 && step.is_multiple_of(4), "a periodic save: {log}");
+    assert!(
+        step >= 8 && step.is_multiple_of(4),
+        "a periodic save: {log}"
+    );
     // The same run stopped at that step without a loss holds the same state.
     let reference = dir.path("reference.safetensors");
     let stop = step.to_string();

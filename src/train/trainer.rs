@@ -337,9 +337,22 @@ impl<M: Model> Trainer<M> {
     /// Whether any matrix product of the model's graph runs on a cooperative-matrix
     /// kernel.
     fn uses_coop(&self) -> bool {
-        use crate::ops::matmul::{COOP, COOP_TILE};
+        use crate::ops::matmul::{
+            COOP, COOP_COPIED, COOP_COPIED_F32, COOP_DIRECT, COOP_DIRECT_F32, COOP_TILE,
+            COOP_TILE_F32,
+        };
         let graph = self.model.graph();
-        graph.uses_kernel(COOP.name) || graph.uses_kernel(COOP_TILE.name)
+        [
+            &COOP,
+            &COOP_TILE,
+            &COOP_TILE_F32,
+            &COOP_DIRECT,
+            &COOP_DIRECT_F32,
+            &COOP_COPIED,
+            &COOP_COPIED_F32,
+        ]
+        .iter()
+        .any(|k| graph.uses_kernel(k.name))
     }
 
     /// The precision policy (see [`Policy`]'s one-line `Display`).
