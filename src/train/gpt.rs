@@ -77,7 +77,7 @@ impl GptTrainConfig {
         }
     }
 
-    /// The Trainer's settings (no input noise; the MLP fields unused).
+    /// The Trainer's settings (no input noise; the model is `model`, given apart).
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
             precision: self.precision,
