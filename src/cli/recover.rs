@@ -29,6 +29,7 @@
 //! training sample I's features with NaN.
 
 use halfgrad::data::{Dataset, InMemory};
+use halfgrad::nn::MlpOptions;
 use halfgrad::train::{LrSchedule, TrainConfig, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
 use std::path::{Path, PathBuf};
@@ -98,7 +99,7 @@ fn env_phases() -> Result<Vec<Phase>> {
 /// Where the run began: the state to go back to when it has saved nothing yet.
 enum Start {
     Resumed(PathBuf),
-    Fresh(TrainConfig),
+    Fresh(TrainConfig, MlpOptions),
 }
 
 /// The recovery state of one `halfgrad train` run.
@@ -143,7 +144,7 @@ impl Recovery {
         Ok(Recovery {
             start: match resumed {
                 Some(p) => Start::Resumed(p.to_path_buf()),
-                None => Start::Fresh(trainer.config().clone()),
+                None => Start::Fresh(trainer.config().clone(), trainer.mlp_options()?),
             },
             checkpoint: checkpoint.map(Path::to_path_buf),
             last_save: None,
@@ -234,8 +235,8 @@ impl Recovery {
                 );
                 (t, from)
             }
-            (None, Start::Fresh(config)) => (
-                Trainer::new_blocking(&gpu, config.clone(), train)?,
+            (None, Start::Fresh(config, model)) => (
+                Trainer::new_blocking(&gpu, config.clone(), model, train)?,
                 "the start (step 0; nothing saved yet)".to_string(),
             ),
         };
