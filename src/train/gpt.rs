@@ -91,7 +91,6 @@ impl GptTrainConfig {
             input_noise: 0.0,
             seed: self.seed,
             scaler: self.scaler.clone(),
-            ..TrainConfig::default()
         }
     }
 
