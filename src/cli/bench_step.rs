@@ -338,6 +338,17 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     let copy_kernel = halfgrad::ops::cast::cast(&gpu, &x, &y)?;
     let copy_timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| copy_kernel.encode(pass))?;
     let kcopy_gbs = 8.0 * n as f64 / (copy_timing.median_ms() * 1e-3) / 1e9;
+    // The same copy in 16-byte words, 1, 2 and 4 an invocation: how far wider accesses
+    // lift the ceiling of our memory-bound kernels.
+    let mut word_gbs = Vec::new();
+    for words in [1u32, 2, 4] {
+        let k = halfgrad::ops::cast::copy_words(&gpu, &x, &y, words)?;
+        let t: Timing = time_passes(&gpu, 3, args.iters, |pass, _| k.encode(pass))?;
+        word_gbs.push((
+            words,
+            2.0 * x.buffer().size() as f64 / (t.median_ms() * 1e-3) / 1e9,
+        ));
+    }
     let cast = halfgrad::ops::cast::cast(&gpu, &x, &h)?;
     let timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| cast.encode(pass))?;
     let cast_ms = timing.median_ms();
@@ -347,6 +358,7 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
             "{}",
             serde_json::json!({"bench": "copy", "bytes": bytes, "copy_ms": copy_ms, "copy_gb_s": copy_gbs,
                 "copy_kernel_gb_s": kcopy_gbs,
+                "copy_words_gb_s": word_gbs.iter().map(|(w, g)| serde_json::json!({"words": w, "gb_s": g})).collect::<Vec<_>>(),
                 "cast_f32_f16_ms": cast_ms, "cast_gb_s": cast_gbs, "cast_ratio": cast_gbs / kcopy_gbs,
                 "timing": timing.method, "adapter": gpu.adapter().name})
         );
@@ -357,6 +369,9 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
             "copy     kernel (f32 -> f32 streaming copy): {kcopy_gbs:.0} GB/s ({})",
             copy_timing.method
         );
+        for (words, gbs) in &word_gbs {
+            println!("copy     kernel, {words} x 16-byte words an invocation: {gbs:.0} GB/s");
+        }
         println!(
             "cast     f32 -> f16: {cast_ms:.3} ms, {cast_gbs:.0} GB/s = {:.2}x the copy kernel",
             cast_gbs / kcopy_gbs
