@@ -116,3 +116,91 @@ impl MlpOptions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_digits_model_and_reads_back_from_its_config() {
+        let digits = MlpOptions::default().mlp_config(64, 10);
+        assert_eq!(
+            digits.to_string(),
+            "widths=64,128,128,10;activation=gelu;layer_norm=true;bias=true"
+        );
+        assert_eq!(
+            MlpOptions::from_config(&digits).unwrap(),
+            MlpOptions::default()
+        );
+        let linear = MlpOptions {
+            hidden: vec![],
+            activation: Activation::Relu,
+            layer_norm: false,
+        };
+        let config = linear.mlp_config(3, 2);
+        assert_eq!(config.widths, [3, 2]);
+        assert_eq!(MlpOptions::from_config(&config).unwrap(), linear);
+    }
+
+    #[test]
+    fn bad_options_and_configs_are_typed_errors() {
+        let zero = MlpOptions {
+            hidden: vec![8, 0],
+            ..MlpOptions::default()
+        };
+        assert!(matches!(zero.validate(), Err(Error::InvalidArgument(_))));
+        let no_bias = MlpConfig {
+            bias: false,
+            ..MlpOptions::default().mlp_config(4, 2)
+        };
+        assert!(matches!(
+            MlpOptions::from_config(&no_bias),
+            Err(Error::InvalidArgument(m)) if m.contains("needs biases")
+        ));
+        let one_width = MlpConfig {
+            widths: vec![4],
+            ..no_bias
+        };
+        assert!(matches!(
+            MlpOptions::from_config(&one_width),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn ensure_same_names_the_first_model_setting_that_differs() {
+        let saved = MlpOptions::default();
+        assert!(saved.ensure_same(&saved.clone(), "ck").is_ok());
+        for (asked, what) in [
+            (
+                MlpOptions {
+                    hidden: vec![],
+                    ..saved.clone()
+                },
+                "hidden widths mismatch: the checkpoint was trained with 128,128, this run asks for none",
+            ),
+            (
+                MlpOptions {
+                    activation: Activation::Relu,
+                    ..saved.clone()
+                },
+                "activation mismatch",
+            ),
+            (
+                MlpOptions {
+                    layer_norm: false,
+                    ..saved.clone()
+                },
+                "layer norm mismatch",
+            ),
+        ] {
+            match saved.ensure_same(&asked, "ck") {
+                Err(Error::Checkpoint { path, message }) => {
+                    assert_eq!(path, "ck");
+                    assert!(message.contains(what), "{message}");
+                }
+                other => panic!("expected a checkpoint error, got {other:?}"),
+            }
+        }
+    }
+}
