@@ -13,8 +13,8 @@ use halfgrad::amp::{constant_scale, OverflowFlag, Policy, Precision};
 use halfgrad::data::{Dataset, InMemory};
 use halfgrad::nn::{
     activation, linear, linear_params, softmax_cross_entropy, Activation, Batch, BatchLayout,
-    Graph, GraphBuilder, Inputs, LayerCtx, Mlp, MlpConfig, Model, ParamId, ParamStore, SplitMix64,
-    ValueId, XentLoss,
+    Graph, GraphBuilder, Inputs, LayerCtx, Mlp, MlpConfig, MlpOptions, Model, ParamId, ParamStore,
+    SplitMix64, ValueId, XentLoss,
 };
 use halfgrad::train::{
     TrainConfig, Trainer, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1, CHECKPOINT_VERSION,
@@ -647,11 +647,14 @@ fn version_one_checkpoints_load_and_later_versions_are_refused() {
     )
     .unwrap();
     let config = TrainConfig {
-        hidden: vec![7],
         batch: 4,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new_blocking(gpu(), config, &data).unwrap();
+    let model = MlpOptions {
+        hidden: vec![7],
+        ..MlpOptions::default()
+    };
+    let mut t = Trainer::new_blocking(gpu(), config, &model, &data).unwrap();
     t.step_from(&data).unwrap();
     let ck = t.checkpoint_blocking().unwrap();
     assert_eq!(ck.meta("format").unwrap(), CHECKPOINT_FORMAT);

@@ -198,12 +198,10 @@ fn mlp_config(widths: &[usize], layer_norm: bool) -> MlpConfig {
     }
 }
 
-fn train_config(precision: Precision, batch: usize, mlp: &MlpConfig) -> TrainConfig {
+fn train_config(precision: Precision, batch: usize) -> TrainConfig {
     TrainConfig {
         batch,
-        ..TrainConfig::default()
-            .with_precision(precision)
-            .with_mlp(mlp)
+        ..TrainConfig::default().with_precision(precision)
     }
 }
 
@@ -214,7 +212,7 @@ fn the_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
             // A fresh device: its pool starts empty, so every tensor is a new buffer.
             let g = limited(u64::MAX);
             let mlp = mlp_config(&[5, 7, 6, 3], layer_norm);
-            let config = train_config(precision, 9, &mlp);
+            let config = train_config(precision, 9);
             let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
             let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
             let t = Trainer::<Mlp>::with_model(&g, config, &mlp, 100).unwrap();
@@ -282,7 +280,7 @@ fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
     // A batch too large: the widest activation, (1000, 32) f16 = 64000 bytes, is named;
     // 64 rows of 32 f16 (4096 bytes) is the most that fits.
     let mlp = mlp_config(&[2, 32, 3], true);
-    let config = train_config(Precision::F16, 1000, &mlp);
+    let config = train_config(Precision::F16, 1000);
     assert_does_not_fit(
         Trainer::<Mlp>::with_model(&g, config.clone(), &mlp, 5000),
         "`0 output` ([1000, 32] f16, activation)",
@@ -292,7 +290,7 @@ fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
     // A parameter too large: no batch helps (33 x 32 f32 master = 4224 bytes).
     let wide = mlp_config(&[32, 33, 3], false);
     assert_does_not_fit(
-        Trainer::<Mlp>::with_model(&g, train_config(Precision::F32, 4, &wide), &wide, 10),
+        Trainer::<Mlp>::with_model(&g, train_config(Precision::F32, 4), &wide, 10),
         "`0.weight` ([33, 32] f32, master weight (f32))",
         4224,
         None,
@@ -405,7 +403,7 @@ fn the_size_plans_list_the_partial_sums_of_tall_column_reductions() {
     for layer_norm in [false, true] {
         let g = limited(u64::MAX); // a fresh pool: every tensor is a new buffer
         let mlp = mlp_config(&[5, 7, 7, 3], layer_norm);
-        let config = train_config(Precision::F16, batch, &mlp);
+        let config = train_config(Precision::F16, batch);
         let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
         let partial = plan
             .tensors

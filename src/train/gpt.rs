@@ -77,7 +77,7 @@ impl GptTrainConfig {
         }
     }
 
-    /// The Trainer's settings (no input noise; the MLP fields unused).
+    /// The Trainer's settings (no input noise; the model is `model`, given apart).
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
             precision: self.precision,
@@ -91,7 +91,6 @@ impl GptTrainConfig {
             input_noise: 0.0,
             seed: self.seed,
             scaler: self.scaler.clone(),
-            ..TrainConfig::default()
         }
     }
 
