@@ -14,6 +14,17 @@
 //!   value's dtype (activation gradients in the activation dtype; parameter gradients are
 //!   the parameters' own f32 `grad`).
 //!
+//! Gradient lifetimes: once an op's backward is built, the gradients of its outputs are
+//! dead (every reader of an output came later in forward, so its backward ran already,
+//! and the producer is the last to read the output's gradient). Their buffers go to a
+//! free list that later [`Backward::value_grad`] allocations of the same dtype and
+//! element count take (a view of the value's shape; the first write overwrites, so
+//! nothing is cleared). The dispatches run in order in one compute pass, and wgpu puts a
+//! barrier between a read and a later write of a buffer. External and seeded gradients
+//! and those kept with [`GraphBuilder::keep_grad`] are never reused, so
+//! [`Graph::grad`] of any other value is only meaningful during backward.
+//! [`SizePlan::grads`](super::SizePlan::grads) plans the same rule without a GPU.
+//!
 //! The overwrite / accumulate rule: the first backward write of a gradient buffer (in
 //! backward order) overwrites it, every later one adds into it, so a value or a parameter
 //! used twice gets the sum of both gradients and no step clears anything. A kernel with
@@ -125,6 +136,8 @@ struct Value {
     /// The gradient was given from outside ([`GraphBuilder::seed_grad`]): backward
     /// starts from it and writes it never.
     seeded: bool,
+    /// The gradient buffer is never handed to another value ([`GraphBuilder::keep_grad`]).
+    keep_grad: bool,
 }
 
 /// Builds a [`Graph`] over a [`ParamStore`].
@@ -133,6 +146,11 @@ pub struct GraphBuilder<'a> {
     params: &'a ParamStore,
     values: Vec<Value>,
     ops: Vec<Box<dyn Op>>,
+    /// Per op: the values made by [`GraphBuilder::output`] since the previous op (its
+    /// outputs; a value made early counts for an earlier op, which frees it later).
+    op_outputs: Vec<Vec<ValueId>>,
+    /// Outputs made since the last [`GraphBuilder::push`].
+    pending_outputs: Vec<ValueId>,
 }
 
 impl<'a> GraphBuilder<'a> {
@@ -144,6 +162,8 @@ impl<'a> GraphBuilder<'a> {
             params,
             values: Vec::new(),
             ops: Vec::new(),
+            op_outputs: Vec::new(),
+            pending_outputs: Vec::new(),
         }
     }
 
@@ -178,7 +198,16 @@ impl<'a> GraphBuilder<'a> {
     /// reads a parameter or an input that needs a gradient ([`GraphBuilder::needs_grad`]).
     pub fn output(&mut self, shape: &[usize], dtype: DType, needs_grad: bool) -> Result<ValueId> {
         let tensor = Tensor::empty(self.ctx.gpu, shape, dtype)?;
-        Ok(self.push_value(tensor, needs_grad, None))
+        let id = self.push_value(tensor, needs_grad, None);
+        self.pending_outputs.push(id);
+        Ok(id)
+    }
+
+    /// Keeps the gradient buffer of `id` for `id` alone, so that [`Graph::grad`] holds
+    /// it after a step (other gradient buffers are reused once their value's producer
+    /// has run backward).
+    pub fn keep_grad(&mut self, id: ValueId) {
+        self.values[id.0].keep_grad = true;
     }
 
     /// Gives the gradient of `id` from outside (the caller writes `grad` before running
@@ -197,6 +226,7 @@ impl<'a> GraphBuilder<'a> {
             needs_grad,
             grad,
             seeded: false,
+            keep_grad: false,
         });
         ValueId(self.values.len() - 1)
     }
@@ -214,17 +244,22 @@ impl<'a> GraphBuilder<'a> {
     /// Appends an op whose forward dispatches are built.
     pub fn push(&mut self, op: impl Op + 'static) {
         self.ops.push(Box::new(op));
+        self.op_outputs
+            .push(std::mem::take(&mut self.pending_outputs));
     }
 
     /// The graph with its backward: ops in reverse, each gradient write told whether it
     /// is the first (overwrite) or a later one (accumulate). Allocates the gradient
-    /// buffers and the scratch the fallback needs; builds every backward dispatch.
+    /// buffers (reusing dead ones: see the module docs) and the scratch the fallback
+    /// needs; builds every backward dispatch.
     pub fn finish(self) -> Result<Graph> {
         let GraphBuilder {
             ctx,
             params,
             values,
             ops,
+            op_outputs,
+            pending_outputs: _,
         } = self;
         let param_written = vec![ctx.grad_mode == GradMode::Accumulate; params.len()];
         let mut b = Backward {
@@ -234,6 +269,7 @@ impl<'a> GraphBuilder<'a> {
                 .into_iter()
                 .map(|v| GradState {
                     written: v.seeded,
+                    owned: false,
                     value: v,
                 })
                 .collect(),
@@ -241,10 +277,12 @@ impl<'a> GraphBuilder<'a> {
             param_used: vec![false; params.len()],
             free_scratch: Vec::new(),
             scratch: Vec::new(),
+            free_grads: Vec::new(),
             dispatches: Vec::new(),
         };
-        for op in ops.iter().rev() {
+        for (op, outputs) in ops.iter().zip(&op_outputs).rev() {
             op.backward(&mut b)?;
+            b.release(outputs);
         }
         Ok(Graph {
             values: b.values.into_iter().map(|s| s.into_graph_value()).collect(),
@@ -298,6 +336,8 @@ struct GradState {
     value: Value,
     /// Some backward write (or the seed) has put a gradient into the buffer.
     written: bool,
+    /// Backward allocated the buffer (not external, not seeded): reusable once dead.
+    owned: bool,
 }
 
 impl GradState {
@@ -335,6 +375,8 @@ pub struct Backward<'a> {
     free_scratch: Vec<Tensor>,
     /// Every scratch buffer (held for the dispatches that bind them).
     scratch: Vec<Tensor>,
+    /// Gradient buffers of dead values (their producer's backward is built).
+    free_grads: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
 }
 
@@ -376,8 +418,18 @@ impl<'a> Backward<'a> {
         let grad = match &s.value.grad {
             Some(g) => g.clone(),
             None => {
-                let g = Tensor::empty(gpu, s.value.tensor.shape(), s.value.tensor.dtype())?;
+                let (shape, dtype) = (s.value.tensor.shape(), s.value.tensor.dtype());
+                let numel = s.value.tensor.len();
+                let free = self
+                    .free_grads
+                    .iter()
+                    .position(|t| t.dtype() == dtype && t.len() == numel);
+                let g = match free {
+                    Some(i) => self.free_grads.swap_remove(i).reshape(shape)?,
+                    None => Tensor::empty(gpu, shape, dtype)?,
+                };
                 s.value.grad = Some(g.clone());
+                s.owned = true;
                 g
             }
         };
@@ -426,6 +478,19 @@ impl<'a> Backward<'a> {
             accumulate: false,
             into: Some(grad),
         })
+    }
+
+    /// After an op's backward: the gradients of its `outputs` are dead (every reader
+    /// ran backward before it), so their buffers may hold later values' gradients.
+    fn release(&mut self, outputs: &[ValueId]) {
+        for id in outputs {
+            let s = &self.values[id.0];
+            if s.owned && !s.value.keep_grad {
+                if let Some(g) = &s.value.grad {
+                    self.free_grads.push(g.clone());
+                }
+            }
+        }
     }
 
     /// Appends a backward dispatch.
@@ -495,14 +560,28 @@ impl Graph {
         &self.values[id.0].tensor
     }
 
-    /// The gradient buffer of a value (`None` when backward writes none).
+    /// The gradient buffer of a value (`None` when backward writes none). After a step
+    /// it holds the value's gradient only when the value is an input with an external
+    /// or seeded gradient or was kept ([`GraphBuilder::keep_grad`]); another value's
+    /// buffer may have been reused for an earlier value's gradient.
     pub fn grad(&self, id: ValueId) -> Option<&Tensor> {
         self.values[id.0].grad.as_ref()
     }
 
-    /// Every value's tensor and gradient buffer (memory accounting).
+    /// Every value's tensor and gradient buffer (several values may share one gradient
+    /// buffer: count memory with [`Graph::grad_buffers`]).
     pub fn tensors(&self) -> impl Iterator<Item = (&Tensor, Option<&Tensor>)> {
         self.values.iter().map(|v| (&v.tensor, v.grad.as_ref()))
+    }
+
+    /// The distinct gradient buffers of the values (each once), scratch not included.
+    pub fn grad_buffers(&self) -> Vec<&Tensor> {
+        let mut seen = std::collections::HashSet::new();
+        self.values
+            .iter()
+            .filter_map(|v| v.grad.as_ref())
+            .filter(|g| seen.insert(g.buffer().clone()))
+            .collect()
     }
 
     /// Scratch gradient buffers of the add fallback.

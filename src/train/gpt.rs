@@ -669,7 +669,7 @@ impl GptTrainer {
         let s = c.precision.compute_dtype().size_bytes();
         let graph = self.train_graph().graph();
         let mut activations: usize = graph.tensors().map(|(v, _)| bytes(v)).sum();
-        let mut activation_grads: usize = graph.tensors().filter_map(|(_, g)| g.map(bytes)).sum();
+        let mut activation_grads: usize = graph.grad_buffers().into_iter().map(bytes).sum();
         activation_grads += graph.scratch().iter().map(bytes).sum::<usize>();
         activations += m.n_layer * square * s + square * 4;
         activation_grads += square * s;

@@ -18,7 +18,7 @@ use super::params::{block_prefix, GptWeights, WPE, WTE};
 use super::residual::residual_add;
 use crate::nn::graph::{Graph, GraphBuilder, ParamId, ParamStore, ValueId};
 use crate::nn::{activation, layer_norm, linear, softmax_cross_entropy, Activation};
-use crate::nn::{check_plan, DeviceBudget, Role, SizePlan};
+use crate::nn::{check_plan, DeviceBudget, GradPlan, GradValue, Role, SizePlan};
 use crate::nn::{Batch, BatchLayout, Inputs, LayerCtx, Model, Param, XentLoss};
 use crate::ops::embedding::{check_tokens, TokenIndex};
 use crate::ops::layernorm::DEFAULT_EPS;
@@ -102,77 +102,79 @@ pub fn plan_graph(
         plan.scratch("attention", "attention dS (shared)", &square, act);
     }
     let wide = |k: usize| [rows, k * c];
-    plan.value(
-        emb,
-        "embedding output (residual stream)",
-        &wide(1),
-        DType::F32,
-        backward,
-    );
+    // Values with a gradient go to `grads` too, and each op with the values it reads
+    // and makes: backward's gradient buffers are planned from their lifetimes.
+    let mut grads = GradPlan::new();
+    let x0 = "embedding output (residual stream)";
+    let mut x = grad_value(plan, &mut grads, emb, x0, &wide(1), DType::F32);
+    grads.op(&[], &[x]);
     if backward && config.n_layer > 0 {
         // Each residual-stream value feeds a LayerNorm and a residual add; the LayerNorm's
         // input gradient (which cannot accumulate) goes through one shared scratch.
         let name = "residual-stream gradient scratch";
         plan.scratch(emb, name, &wide(1), DType::F32);
     }
-    let layer_norm = |plan: &mut SizePlan, group: &str, name: &str| {
-        plan.value(group, &format!("{name} output"), &wide(1), act, backward);
+    let layer_norm = |plan: &mut SizePlan, grads: &mut GradPlan, x, group: &str, name: &str| {
+        let y = grad_value(plan, grads, group, &format!("{name} output"), &wide(1), act);
         plan.value(group, &format!("{name} mean"), &[rows], DType::F32, false);
         plan.value(group, &format!("{name} rstd"), &[rows], DType::F32, false);
         plan.scratch(group, &format!("{name} row terms"), &[rows, 2], DType::F32);
+        grads.op(&[x], &[y]);
+        y
+    };
+    // An op of one input and one output.
+    let unary = |plan: &mut SizePlan, grads: &mut GradPlan, x, group: &str, name: &str, k| {
+        let y = grad_value(plan, grads, group, name, &wide(k), act);
+        grads.op(&[x], &[y]);
+        y
     };
     for layer in 0..config.n_layer {
         let p = block_prefix(layer);
         let g = p.as_str();
-        layer_norm(plan, g, &format!("{p}.ln_1"));
-        plan.value(
-            g,
-            &format!("{p}.attn.c_attn output (qkv)"),
-            &wide(3),
-            act,
-            backward,
-        );
+        let a = layer_norm(plan, &mut grads, x, g, &format!("{p}.ln_1"));
+        let qkv = format!("{p}.attn.c_attn output (qkv)");
+        let qkv = unary(plan, &mut grads, a, g, &qkv, 3);
         plan.value(g, &format!("{p}.attn probabilities"), &square, act, false);
-        plan.value(g, &format!("{p}.attn output"), &wide(1), act, backward);
-        plan.value(
-            g,
-            &format!("{p}.attn.c_proj output"),
-            &wide(1),
-            act,
-            backward,
-        );
-        plan.value(
-            g,
-            &format!("{p} residual 1"),
-            &wide(1),
-            DType::F32,
-            backward,
-        );
-        layer_norm(plan, g, &format!("{p}.ln_2"));
-        plan.value(g, &format!("{p}.mlp.c_fc output"), &wide(4), act, backward);
-        plan.value(g, &format!("{p}.mlp GELU output"), &wide(4), act, backward);
-        plan.value(
-            g,
-            &format!("{p}.mlp.c_proj output"),
-            &wide(1),
-            act,
-            backward,
-        );
-        plan.value(
-            g,
-            &format!("{p} residual 2"),
-            &wide(1),
-            DType::F32,
-            backward,
-        );
+        let y = unary(plan, &mut grads, qkv, g, &format!("{p}.attn output"), 1);
+        let proj = format!("{p}.attn.c_proj output");
+        let proj = unary(plan, &mut grads, y, g, &proj, 1);
+        let r1 = format!("{p} residual 1");
+        let r1 = grad_value(plan, &mut grads, g, &r1, &wide(1), DType::F32);
+        grads.op(&[x, proj], &[r1]);
+        let m = layer_norm(plan, &mut grads, r1, g, &format!("{p}.ln_2"));
+        let m = unary(plan, &mut grads, m, g, &format!("{p}.mlp.c_fc output"), 4);
+        let m = unary(plan, &mut grads, m, g, &format!("{p}.mlp GELU output"), 4);
+        let m = unary(plan, &mut grads, m, g, &format!("{p}.mlp.c_proj output"), 1);
+        let r2 = format!("{p} residual 2");
+        x = grad_value(plan, &mut grads, g, &r2, &wide(1), DType::F32);
+        grads.op(&[r1, m], &[x]);
     }
-    layer_norm(plan, "head", "transformer.ln_f");
-    plan.value("head", "logits", &[rows, v], act, backward);
+    let xf = layer_norm(plan, &mut grads, x, "head", "transformer.ln_f");
+    let logits = grad_value(plan, &mut grads, "head", "logits", &[rows, v], act);
+    grads.op(&[xf], &[logits]);
+    // The loss: its outputs need no gradient.
+    grads.op(&[logits], &[]);
+    if backward {
+        plan.grads(&grads);
+    }
     plan.value("head", "labels", &[rows], DType::U32, false);
     plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
     plan.value("head", "losses", &[rows], DType::F32, false);
     plan.value("head", "mean loss", &[1], DType::F32, false);
     Ok(())
+}
+
+/// A forward value of `plan` whose gradient backward writes (planned through `grads`).
+fn grad_value(
+    plan: &mut SizePlan,
+    grads: &mut GradPlan,
+    group: &str,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+) -> GradValue {
+    plan.value(group, name, shape, dtype, false);
+    grads.value(group, name, shape, dtype)
 }
 
 /// The parameters [`upload_params`] allocates (groups: `embedding`, `transformer.h.N`,
