@@ -7,6 +7,7 @@ mod common;
 
 use halfgrad::amp::{LossScaler, Policy, Precision, ScalerConfig};
 use halfgrad::kernels::Bind;
+use halfgrad::nn::Role;
 use halfgrad::nn::{Activation, LayerCtx, Linear, Mlp, MlpConfig, Node, Param, SplitMix64};
 use halfgrad::ops::{cast, loss_scale};
 use halfgrad::optim::{AdamConfig, AdamW};
@@ -456,4 +457,41 @@ fn a_gpt_past_the_limits_is_refused_before_any_allocation_naming_the_block_size_
     // The sizes it names train.
     GptTrainer::new(&g, run(1, 22), None).unwrap();
     g.check().unwrap();
+}
+
+#[test]
+fn the_gpt_trainer_plan_lists_every_pooled_buffer_and_evaluation_borrows_the_activations() {
+    use halfgrad::nn::gpt::GptConfig;
+    use halfgrad::train::{GptTrainConfig, GptTrainer};
+    for precision in [Precision::F32, Precision::F16] {
+        let g = limited(u64::MAX);
+        let config = GptTrainConfig {
+            model: GptConfig {
+                vocab: 11,
+                block: 7,
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 8,
+            },
+            precision,
+            batch: 3,
+            ..GptTrainConfig::tiny(10)
+        };
+        let plan = GptTrainer::plan(&config).unwrap();
+        let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+        GptTrainer::new(&g, config, None).unwrap();
+        let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+        assert_eq!(
+            (g.pool().created() - count, g.pool().created_bytes() - bytes),
+            (pooled, plan.pooled_bytes()),
+            "{precision}"
+        );
+        // The evaluation graph's own buffers: tokens, labels, log-sum-exp and the five
+        // LayerNorms' row terms; no activation.
+        let eval = plan.tensors.iter().filter(|t| t.group == "eval");
+        assert_eq!(eval.clone().count(), 8, "{precision}");
+        assert!(eval
+            .clone()
+            .all(|t| t.role != Role::Activations || t.shape == [21]));
+    }
 }

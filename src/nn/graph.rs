@@ -36,6 +36,7 @@
 use super::{GradMode, LayerCtx, Param};
 use crate::kernels::Dispatch;
 use crate::ops::accumulate::add_into;
+use crate::tensor::checked_numel;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// A value of a graph (an input or an op's output).
@@ -151,6 +152,11 @@ pub struct GraphBuilder<'a> {
     op_outputs: Vec<Vec<ValueId>>,
     /// Outputs made since the last [`GraphBuilder::push`].
     pending_outputs: Vec<ValueId>,
+    /// Op outputs and saved buffers, in order of creation ([`Graph::forward_buffers`]).
+    forward_buffers: Vec<Tensor>,
+    /// Another graph's forward buffers not yet taken
+    /// ([`GraphBuilder::borrow_forward_buffers`]).
+    donors: Vec<Tensor>,
 }
 
 impl<'a> GraphBuilder<'a> {
@@ -164,7 +170,43 @@ impl<'a> GraphBuilder<'a> {
             ops: Vec::new(),
             op_outputs: Vec::new(),
             pending_outputs: Vec::new(),
+            forward_buffers: Vec::new(),
+            donors: Vec::new(),
         }
+    }
+
+    /// Takes op outputs and saved buffers ([`GraphBuilder::output`],
+    /// [`GraphBuilder::saved`]) from `donor`'s forward buffers of the same dtype and
+    /// element count (each at most once) instead of allocating them; what finds none is
+    /// allocated. For a forward-only graph beside a training graph (evaluation at the
+    /// training batch): neither graph keeps contents across submissions (a forward
+    /// writes every buffer before reading it, and a step runs forward and backward in
+    /// one pass), so the two must only never run in the same pass. Whatever a caller
+    /// reads after a run (a loss) is overwritten by the other graph's next run.
+    pub fn borrow_forward_buffers(&mut self, donor: &Graph) {
+        self.donors.extend(donor.forward_buffers.iter().cloned());
+    }
+
+    /// A forward buffer: a donor's ([`GraphBuilder::borrow_forward_buffers`]) seen with
+    /// `shape`, else a new one.
+    fn forward_buffer(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let numel = checked_numel(shape);
+        let found = self
+            .donors
+            .iter()
+            .position(|t| t.dtype() == dtype && Some(t.len()) == numel);
+        let tensor = match found {
+            Some(i) => self.donors.remove(i).reshape(shape)?,
+            None => Tensor::empty(self.ctx.gpu, shape, dtype)?,
+        };
+        self.forward_buffers.push(tensor.clone());
+        Ok(tensor)
+    }
+
+    /// A buffer an op's forward writes and its backward reads that is not a value (no
+    /// gradient; e.g. attention probabilities): like an output, it may be a donor's.
+    pub fn saved(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.forward_buffer(shape, dtype)
     }
 
     pub fn ctx(&self) -> &LayerCtx<'a> {
@@ -197,7 +239,7 @@ impl<'a> GraphBuilder<'a> {
     /// A new output value of an op (what [`Op`] constructors call). `needs_grad`: the op
     /// reads a parameter or an input that needs a gradient ([`GraphBuilder::needs_grad`]).
     pub fn output(&mut self, shape: &[usize], dtype: DType, needs_grad: bool) -> Result<ValueId> {
-        let tensor = Tensor::empty(self.ctx.gpu, shape, dtype)?;
+        let tensor = self.forward_buffer(shape, dtype)?;
         let id = self.push_value(tensor, needs_grad, None);
         self.pending_outputs.push(id);
         Ok(id)
@@ -260,6 +302,8 @@ impl<'a> GraphBuilder<'a> {
             ops,
             op_outputs,
             pending_outputs: _,
+            forward_buffers,
+            donors: _,
         } = self;
         let param_written = vec![ctx.grad_mode == GradMode::Accumulate; params.len()];
         let mut b = Backward {
@@ -290,6 +334,7 @@ impl<'a> GraphBuilder<'a> {
             backward: b.dispatches,
             scratch: b.scratch,
             params_written: b.param_used,
+            forward_buffers,
         })
     }
 
@@ -309,6 +354,7 @@ impl<'a> GraphBuilder<'a> {
             backward: Vec::new(),
             scratch: Vec::new(),
             params_written: vec![false; n_params],
+            forward_buffers: self.forward_buffers,
         }
     }
 }
@@ -530,6 +576,8 @@ pub struct Graph {
     backward: Vec<Dispatch>,
     scratch: Vec<Tensor>,
     params_written: Vec<bool>,
+    /// Op outputs and saved buffers (what another graph may borrow).
+    forward_buffers: Vec<Tensor>,
 }
 
 impl Graph {
@@ -582,6 +630,12 @@ impl Graph {
             .filter_map(|v| v.grad.as_ref())
             .filter(|g| seen.insert(g.buffer().clone()))
             .collect()
+    }
+
+    /// Op outputs and saved buffers, in order of creation (what
+    /// [`GraphBuilder::borrow_forward_buffers`] lends).
+    pub fn forward_buffers(&self) -> &[Tensor] {
+        &self.forward_buffers
     }
 
     /// Scratch gradient buffers of the add fallback.

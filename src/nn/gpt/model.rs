@@ -177,6 +177,34 @@ fn grad_value(
     grads.value(group, name, shape, dtype)
 }
 
+/// The buffers a graph of `config` built by [`GptGraph::borrowing`] allocates of its own
+/// (the rest is its donor's): the tokens, the loss's labels and log-sum-exp, and each
+/// LayerNorm's backward row terms (allocated with the op, unused without backward).
+/// Groups as in [`plan_graph`].
+pub fn plan_borrowing_graph(
+    plan: &mut SizePlan,
+    config: &GptConfig,
+    (batch, t): (usize, usize),
+) -> Result<()> {
+    config.validate()?;
+    let rows = batch.checked_mul(t).ok_or_else(|| {
+        Error::InvalidArgument(format!("{batch} sequences of {t} tokens overflow"))
+    })?;
+    plan.value("inputs", "tokens", &[rows], DType::U32, false);
+    let row_terms = |plan: &mut SizePlan, group: &str, name: &str| {
+        plan.scratch(group, &format!("{name} row terms"), &[rows, 2], DType::F32);
+    };
+    for layer in 0..config.n_layer {
+        let p = block_prefix(layer);
+        row_terms(plan, &p, &format!("{p}.ln_1"));
+        row_terms(plan, &p, &format!("{p}.ln_2"));
+    }
+    row_terms(plan, "head", "transformer.ln_f");
+    plan.value("head", "labels", &[rows], DType::U32, false);
+    plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
+    Ok(())
+}
+
 /// The parameters [`upload_params`] allocates (groups: `embedding`, `transformer.h.N`,
 /// `head` for the final LayerNorm).
 pub fn plan_params(plan: &mut SizePlan, config: &GptConfig) -> Result<()> {
@@ -234,6 +262,8 @@ pub struct GptGraph {
     index: Option<Arc<TokenIndex>>,
     logits: ValueId,
     loss: XentLoss,
+    /// The attention scratch the layers share (a borrowing graph takes its scores).
+    attention: AttentionScratch,
     /// Host staging of the targets when only tokens are given.
     zeros: Vec<u32>,
 }
@@ -248,6 +278,34 @@ impl GptGraph {
         (batch, t): (usize, usize),
         scale: &wgpu::Buffer,
         backward: bool,
+    ) -> Result<GptGraph> {
+        GptGraph::build(ctx, config, store, (batch, t), scale, backward, None)
+    }
+
+    /// A forward-only graph (evaluation) that allocates no activations of its own: its
+    /// op outputs, attention probabilities and attention scores are `donor`'s, a graph
+    /// of the same model, batch and sequence length (the training graph; see
+    /// [`GraphBuilder::borrow_forward_buffers`] for why that is safe). Its tokens, labels
+    /// and log-sum-exp are its own ([`plan_borrowing_graph`]). Running it overwrites
+    /// `donor`'s loss, logits and activations, and the reverse.
+    pub fn borrowing(
+        ctx: &LayerCtx<'_>,
+        store: &ParamStore,
+        scale: &wgpu::Buffer,
+        donor: &GptGraph,
+    ) -> Result<GptGraph> {
+        let dims = (donor.batch, donor.t);
+        GptGraph::build(ctx, &donor.config, store, dims, scale, false, Some(donor))
+    }
+
+    fn build(
+        ctx: &LayerCtx<'_>,
+        config: &GptConfig,
+        store: &ParamStore,
+        (batch, t): (usize, usize),
+        scale: &wgpu::Buffer,
+        backward: bool,
+        donor: Option<&GptGraph>,
     ) -> Result<GptGraph> {
         let gpu = ctx.gpu;
         config.validate()?;
@@ -282,15 +340,25 @@ impl GptGraph {
             true => Some(Arc::new(TokenIndex::new(gpu, config.vocab, rows)?)),
             false => None,
         };
-        let scratch = AttentionScratch::new(
-            gpu,
-            (batch, config.n_head, t),
-            ctx.policy.activation,
-            backward,
-        )?;
+        let scratch = match donor {
+            // Forward uses only the scores.
+            Some(d) if !backward => AttentionScratch {
+                scores: d.attention.scores.clone(),
+                dscores: None,
+            },
+            _ => AttentionScratch::new(
+                gpu,
+                (batch, config.n_head, t),
+                ctx.policy.activation,
+                backward,
+            )?,
+        };
         let (wte, wpe) = (param(WTE.into())?, param(WPE.into())?);
 
         let mut g = GraphBuilder::new(ctx, store);
+        if let Some(d) = donor {
+            g.borrow_forward_buffers(&d.graph);
+        }
         // x: (B*T, C) f32, the residual stream
         let mut x = embedding(&mut g, &tokens, rows, t, wte, wpe, index.clone())?;
         for layer in 0..config.n_layer {
@@ -335,6 +403,7 @@ impl GptGraph {
             index,
             logits,
             loss,
+            attention: scratch,
             zeros,
         })
     }
