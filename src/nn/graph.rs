@@ -624,12 +624,13 @@ impl Graph {
 
     /// The distinct gradient buffers of the values (each once), scratch not included.
     pub fn grad_buffers(&self) -> Vec<&Tensor> {
-        let mut seen = std::collections::HashSet::new();
-        self.values
-            .iter()
-            .filter_map(|v| v.grad.as_ref())
-            .filter(|g| seen.insert(g.buffer().clone()))
-            .collect()
+        let mut out: Vec<&Tensor> = Vec::new();
+        for g in self.values.iter().filter_map(|v| v.grad.as_ref()) {
+            if !out.iter().any(|t| t.buffer() == g.buffer()) {
+                out.push(g);
+            }
+        }
+        out
     }
 
     /// Op outputs and saved buffers, in order of creation (what
