@@ -6,6 +6,7 @@
 //! attention's per-head products read Q, K and V straight out of a fused QKV activation.
 //! Kernels (`shaders/matmul.wgsl`, `shaders/matmul_coop.wgsl`):
 //! - `tiled` ([`tiled`]): portable (every adapter, every dtype, both f16 storage paths);
+//!   `tiled_fast` the same for outputs of even N or f32 (`TiledTile::Fast`);
 //! - `coop` and `coop_tile` ([`coop`]): cooperative matrices (16x16x16 f16 -> f32),
 //!   chosen automatically for f16 operands on adapters that offer them.
 //!
@@ -43,6 +44,9 @@ pub mod shader_matmul {
         "matmul";
         /// The portable tiled kernel.
         TILED = "tiled", slots: matmul_slots!(ANY);
+        /// The portable tiled kernel for outputs of even N or f32 (vec4 tiles,
+        /// double-buffered).
+        TILED_FAST = "tiled_fast", slots: matmul_slots!(ANY);
         /// The cooperative-matrix kernel (f16 operands, any output dtype).
         COOP = "coop", slots: matmul_slots!(&[DType::F16]), cooperative_matrix: true, needs_f16: true;
     }
@@ -77,7 +81,7 @@ pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, MatmulKernel, MatmulOptions,
     MatmulPlan, MatmulTuning,
 };
-pub use shader_matmul::{COOP, TILED};
+pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::COOP_TILE;
 pub use tiled::{TiledConfig, TiledTile};
 
@@ -505,6 +509,9 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         k,
         direct: (n % 2 == 0 || strided_c) && va.aligned8 && vb.aligned8,
         contiguous: !batched && va.dense_start && vb.dense_start && vc.dense_whole,
+        // A 16-bit C of even N has even ld, offset and strides too (checked above for a
+        // strided one; a plain one has ld = N and even bases).
+        fast_tiled: c.dtype() == DType::F32 || n % 2 == 0,
     };
     let plan = plan::plan(gpu, (a.dtype(), b.dtype()), &shape, &opts, &args.tuning)?;
     let flags = [
@@ -595,8 +602,8 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
             Bind::Tensor(args.b),
             bytemuck::bytes_of(&params),
         ),
-        MatmulPlan::Tiled(_) => (
-            &TILED,
+        MatmulPlan::Tiled(t) => (
+            if t.fast { &TILED_FAST } else { &TILED },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
             bytemuck::bytes_of(&params),

@@ -202,9 +202,10 @@ pub enum MatmulPlan {
 }
 
 impl MatmulPlan {
-    /// `"tiled"`, `"coop"` or `"coop_tile"` (benchmark tables, logs).
+    /// `"tiled"`, `"tiled_fast"`, `"coop"` or `"coop_tile"` (benchmark tables, logs).
     pub fn name(&self) -> &'static str {
         match self {
+            MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile { .. } => "coop_tile",
@@ -259,6 +260,9 @@ pub(super) struct PlanShape {
     /// One dense product filling C from element 0, A and B dense from element 0: the
     /// coop tile kernel's only layout.
     pub contiguous: bool,
+    /// C is f32 or N is even: its column pairs at even columns never straddle an output
+    /// word, so the tiled_fast kernel can write it.
+    pub fast_tiled: bool,
 }
 
 /// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
@@ -282,11 +286,15 @@ pub(super) fn plan(
         let sg = coop_support(gpu, subgroups)?;
         return Ok(MatmulPlan::Coop { subgroups, sg });
     }
-    let t = tuning.tiled.config(gpu, m, n);
+    let t = tuning.tiled.config(gpu, m, n, shape.fast_tiled)?;
     if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
         return Err(Error::MissingFeature {
             op: "matmul (tiled kernel)",
-            feature: "max_compute_workgroup_storage_size >= 10 KiB",
+            feature: if t.fast {
+                "max_compute_workgroup_storage_size >= 16 KiB (32 KiB for K slices of 16)"
+            } else {
+                "max_compute_workgroup_storage_size >= 10 KiB"
+            },
         });
     }
     Ok(MatmulPlan::Tiled(t))
