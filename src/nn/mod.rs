@@ -43,7 +43,7 @@ pub use mlp::{Mlp, MlpConfig};
 pub use mlp_options::MlpOptions;
 pub use model::{Batch, BatchLayout, Inputs, Model};
 pub use param::Param;
-pub use plan::{check_plan, DeviceBudget, PlannedTensor, Role, SizePlan};
+pub use plan::{check_plan, DeviceBudget, GradPlan, GradValue, PlannedTensor, Role, SizePlan};
 pub use softmax_xent::{softmax_cross_entropy, SoftmaxCrossEntropy, XentLoss};
 
 pub use crate::ops::activation::Activation;
