@@ -194,7 +194,11 @@ impl Gpu {
         let have = adapter.features();
 
         // Request every useful feature the adapter has.
-        let mut want = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        // SUBGROUP_BARRIER: the cooperative-matrix tile kernels name `subgroupBarrier()`
+        // (their subgroup epilogue), so naga refuses them on a device without it.
+        let mut want = wgpu::Features::SUBGROUP
+            | wgpu::Features::SUBGROUP_BARRIER
+            | wgpu::Features::TIMESTAMP_QUERY;
         if !opts.disable_f16 {
             want |= wgpu::Features::SHADER_F16;
         }

@@ -208,6 +208,15 @@ pub(super) fn coop_support(gpu: &Gpu, subgroups: (u32, u32)) -> Result<u32> {
     let Some((_, sg_max)) = caps.subgroups else {
         return Err(missing("SUBGROUP"));
     };
+    // The tile kernels' shaders name `subgroupBarrier()` (the subgroup epilogue), which
+    // naga validates against the device's features whether or not that branch runs.
+    if !gpu
+        .device()
+        .features()
+        .contains(wgpu::Features::SUBGROUP_BARRIER)
+    {
+        return Err(missing("SUBGROUP_BARRIER"));
+    }
     let (sg_m, sg_n) = subgroups;
     if sg_m == 0 || sg_n == 0 {
         return Err(Error::InvalidArgument(

@@ -34,8 +34,10 @@ pub struct MatmulOptions {
 /// Which tile shape the coop tile kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CoopTiles {
-    /// Largest of [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product; the
-    /// general coop kernel otherwise.
+    /// Whole tiles of one contiguous product: the fragment-copy kernel with
+    /// [`AUTO_COPIED_TILE`] (`HALFGRAD_COOP=staged|direct` picks another kernel); else
+    /// the largest of the staged [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the
+    /// product; the general coop kernel otherwise.
     #[default]
     Auto,
     /// Never: always the general coop kernel.
@@ -44,11 +46,12 @@ pub enum CoopTiles {
     Fixed(CoopTile),
     /// The direct coop kernel (fragments straight from global memory) with this shape:
     /// whole tiles of one contiguous product with K a multiple of 16, else
-    /// `Error::InvalidArgument` (benchmarks; `Auto` never picks it).
+    /// `Error::InvalidArgument` (benchmarks; `Auto` picks it only with
+    /// `HALFGRAD_COOP=direct`).
     Direct(CoopTile),
     /// The fragment-copy coop kernel (slices staged by coopLoad / coopStore) with this
     /// shape (`bk` 16, 32 or 64): whole tiles of one contiguous product, else
-    /// `Error::InvalidArgument` (benchmarks; `Auto` never picks it).
+    /// `Error::InvalidArgument` (`Auto` picks it with [`AUTO_COPIED_TILE`]).
     Copied(CoopTile),
 }
 
@@ -114,6 +117,66 @@ pub fn coop_tile_for(
         CoopTiles::Auto => [CoopTile::LARGE, CoopTile::MEDIUM, CoopTile::SMALL]
             .into_iter()
             .find(fits),
+    }
+}
+
+/// The fragment-copy kernel's tile that `CoopTiles::Auto` tries first for whole tiles:
+/// 128 x 128, 2 x 2 subgroups of 4 x 4 fragments, K slices of 16. H200, 4096^3 f16 -> f32
+/// (`bench matmul --check`, docs/PERFORMANCE.md): 108.8 TFLOP/s with the store epilogue,
+/// against 80.7 for the staged LARGE tile with the same epilogue and about 60 for the
+/// staged tile with its scratch epilogue, the previous default.
+pub const AUTO_COPIED_TILE: CoopTile = CoopTile {
+    subgroups: (2, 2),
+    frags: (4, 4),
+    bk: 16,
+};
+
+/// The direct kernel's tile for `HALFGRAD_COOP=direct` (H200, 4096^3 with --trans-a:
+/// 109 TFLOP/s; plain layout 76).
+const AUTO_DIRECT_TILE: CoopTile = CoopTile {
+    subgroups: (2, 2),
+    frags: (4, 4),
+    bk: 32,
+};
+
+/// Which kernel `CoopTiles::Auto` runs whole tiles on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AutoCoop {
+    Copied,
+    Staged,
+    Direct,
+}
+
+/// `HALFGRAD_COOP`: `copied` (or unset), `staged` or `direct`: the kernel `CoopTiles::Auto`
+/// runs whole tiles on, so whole training steps can be measured with each.
+fn auto_coop_from_env() -> Result<AutoCoop> {
+    match std::env::var("HALFGRAD_COOP") {
+        Err(_) => Ok(AutoCoop::Copied),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "copied" => Ok(AutoCoop::Copied),
+            "staged" => Ok(AutoCoop::Staged),
+            "direct" => Ok(AutoCoop::Direct),
+            other => Err(Error::InvalidArgument(format!(
+                "HALFGRAD_COOP={other:?} (expected copied, staged or direct)"
+            ))),
+        },
+    }
+}
+
+/// `HALFGRAD_COOP_EPILOGUE`: `scratch`, `subgroup` or `store`, for tunings that leave the
+/// coop epilogue at its default.
+fn epilogue_from_env() -> Result<Option<CoopEpilogue>> {
+    match std::env::var("HALFGRAD_COOP_EPILOGUE") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" => Ok(None),
+            "scratch" => Ok(Some(CoopEpilogue::Scratch)),
+            "subgroup" => Ok(Some(CoopEpilogue::SubgroupScratch)),
+            "store" => Ok(Some(CoopEpilogue::Store)),
+            other => Err(Error::InvalidArgument(format!(
+                "HALFGRAD_COOP_EPILOGUE={other:?} (expected scratch, subgroup or store)"
+            ))),
+        },
     }
 }
 
@@ -378,7 +441,11 @@ pub(super) fn plan(
 ) -> Result<MatmulPlan> {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     if kernel_for(gpu, a_dtype, b_dtype, opts, shape.direct)? == "coop" {
-        let epilogue = tuning.coop_epilogue.resolve(shape.f32_store);
+        let requested = match (tuning.coop_epilogue, epilogue_from_env()?) {
+            (CoopEpilogue::Scratch, Some(e)) => e,
+            (e, _) => e,
+        };
+        let epilogue = requested.resolve(shape.f32_store);
         let sg_min = gpu.caps().subgroups.map_or(1, |(lo, _)| lo);
         let group_m = tuning.coop_group_m;
         if let CoopTiles::Direct(tile) = tuning.coop_tile {
@@ -402,6 +469,36 @@ pub(super) fn plan(
                 epilogue,
                 group_m,
             });
+        }
+        if shape.contiguous && tuning.coop_tile == CoopTiles::Auto {
+            let auto = auto_coop_from_env()?;
+            let candidate = match auto {
+                AutoCoop::Copied => Some((true, AUTO_COPIED_TILE)),
+                AutoCoop::Direct => Some((false, AUTO_DIRECT_TILE)),
+                AutoCoop::Staged => None,
+            };
+            if let Some((copied, tile)) = candidate {
+                let sg = coop_support(gpu, (1, 1))?;
+                if check_whole_tiles(gpu, copied, &tile, shape, sg, sg_min, epilogue).is_ok() {
+                    return Ok(if copied {
+                        MatmulPlan::CoopCopied {
+                            tile,
+                            sg,
+                            sg_min,
+                            epilogue,
+                            group_m,
+                        }
+                    } else {
+                        MatmulPlan::CoopDirect {
+                            tile,
+                            sg,
+                            sg_min,
+                            epilogue,
+                            group_m,
+                        }
+                    });
+                }
+            }
         }
         if shape.contiguous {
             if let Some(tile) = coop_tile_for(gpu, (m, n, k), opts, tuning) {
