@@ -49,6 +49,8 @@ enum KernelArg {
     Auto,
     Tiled,
     Coop,
+    /// bf16 operands rescaled into f16 copies for the f16 kernels.
+    Rescaled,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -163,6 +165,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             KernelArg::Auto => MatmulKernel::Auto,
             KernelArg::Tiled => MatmulKernel::Tiled,
             KernelArg::Coop => MatmulKernel::Coop,
+            KernelArg::Rescaled => MatmulKernel::RescaledF16,
         },
     };
     let tuning = MatmulTuning {
@@ -235,14 +238,14 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     };
 
     let timing = time_passes(&gpu, args.warmup, args.iters, |pass, i| {
-        dispatches[i % sets].encode(pass)
+        dispatches[i % sets].iter().for_each(|d| d.encode(pass))
     })?;
     let ms = timing.median_ms();
     let tflops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12;
 
     // Every product of the batch against f64: the largest error and the rows checked.
     let check = if args.check {
-        gpu.run(&[&dispatches[0]])?;
+        gpu.run_all(&dispatches[0])?;
         let out = c.to_f32_vec()?;
         let (a_size, b_size, c_size) = (a_len / batch, b_len / batch, c_len / batch);
         let mut worst = (0.0f64, 0usize);

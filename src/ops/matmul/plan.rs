@@ -17,6 +17,15 @@ pub enum MatmulKernel {
     /// The cooperative-matrix kernel; `Error::MissingFeature` where the adapter lacks it,
     /// `Error::DTypeMismatch` for operands other than f16.
     Coop,
+    /// bf16 operands rescaled per row of op(A) and column of op(B) into f16 copies,
+    /// multiplied by the f16 kernel `Auto` picks (tiled without cooperative matrices),
+    /// scaled back in an epilogue (see [`rescale`](super::rescale)). `Auto` takes this
+    /// path by itself for bf16 operands where the f16 product runs on cooperative
+    /// matrices; forcing it tests the whole path anywhere. `Error::DTypeMismatch` for
+    /// operands other than bf16, `Error::InvalidArgument` for a batch or a C that is not
+    /// one dense matrix filling its tensor. (Under `HALFGRAD_MATMUL=rescaled` such
+    /// products keep `Auto`'s kernel instead.)
+    RescaledF16,
 }
 
 /// How [`matmul`](super::matmul) reads its operands and writes C.
@@ -99,7 +108,7 @@ pub fn coop_tile_for(
     }
 }
 
-/// `HALFGRAD_MATMUL`: `tiled`, `coop`, or unset / `auto`.
+/// `HALFGRAD_MATMUL`: `tiled`, `coop`, `rescaled`, or unset / `auto`.
 fn kernel_from_env() -> Result<MatmulKernel> {
     match std::env::var("HALFGRAD_MATMUL") {
         Err(_) => Ok(MatmulKernel::Auto),
@@ -107,14 +116,17 @@ fn kernel_from_env() -> Result<MatmulKernel> {
             "" | "auto" => Ok(MatmulKernel::Auto),
             "tiled" => Ok(MatmulKernel::Tiled),
             "coop" => Ok(MatmulKernel::Coop),
+            "rescaled" => Ok(MatmulKernel::RescaledF16),
             other => Err(Error::InvalidArgument(format!(
-                "HALFGRAD_MATMUL={other:?} (expected tiled, coop or auto)"
+                "HALFGRAD_MATMUL={other:?} (expected tiled, coop, rescaled or auto)"
             ))),
         },
     }
 }
 
 /// The kernel [`matmul`](super::matmul) uses for these operand dtypes and options: `"tiled"` or `"coop"`.
+/// (`RescaledF16` is chosen per product by [`plan_for`](super::plan_for); here it reads
+/// as `Auto`.)
 pub fn chosen_kernel(
     gpu: &Gpu,
     a_dtype: DType,
@@ -145,11 +157,13 @@ pub fn chosen_kernel(
             }
             Ok("coop")
         }
-        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
-            "coop"
-        } else {
-            "tiled"
-        }),
+        MatmulKernel::Auto | MatmulKernel::RescaledF16 => {
+            Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
+                "coop"
+            } else {
+                "tiled"
+            })
+        }
     }
 }
 
@@ -181,7 +195,11 @@ fn kernel_for(
     direct: bool,
 ) -> Result<&'static str> {
     let kernel = chosen_kernel(gpu, a_dtype, b_dtype, opts)?;
-    let forced = opts.kernel != MatmulKernel::Auto || kernel_from_env()? != MatmulKernel::Auto;
+    let requested = match opts.kernel {
+        MatmulKernel::Auto => kernel_from_env()?,
+        k => k,
+    };
+    let forced = matches!(requested, MatmulKernel::Tiled | MatmulKernel::Coop);
     Ok(if kernel == "coop" && !forced && !direct {
         "tiled"
     } else {
@@ -199,15 +217,54 @@ pub enum MatmulPlan {
     Coop { subgroups: (u32, u32), sg: u32 },
     /// The cooperative-matrix tile kernel (whole tiles of one contiguous product).
     CoopTile { tile: CoopTile, sg: u32 },
+    /// bf16 operands rescaled into f16 copies, multiplied by `product` into an f32
+    /// scratch, scaled back by an epilogue ([`MatmulKernel::RescaledF16`]).
+    Rescaled { product: F16Product },
+}
+
+/// One kernel launch of a product: the kernel of a single-dispatch plan, or the f16
+/// kernel inside a [`MatmulPlan::Rescaled`] product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F16Product {
+    Tiled(TiledConfig),
+    Coop { subgroups: (u32, u32), sg: u32 },
+    CoopTile { tile: CoopTile, sg: u32 },
+}
+
+impl F16Product {
+    /// The plan that runs this kernel on its own.
+    pub fn plan(self) -> MatmulPlan {
+        match self {
+            F16Product::Tiled(t) => MatmulPlan::Tiled(t),
+            F16Product::Coop { subgroups, sg } => MatmulPlan::Coop { subgroups, sg },
+            F16Product::CoopTile { tile, sg } => MatmulPlan::CoopTile { tile, sg },
+        }
+    }
+
+    /// The kernel of a plan (a rescaled plan's inner kernel).
+    pub(super) fn of(plan: MatmulPlan) -> F16Product {
+        match plan {
+            MatmulPlan::Tiled(t) => F16Product::Tiled(t),
+            MatmulPlan::Coop { subgroups, sg } => F16Product::Coop { subgroups, sg },
+            MatmulPlan::CoopTile { tile, sg } => F16Product::CoopTile { tile, sg },
+            MatmulPlan::Rescaled { product } => product,
+        }
+    }
 }
 
 impl MatmulPlan {
-    /// `"tiled"`, `"coop"` or `"coop_tile"` (benchmark tables, logs).
+    /// `"tiled"`, `"coop"` or `"coop_tile"`, or `"rescaled+"` one of those (benchmark
+    /// tables, logs).
     pub fn name(&self) -> &'static str {
         match self {
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile { .. } => "coop_tile",
+            MatmulPlan::Rescaled { product } => match product {
+                F16Product::Tiled(_) => "rescaled+tiled",
+                F16Product::Coop { .. } => "rescaled+coop",
+                F16Product::CoopTile { .. } => "rescaled+coop_tile",
+            },
         }
     }
 
@@ -217,6 +274,7 @@ impl MatmulPlan {
             MatmulPlan::Tiled(t) => (t.bm(), t.bn()),
             MatmulPlan::Coop { subgroups, .. } => (32 * subgroups.0, 32 * subgroups.1),
             MatmulPlan::CoopTile { tile, .. } => tile.tile(),
+            MatmulPlan::Rescaled { product } => product.plan().output_tile(),
         }
     }
 
@@ -243,6 +301,7 @@ impl MatmulPlan {
                 ("FN", tile.frags.1 as u64),
                 ("CBK", tile.bk as u64),
             ],
+            MatmulPlan::Rescaled { product } => product.plan().overrides(opts),
         }
     }
 }
@@ -259,11 +318,94 @@ pub(super) struct PlanShape {
     /// One dense product filling C from element 0, A and B dense from element 0: the
     /// coop tile kernel's only layout.
     pub contiguous: bool,
+    /// One product (no batch) into a C that is one dense matrix filling its tensor: the
+    /// rescaled path's layout (its copies and scratch are dense whatever A and B are).
+    pub rescalable: bool,
+    /// Dense f16 copies of A and B would be 16-byte aligned rows (stored columns of
+    /// both multiples of 8) and N is even: their product runs coop fragments from memory.
+    pub copies_direct: bool,
 }
 
 /// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
 /// tile kernel only for contiguous products that are whole tiles).
 pub(super) fn plan(
+    gpu: &Gpu,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Result<MatmulPlan> {
+    if let Some(product) = rescaled_product(gpu, (a_dtype, b_dtype), shape, opts, tuning)? {
+        return Ok(MatmulPlan::Rescaled { product });
+    }
+    product_plan(gpu, (a_dtype, b_dtype), shape, opts, tuning)
+}
+
+/// The f16 kernel of a rescaled product, or None where the product takes another path:
+/// `RescaledF16` forced by the options (errors where it does not apply) or by the
+/// environment (where it applies), else under `Auto` for bf16 operands when the f16
+/// copies' product runs on cooperative matrices straight from memory.
+fn rescaled_product(
+    gpu: &Gpu,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Result<Option<F16Product>> {
+    let bf16 = a_dtype == DType::BF16 && b_dtype == DType::BF16;
+    let applies = bf16 && shape.rescalable;
+    match opts.kernel {
+        MatmulKernel::RescaledF16 => {
+            if !bf16 {
+                return Err(Error::DTypeMismatch {
+                    op: "matmul (rescaled f16 path)",
+                    expected: "bf16 operands".into(),
+                    got: if a_dtype != DType::BF16 {
+                        a_dtype
+                    } else {
+                        b_dtype
+                    },
+                });
+            }
+            if !shape.rescalable {
+                return Err(Error::InvalidArgument(
+                    "matmul: the rescaled f16 path takes one unbatched product into a C that is one dense matrix filling its tensor".into(),
+                ));
+            }
+        }
+        MatmulKernel::Auto => {
+            let from_env = kernel_from_env()? == MatmulKernel::RescaledF16;
+            let subgroups = MatmulTuning::default().coop_subgroups;
+            let on_matrix_units = kernel_from_env()? == MatmulKernel::Auto
+                && shape.copies_direct
+                && coop_support(gpu, subgroups).is_ok();
+            if !(applies && (from_env || on_matrix_units)) {
+                return Ok(None);
+            }
+        }
+        MatmulKernel::Tiled | MatmulKernel::Coop => return Ok(None),
+    }
+    // The copies are dense (M, K) / (K, M) and (K, N) / (N, K) f16 matrices and the
+    // scratch one dense (M, N) f32 matrix: the f16 product is contiguous.
+    let copies = PlanShape {
+        direct: shape.copies_direct,
+        contiguous: true,
+        rescalable: false,
+        ..*shape
+    };
+    let inner = MatmulOptions {
+        kernel: MatmulKernel::Auto,
+        accumulate: false,
+        ..*opts
+    };
+    let f16 = (DType::F16, DType::F16);
+    Ok(Some(F16Product::of(product_plan(
+        gpu, f16, &copies, &inner, tuning,
+    )?)))
+}
+
+/// The plan of one kernel (no rescale) for a product.
+fn product_plan(
     gpu: &Gpu,
     (a_dtype, b_dtype): (DType, DType),
     shape: &PlanShape,
