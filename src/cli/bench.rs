@@ -87,7 +87,8 @@ pub struct MatmulBenchArgs {
     /// B is stored (N, K) and read transposed.
     #[arg(long)]
     trans_b: bool,
-    /// Kernel: auto (coop for f16 where the adapter has cooperative matrices), tiled, coop.
+    /// Kernel: auto (coop for f16 where the adapter has cooperative matrices, rescaled+coop
+    /// for bf16 there), tiled, coop, rescaled (bf16 operands on the f16 kernels).
     #[arg(long, value_enum, default_value = "auto")]
     kernel: KernelArg,
     /// Tile shape of the tiled kernel: auto, small (64x64), large (128x128).
