@@ -263,6 +263,54 @@ fn rescaled_bias_and_accumulate_match_f64_reference() {
     }
 }
 
+/// Scaling by powers of two commutes with f32 rounding, so where the f16 product is the
+/// tiled kernel (adapters without matrix units) and nothing leaves f32's normal range,
+/// the rescaled path equals the tiled bf16 kernel bit for bit: same tile, same summation
+/// order, same bias and accumulate order. (With cooperative matrices the order differs:
+/// skipped there.)
+#[test]
+fn rescaled_tiled_equals_the_tiled_kernel_bit_for_bit() {
+    let mut r = rng(9);
+    let mut checked = 0;
+    for (path, g) in gpus_for_f16() {
+        for (s, &mnk) in SHAPES.iter().enumerate() {
+            let (m, n, _) = mnk;
+            for trans in LAYOUTS {
+                let (a, b) = operands(40 + s as u64, mnk, trans);
+                let bias: Vec<f32> = (0..n).map(|_| r.random_range(-4.0..=4.0)).collect();
+                let old: Vec<f32> = (0..m * n).map(|_| r.random_range(-4.0..=4.0)).collect();
+                for (c_dtype, bias, old) in [
+                    (DType::F32, None, None),
+                    (DType::F16, Some(&bias[..]), None),
+                    (DType::BF16, Some(&bias[..]), None),
+                    (DType::F32, Some(&bias[..]), Some(&old[..])),
+                ] {
+                    let go = |kernel| run(g, (&a, &b), mnk, trans, c_dtype, bias, old, kernel);
+                    let rescaled = go(MatmulKernel::RescaledF16);
+                    if rescaled.plan.name() != "rescaled+tiled" {
+                        eprintln!(
+                            "skipping: {} (not the tiled kernel inside)",
+                            rescaled.plan.name()
+                        );
+                        return;
+                    }
+                    let tiled = go(MatmulKernel::Tiled);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&rescaled.out),
+                        bits(&tiled.out),
+                        "{path} {mnk:?} {trans:?} -> {c_dtype}, bias {}, accumulate {}",
+                        bias.is_some(),
+                        old.is_some()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("{checked} products equal bit for bit");
+}
+
 /// The scale exponent the GPU picks for a line whose largest finite magnitude is `top`
 /// (mirrors `scale_exponent` in shaders/matmul_rescale.wgsl).
 fn scale_exponent(top: f32) -> i32 {
