@@ -374,9 +374,10 @@ fn rescaled_product(
             }
         }
         MatmulKernel::Auto => {
-            let from_env = kernel_from_env()? == MatmulKernel::RescaledF16;
+            let env = kernel_from_env()?;
             let subgroups = MatmulTuning::default().coop_subgroups;
-            let on_matrix_units = kernel_from_env()? == MatmulKernel::Auto
+            let from_env = env == MatmulKernel::RescaledF16;
+            let on_matrix_units = env == MatmulKernel::Auto
                 && shape.copies_direct
                 && coop_support(gpu, subgroups).is_ok();
             if !(applies && (from_env || on_matrix_units)) {

@@ -6,8 +6,9 @@
 //! scaled f16 copies of A and B (dense, in their stored layouts, so the f16 kernel reads
 //! them with the same transposes), the f16 product into an f32 scratch, and the epilogue
 //! `C = acc * 2^(ea_i + eb_j) (+ bias) (+ old C)` stored in C's dtype. The copies,
-//! exponents and scratch are allocated here, once, when the op is built; every dispatch
-//! holds them.
+//! exponents and scratch are allocated here, once, when the op is built, outside the
+//! buffer pool (only adapters with matrix units take this path under `Auto`, and the
+//! size plans do not know the adapter); every dispatch holds them.
 
 use super::plan::F16Product;
 use super::{MatmulArgs, MatmulKernel, MatmulOptions};
@@ -87,8 +88,8 @@ fn operand(
     by_col: bool,
 ) -> Result<Operand> {
     let lines = if by_col { cols } else { rows };
-    let exps = Tensor::empty(gpu, &[lines], DType::U32)?;
-    let copy = Tensor::empty(gpu, &[rows, cols], DType::F16)?;
+    let exps = Tensor::empty_unpooled(gpu, &[lines], DType::U32)?;
+    let copy = Tensor::empty_unpooled(gpu, &[rows, cols], DType::F16)?;
     // The view was checked by `matmul`'s `check`: every index fits in u32.
     let params = Params {
         rows: rows as u32,
@@ -157,7 +158,7 @@ pub(super) fn dispatches(
         (args.b_layout.offset, ld(&args.b_layout, b_stored.1)),
         !opts.trans_b,
     )?;
-    let acc = Tensor::empty(gpu, &[m, n], DType::F32)?;
+    let acc = Tensor::empty_unpooled(gpu, &[m, n], DType::F32)?;
     let inner = MatmulArgs {
         opts: MatmulOptions {
             accumulate: false,
