@@ -24,3 +24,23 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     store2_y(p, v);
 }
+
+//!kernel copy_words
+// x: (n16) 16-byte words, y: (n16) 16-byte words: y = x. The copy ceiling of a kernel
+// that moves whole 16-byte words, WORDS of them an invocation (strided by the grid so
+// adjacent invocations stay on adjacent words): `halfgrad bench copy` compares it with
+// the dtype kernels, which read 4 to 8 bytes an access.
+override WORDS: u32 = 1u;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let p = flat_index(wg_id, num_wg, li, WG);
+    let stride = num_wg.x * num_wg.y * WG;
+    for (var w = 0u; w < WORDS; w += 1u) {
+        let i = p + w * stride;
+        if (i < params.n) {
+            y[i] = x[i];
+        }
+    }
+}

@@ -208,3 +208,52 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         store_dbeta(c, total_b);
     }
 }
+
+//!kernel backward_params_chunks
+// x: (B, C) any dtype, dy: (B, C) any dtype, mean: (B) f32, rstd: (B) f32
+// partial_g, partial_b: (ceil(B / CHUNK_ROWS), C) f32, written: backward_params' sums
+// over the rows of each chunk of CHUNK_ROWS rows (reduce/col_sum adds them up)
+// The two-pass path for tall inputs, as reduce.wgsl's col_sum_chunks: a workgroup per
+// CHUNK_COLS columns of one chunk, the chunk's rows split over CHUNK_LANES lanes.
+const CHUNK_ROWS: u32 = 64u;  // ops::reduce::CHUNK_ROWS
+const CHUNK_COLS: u32 = 64u;  // ops::reduce::CHUNK_COLS
+const CHUNK_LANES: u32 = 4u;  // 256 / CHUNK_COLS
+var<workgroup> lanes_g: array<f32, 256>;
+var<workgroup> lanes_b: array<f32, 256>;
+
+@compute @workgroup_size(64, 4)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    // Groups run over the chunks of the first CHUNK_COLS columns, then the next ones; the
+    // grid may overshoot.
+    let group = wg_id.y * num_wg.x + wg_id.x;
+    let col_groups = (params.cols + CHUNK_COLS - 1u) / CHUNK_COLS;
+    let c = (group % col_groups) * CHUNK_COLS + lid.x;
+    let chunk = group / col_groups;
+    let first = chunk * CHUNK_ROWS;
+    let end = min(first + CHUNK_ROWS, params.rows);
+    var sg = 0.0;
+    var sb = 0.0;
+    if (c < params.cols) {
+        for (var r = first + lid.y; r < end; r += CHUNK_LANES) {
+            let i = r * params.cols + c;
+            let g_out = load_dy(i);
+            sg += g_out * (load_x(i) - load_mean(r)) * load_rstd(r);
+            sb += g_out;
+        }
+    }
+    let slot = lid.y * CHUNK_COLS + lid.x;
+    lanes_g[slot] = sg;
+    lanes_b[slot] = sb;
+    workgroupBarrier();
+    if (lid.y == 0u && c < params.cols && first < params.rows) {
+        var total_g = 0.0;
+        var total_b = 0.0;
+        for (var l = 0u; l < CHUNK_LANES; l++) {
+            total_g += lanes_g[l * CHUNK_COLS + lid.x];
+            total_b += lanes_b[l * CHUNK_COLS + lid.x];
+        }
+        store_partial_g(chunk * params.cols + c, total_g);
+        store_partial_b(chunk * params.cols + c, total_b);
+    }
+}

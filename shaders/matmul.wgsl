@@ -380,6 +380,218 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     emit_row(7u, acc[14], acc[15], m0, n0, tx, ty, shift);
 }
 
+//!kernel tiled_fast
+// Portable tiled kernel for outputs whose words never straddle rows (N even, or C f32):
+// every adapter, every operand dtype, both f16 paths, batches and strided A/B views.
+// a: (batch, M, K) or (batch, K, M) if FLAG_TRANS_A, any dtype (strided views)
+// b: (batch, K, N) or (batch, N, K) if FLAG_TRANS_B, any dtype
+// c: (batch, M, N) any dtype (f32 when accumulating); a 16-bit C needs even N (host)
+// bias: (N) f32 (a dummy unless FLAG_BIAS)
+// found_inf: (1) flag raised by an overflowing 16-bit store
+//
+// Classic SGEMM: 256 invocations (16 x 16) compute a 128 x 128 tile of C, each an 8 x 8
+// register tile of contiguous rows (8 ty ..) and two contiguous column quads (4 tx ..
+// and 64 + 4 tx ..). The staged slices are vec4 arrays, op(A) stored [k][m] so a column
+// of it is contiguous: per step of k an invocation reads 2 vec4 of op(A) and 2 of op(B)
+// for 64 FMAs (the tiled kernel's strided layout needs 16 scalar reads).
+// K slices of FBK are double-buffered: each invocation fetches its share of the next
+// slice (one vec4 of op(A), one of op(B) for FBK = 8) into registers before the FMAs
+// and writes it to the other buffer after them, so one barrier a slice suffices (the
+// buffer written in step i was last read in step i - 1, before that step's barrier).
+// Zeros are staged past the edges (ragged M, N, K); stores are bounds-checked. Column
+// pairs start at even columns, so with even N (or an f32 C) every pair is one output
+// word or two f32 elements: no odd-N machinery. As in the tiled kernel, the register
+// tile is written out by hand with constant indices so it stays in registers.
+
+override FBK: u32 = 8u;       // K per staged slice, a multiple of 4 (8 or 16)
+const FBM: u32 = 128u;        // rows of C per workgroup
+const FBN: u32 = 128u;        // columns of C per workgroup
+const FWG: u32 = 256u;        // invocations (16 x 16)
+// One buffer of each slice, in vec4: FBK rows of FBM / 4 (op(A), [k][m]) or FBN / 4
+// (op(B), [k][n]) quads.
+override A_QUADS: u32 = FBK * (FBM / 4u);
+override B_QUADS: u32 = FBK * (FBN / 4u);
+
+var<workgroup> fa_tile: array<vec4<f32>, 2u * A_QUADS>; // [buffer][k][m / 4]
+var<workgroup> fb_tile: array<vec4<f32>, 2u * B_QUADS>; // [buffer][k][n / 4]
+
+// The g-th quad this workgroup stages of op(A)'s slice at (m0, k0): 4 elements along A's
+// stored rows (along k, or along m if FLAG_TRANS_A).
+fn fast_fetch_a(m0: u32, k0: u32, g: u32) -> vec4<f32> {
+    if ((params.flags & FLAG_TRANS_A) == 0u) {
+        let per_row = FBK / 4u;
+        return fetch4_a(m0 + g / per_row, k0 + 4u * (g % per_row), params.m, params.k);
+    }
+    let per_row = FBM / 4u;
+    return fetch4_a(k0 + g / per_row, m0 + 4u * (g % per_row), params.k, params.m);
+}
+
+// Writes quad g of fast_fetch_a into buffer `buf` of fa_tile ([k][m]).
+fn fast_put_a(buf: u32, g: u32, v: vec4<f32>) {
+    let base = buf * A_QUADS;
+    if ((params.flags & FLAG_TRANS_A) == 0u) {
+        // Four k of one row m: one component of four quads.
+        let per_row = FBK / 4u;
+        let r = g / per_row;
+        let kq = 4u * (g % per_row);
+        let at = base + kq * (FBM / 4u) + r / 4u;
+        let lane = r % 4u;
+        fa_tile[at][lane] = v.x;
+        fa_tile[at + FBM / 4u][lane] = v.y;
+        fa_tile[at + 2u * (FBM / 4u)][lane] = v.z;
+        fa_tile[at + 3u * (FBM / 4u)][lane] = v.w;
+    } else {
+        fa_tile[base + g] = v; // four m of one k: already a quad of the [k][m] layout
+    }
+}
+
+// The g-th quad of op(B)'s slice at (k0, n0): along B's stored rows (along n, or along k
+// if FLAG_TRANS_B).
+fn fast_fetch_b(n0: u32, k0: u32, g: u32) -> vec4<f32> {
+    if ((params.flags & FLAG_TRANS_B) == 0u) {
+        let per_row = FBN / 4u;
+        return fetch4_b(k0 + g / per_row, n0 + 4u * (g % per_row), params.k, params.n);
+    }
+    let per_row = FBK / 4u;
+    return fetch4_b(n0 + g / per_row, k0 + 4u * (g % per_row), params.n, params.k);
+}
+
+// Writes quad g of fast_fetch_b into buffer `buf` of fb_tile ([k][n]).
+fn fast_put_b(buf: u32, g: u32, v: vec4<f32>) {
+    let base = buf * B_QUADS;
+    if ((params.flags & FLAG_TRANS_B) == 0u) {
+        fb_tile[base + g] = v;
+    } else {
+        let per_row = FBK / 4u;
+        let col = g / per_row;
+        let kq = 4u * (g % per_row);
+        let at = base + kq * (FBN / 4u) + col / 4u;
+        let lane = col % 4u;
+        fb_tile[at][lane] = v.x;
+        fb_tile[at + FBN / 4u][lane] = v.y;
+        fb_tile[at + 2u * (FBN / 4u)][lane] = v.z;
+        fb_tile[at + 3u * (FBN / 4u)][lane] = v.w;
+    }
+}
+
+// Stages a whole slice (the first one) into buffer `buf`.
+fn fast_stage(buf: u32, m0: u32, n0: u32, k0: u32, li: u32) {
+    for (var g = li; g < A_QUADS; g += FWG) {
+        fast_put_a(buf, g, fast_fetch_a(m0, k0, g));
+    }
+    for (var g = li; g < B_QUADS; g += FWG) {
+        fast_put_b(buf, g, fast_fetch_b(n0, k0, g));
+    }
+}
+
+// Columns n, n + 1 of row `row` (the element index of its column 0): one output word
+// where the pair is word-aligned (always for a 16-bit C: the host requires even N, ld,
+// offsets and strides), else single f32 elements.
+fn fast_store_pair(row: u32, n: u32, x: f32, y: f32) {
+    if (n < params.n) {
+        store_strided(row + n, x, n, y, n + 1u < params.n);
+    }
+}
+
+// Writes row i of an invocation's register tile: lo holds columns 4 tx .. 4 tx + 3 of
+// the tile, hi the columns FBN / 2 further.
+fn fast_emit_row(i: u32, lo: vec4<f32>, hi: vec4<f32>, m0: u32, n0: u32, tx: u32, ty: u32) {
+    let m = m0 + 8u * ty + i;
+    if (m >= params.m) {
+        return;
+    }
+    let row = c_base + m * params.ldc;
+    let n_lo = n0 + 4u * tx;
+    let n_hi = n_lo + FBN / 2u;
+    fast_store_pair(row, n_lo, lo.x, lo.y);
+    fast_store_pair(row, n_lo + 2u, lo.z, lo.w);
+    fast_store_pair(row, n_hi, hi.x, hi.y);
+    fast_store_pair(row, n_hi + 2u, hi.z, hi.w);
+}
+
+@compute @workgroup_size(FWG)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    set_batch(wg_id.z);
+    let tx = li % 16u;
+    let ty = li / 16u;
+    let m0 = wg_id.y * FBM;
+    let n0 = wg_id.x * FBN;
+
+    fast_stage(0u, m0, n0, 0u, li);
+    workgroupBarrier();
+
+    // Row i: acc[2i] = columns 4 tx .. + 3, acc[2i + 1] = columns FBN / 2 + 4 tx .. + 3.
+    var acc: array<vec4<f32>, 16>;
+    var buf = 0u;
+    for (var k0 = 0u; k0 < params.k; k0 += FBK) {
+        let k_next = k0 + FBK;
+        let more = k_next < params.k;
+        // The next slice's share of this invocation (FBK = 8: exactly one quad of each;
+        // larger slices stage the rest after the FMAs, see below).
+        var next_a = vec4<f32>(0.0);
+        var next_b = vec4<f32>(0.0);
+        if (more && li < A_QUADS) {
+            next_a = fast_fetch_a(m0, k_next, li);
+        }
+        if (more && li < B_QUADS) {
+            next_b = fast_fetch_b(n0, k_next, li);
+        }
+
+        let a_at = buf * A_QUADS + 2u * ty;
+        let b_at = buf * B_QUADS + tx;
+        for (var kk = 0u; kk < FBK; kk += 1u) {
+            let a0 = fa_tile[a_at + kk * (FBM / 4u)];
+            let a1 = fa_tile[a_at + kk * (FBM / 4u) + 1u];
+            let b0 = fb_tile[b_at + kk * (FBN / 4u)];
+            let b1 = fb_tile[b_at + kk * (FBN / 4u) + FBN / 8u];
+            acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+            acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+            acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+            acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+            acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+            acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+            acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+            acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+            acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+            acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+            acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+            acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+            acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+            acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+            acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+            acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+        }
+
+        if (more) {
+            let nxt = 1u - buf;
+            if (li < A_QUADS) {
+                fast_put_a(nxt, li, next_a);
+            }
+            if (li < B_QUADS) {
+                fast_put_b(nxt, li, next_b);
+            }
+            // Slices of more than FWG quads: the rest straight from global memory.
+            for (var g = li + FWG; g < A_QUADS; g += FWG) {
+                fast_put_a(nxt, g, fast_fetch_a(m0, k_next, g));
+            }
+            for (var g = li + FWG; g < B_QUADS; g += FWG) {
+                fast_put_b(nxt, g, fast_fetch_b(n0, k_next, g));
+            }
+        }
+        workgroupBarrier();
+        buf = 1u - buf;
+    }
+
+    fast_emit_row(0u, acc[0], acc[1], m0, n0, tx, ty);
+    fast_emit_row(1u, acc[2], acc[3], m0, n0, tx, ty);
+    fast_emit_row(2u, acc[4], acc[5], m0, n0, tx, ty);
+    fast_emit_row(3u, acc[6], acc[7], m0, n0, tx, ty);
+    fast_emit_row(4u, acc[8], acc[9], m0, n0, tx, ty);
+    fast_emit_row(5u, acc[10], acc[11], m0, n0, tx, ty);
+    fast_emit_row(6u, acc[12], acc[13], m0, n0, tx, ty);
+    fast_emit_row(7u, acc[14], acc[15], m0, n0, tx, ty);
+}
+
 //!kernel coop
 // Cooperative-matrix kernel (native adapters with 16x16x16 f16 x f16 -> f32 matrices).
 // a: (batch, M, K) or (batch, K, M) if TRANS_A, f16 (strided views)

@@ -10,7 +10,22 @@ struct Params {
 // and splits the rows over LANES lanes, then adds the lanes' partial sums.
 const COLS: u32 = 32u;
 const LANES: u32 = 8u;
-var<workgroup> partial: array<f32, 256>; // COLS * LANES
+var<workgroup> partial: array<f32, 256>; // COLS * LANES, or CHUNK_COLS * CHUNK_LANES
+
+// The two-pass column sums (src/ops/reduce.rs says when): pass 1 (col_sum_chunks) gives
+// each workgroup CHUNK_COLS columns of CHUNK_ROWS rows, so a tall matrix spreads over many
+// workgroups, and writes their partial sums; pass 2 is col_sum over those (chunks, C)
+// partials. Both passes add in a fixed order: the same bits on every run.
+const CHUNK_ROWS: u32 = 64u;  // ops::reduce::CHUNK_ROWS
+const CHUNK_COLS: u32 = 64u;  // ops::reduce::CHUNK_COLS
+const CHUNK_LANES: u32 = 4u;  // 256 / CHUNK_COLS
+
+// The column and chunk of a pass-1 workgroup (groups run over the chunks of the first
+// CHUNK_COLS columns, then the next CHUNK_COLS, ...); the grid may overshoot.
+fn chunk_of(group: u32, cols: u32) -> vec2<u32> {
+    let col_groups = (cols + CHUNK_COLS - 1u) / CHUNK_COLS;
+    return vec2<u32>(group % col_groups, group / col_groups);
+}
 
 //!kernel col_sum
 // x: (R, C) any dtype, e.g. a layer's output gradient dy
@@ -37,5 +52,33 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
             total += load_out(col);
         }
         store_out(col, total);
+    }
+}
+
+//!kernel col_sum_chunks
+// x: (R, C) any dtype
+// partials: (ceil(R / CHUNK_ROWS), C) f32, written: partials[k, c] = sum over the rows r of
+// chunk k (k * CHUNK_ROWS <= r < (k + 1) * CHUNK_ROWS) of x[r, c]
+@compute @workgroup_size(64, 4)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let at = chunk_of(wg_id.y * num_wg.x + wg_id.x, params.cols);
+    let col = at.x * CHUNK_COLS + lid.x;
+    let first = at.y * CHUNK_ROWS;
+    let end = min(first + CHUNK_ROWS, params.rows);
+    var s = 0.0;
+    if (col < params.cols) {
+        for (var r = first + lid.y; r < end; r += CHUNK_LANES) {
+            s += load_x(r * params.cols + col);
+        }
+    }
+    partial[lid.y * CHUNK_COLS + lid.x] = s;
+    workgroupBarrier();
+    if (lid.y == 0u && col < params.cols && first < params.rows) {
+        var total = 0.0;
+        for (var l = 0u; l < CHUNK_LANES; l++) {
+            total += partial[l * CHUNK_COLS + lid.x];
+        }
+        store_partials(at.y * params.cols + col, total);
     }
 }

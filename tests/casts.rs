@@ -93,6 +93,38 @@ fn odd_lengths_cast_every_element() {
 }
 
 #[test]
+fn copy_words_copies_every_word() {
+    let g = gpu();
+    for words_each in [1u32, 2, 3, 4] {
+        for n16 in [1usize, 7, 33, 257] {
+            let values: Vec<f32> = (0..4 * n16).map(|i| i as f32 * 0.37 - 3.0).collect();
+            let x = Tensor::from_f32(g, &[4 * n16], &values, DType::F32).unwrap();
+            let y = Tensor::full(g, &[4 * n16], DType::F32, f32::NAN).unwrap(); // poisoned
+            g.run(&[&halfgrad::ops::cast::copy_words(g, &x, &y, words_each).unwrap()])
+                .unwrap();
+            let got = y.to_f32_vec().unwrap();
+            for (i, (a, b)) in got.iter().zip(&values).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "words={words_each} n16={n16} i={i}"
+                );
+            }
+        }
+    }
+    let x = Tensor::zeros(g, &[4], DType::F32).unwrap();
+    let y = Tensor::zeros(g, &[8], DType::F32).unwrap();
+    assert!(matches!(
+        halfgrad::ops::cast::copy_words(g, &x, &y, 1),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        halfgrad::ops::cast::copy_words(g, &x, &x, 9),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn bad_inputs_are_typed_errors() {
     let g = gpu();
     assert!(matches!(

@@ -1025,16 +1025,40 @@ fn layer_ops_refuse_wrong_shapes_and_dtypes() {
         Error::DTypeMismatch { .. } | Error::ShapeMismatch { .. }
     );
     assert_err!(
-        reduce::col_sum(g, &x, &t(&[2], DType::F32), false),
+        reduce::col_sum(g, &x, &t(&[2], DType::F32), None, false),
         Error::ShapeMismatch { .. }
     );
     assert_err!(
-        reduce::col_sum(g, &x, &t(&[3], DType::F16), false),
+        reduce::col_sum(g, &x, &t(&[3], DType::F16), None, false),
         Error::DTypeMismatch { .. }
     );
     assert_err!(
-        reduce::col_sum(g, &t(&[6], DType::F32), &t(&[6], DType::F32), false),
+        reduce::col_sum(g, &t(&[6], DType::F32), &t(&[6], DType::F32), None, false),
         Error::ShapeMismatch { .. }
+    );
+    // Past ONE_PASS_MAX_ROWS rows the sums need their (chunks, C) f32 partial sums; a short
+    // matrix takes none.
+    let tall = t(&[reduce::ONE_PASS_MAX_ROWS + 1, 3], DType::F32);
+    let [chunks, c] = reduce::partial_sums_shape(tall.shape()[0], 3).unwrap();
+    for partial in [
+        None,
+        Some(t(&[chunks + 1, c], DType::F32)),
+        Some(t(&[chunks, c], DType::F16)),
+    ] {
+        assert_err!(
+            reduce::col_sum(g, &tall, &t(&[3], DType::F32), partial.as_ref(), false),
+            Error::InvalidArgument(_)
+        );
+    }
+    assert_err!(
+        reduce::col_sum(
+            g,
+            &x,
+            &t(&[3], DType::F32),
+            Some(&t(&[1, 3], DType::F32)),
+            false
+        ),
+        Error::InvalidArgument(_)
     );
 }
 

@@ -67,8 +67,15 @@ fn random_labels(seed: u64, b: usize, classes: usize) -> Vec<u32> {
 
 #[test]
 fn linear_forward_and_backward_match_f64() {
-    // (batch, in, out): odd sizes, each of 1 / 3 / 17 and 5 / 33 / 130.
-    let cases = [(1, 5, 33), (3, 33, 130), (17, 130, 5), (17, 5, 5)];
+    // (batch, in, out): odd sizes, each of 1 / 3 / 17 and 5 / 33 / 130; 2500 rows take
+    // the two-pass bias gradient (partial sums held by the graph).
+    let cases = [
+        (1, 5, 33),
+        (3, 33, 130),
+        (17, 130, 5),
+        (17, 5, 5),
+        (2500, 3, 37),
+    ];
     for mode in MODES {
         for (path, g) in devices(mode) {
             for (ci, &(b, i, o)) in cases.iter().enumerate() {
@@ -248,8 +255,17 @@ fn gelu_is_finite_for_large_inputs() {
 
 #[test]
 fn layernorm_forward_and_backward_match_f64() {
-    // (9, 700): 32 lanes a row, each summing several elements; (2, 1030): a workgroup a row.
-    let cases = [(1, 5), (3, 33), (17, 130), (17, 5), (9, 700), (2, 1030)];
+    // (9, 700): 32 lanes a row, each summing several elements; (2, 1030): a workgroup a row;
+    // (2500, 37): two-pass parameter gradients (partial sums held by the graph).
+    let cases = [
+        (1, 5),
+        (3, 33),
+        (17, 130),
+        (17, 5),
+        (9, 700),
+        (2, 1030),
+        (2500, 37),
+    ];
     for mode in MODES {
         for (path, g) in devices(mode) {
             for (ci, &(b, c)) in cases.iter().enumerate() {

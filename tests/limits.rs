@@ -396,6 +396,60 @@ fn the_gpt_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
 }
 
 #[test]
+fn the_size_plans_list_the_partial_sums_of_tall_column_reductions() {
+    use halfgrad::nn::gpt::{GptConfig, GptModel};
+    use halfgrad::ops::reduce::ONE_PASS_MAX_ROWS;
+    // Past ONE_PASS_MAX_ROWS rows, bias and LayerNorm gradients sum through partial sums
+    // that backward shares by shape: the plans count each shared buffer once.
+    let batch = ONE_PASS_MAX_ROWS + 3;
+    for layer_norm in [false, true] {
+        let g = limited(u64::MAX); // a fresh pool: every tensor is a new buffer
+        let mlp = mlp_config(&[5, 7, 7, 3], layer_norm);
+        let config = train_config(Precision::F16, batch, &mlp);
+        let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
+        let partial = plan
+            .tensors
+            .iter()
+            .filter(|t| t.name.contains("partial sums"));
+        assert_eq!(partial.count(), if layer_norm { 3 } else { 2 });
+        let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+        Trainer::<Mlp>::with_model(&g, config, &mlp, batch).unwrap();
+        let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+        assert_eq!(
+            (g.pool().created() - count, g.pool().created_bytes() - bytes),
+            (pooled, plan.pooled_bytes()),
+            "layer_norm={layer_norm}"
+        );
+    }
+    let gpt = GptConfig {
+        vocab: 11,
+        block: 7,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+    };
+    let sequences = ONE_PASS_MAX_ROWS / 7 + 1; // 2051 rows of 7 tokens
+    let config = TrainConfig {
+        batch: sequences,
+        ..TrainConfig::default().with_precision(Precision::BF16)
+    };
+    let plan = Trainer::<GptModel>::plan(&config, &gpt).unwrap().unwrap();
+    let partial = plan
+        .tensors
+        .iter()
+        .filter(|t| t.name.contains("partial sums"));
+    assert_eq!(partial.count(), 4);
+    let g = limited(u64::MAX);
+    let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+    Trainer::<GptModel>::with_model(&g, config, &gpt, sequences).unwrap();
+    let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+    assert_eq!(
+        (g.pool().created() - count, g.pool().created_bytes() - bytes),
+        (pooled, plan.pooled_bytes())
+    );
+}
+
+#[test]
 fn a_gpt_past_the_limits_is_refused_before_any_allocation_naming_the_block_size_that_fits() {
     use halfgrad::nn::gpt::GptConfig;
     use halfgrad::train::{GptTrainConfig, GptTrainer};

@@ -209,6 +209,155 @@ fn large_tiles_match_reference() {
     }
 }
 
+/// The tiled_fast kernel's tuning (K slices of 8, or 16 with `TiledTile::Fast16`).
+fn fast(tile: TiledTile) -> MatmulTuning {
+    MatmulTuning {
+        tiled: tile,
+        ..MatmulTuning::default()
+    }
+}
+
+/// Even N, odd M and K, one to two tiles each way (K slices ragged, M past 128, N = 8).
+const FAST_SHAPES: [(usize, usize, usize); 3] = [(37, 66, 45), (129, 130, 7), (200, 8, 300)];
+
+#[test]
+fn fast_tiles_match_reference() {
+    for (path, g) in gpus_for_f16() {
+        println!("path {path}");
+        // Native f16 reads; the other dtypes do not depend on the path.
+        let dtypes: &[DType] = if path == "packed" {
+            &DType::ALL
+        } else {
+            &[DType::F16]
+        };
+        // Output dtypes cycle over shapes and layouts (lavapipe is slow).
+        let mut runs = 0;
+        for (s, &shape) in FAST_SHAPES.iter().enumerate() {
+            for &dt in dtypes {
+                for (l, layout) in LAYOUTS.into_iter().enumerate() {
+                    let c = DType::ALL[(s + l) % 3];
+                    let case = Case {
+                        tuning: fast(TiledTile::Fast),
+                        ..Case::new(shape, layout, dt, dt, c)
+                    };
+                    check(g, &case, 300 + runs);
+                    runs += 1;
+                }
+            }
+        }
+        // Mixed operands.
+        for (a, b) in [
+            (DType::F16, DType::BF16),
+            (DType::BF16, DType::F32),
+            (DType::F32, DType::F16),
+        ] {
+            for layout in LAYOUTS {
+                let case = Case {
+                    tuning: fast(TiledTile::Fast),
+                    ..Case::new(FAST_SHAPES[0], layout, a, b, DType::F16)
+                };
+                check(g, &case, 300 + runs);
+                runs += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_tiles_with_k_slices_of_16_match_reference() {
+    let g = gpu();
+    for &shape in &FAST_SHAPES[..2] {
+        for dt in DType::ALL {
+            for layout in LAYOUTS {
+                for c in [DType::F32, DType::BF16] {
+                    let case = Case {
+                        tuning: fast(TiledTile::Fast16),
+                        ..Case::new(shape, layout, dt, dt, c)
+                    };
+                    check(g, &case, 41);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_tiles_write_odd_n_into_f32() {
+    let g = gpu();
+    for &shape in &[(1, 1, 1), (33, 65, 17), (130, 129, 9)] {
+        for dt in DType::ALL {
+            for layout in LAYOUTS {
+                let case = Case {
+                    tuning: fast(TiledTile::Fast),
+                    ..Case::new(shape, layout, dt, dt, DType::F32)
+                };
+                check(g, &case, 51);
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_tiles_bias_and_accumulate_match_reference() {
+    let g = gpu();
+    for &shape in &[(1, 2, 1), (37, 66, 45), (7, 33, 129)] {
+        for layout in LAYOUTS {
+            for c in DType::ALL {
+                if shape.1 % 2 == 1 && c != DType::F32 {
+                    continue;
+                }
+                let case = Case {
+                    bias: true,
+                    tuning: fast(TiledTile::Fast),
+                    ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                };
+                check(g, &case, 61);
+            }
+            for bias in [false, true] {
+                let case = Case {
+                    bias,
+                    accumulate: true,
+                    tuning: fast(TiledTile::Fast),
+                    ..Case::new(shape, layout, DType::BF16, DType::F32, DType::F32)
+                };
+                check(g, &case, 62);
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_tiles_refuse_odd_n_into_16_bit_c() {
+    let g = gpu();
+    let t = |shape: &[usize], dt| Tensor::zeros(g, shape, dt).unwrap();
+    let opts = MatmulOptions {
+        kernel: MatmulKernel::Tiled,
+        ..MatmulOptions::default()
+    };
+    let (a, b) = (t(&[4, 3], DType::F16), t(&[3, 5], DType::F16));
+    for tile in [TiledTile::Fast, TiledTile::Fast16] {
+        for c_dt in [DType::F16, DType::BF16] {
+            let c = t(&[4, 5], c_dt);
+            let r = matmul_tuned(g, &a, &b, &c, None, None, &opts, &fast(tile));
+            assert!(
+                matches!(r, Err(Error::InvalidArgument(_))),
+                "{tile:?} {c_dt}"
+            );
+        }
+        // An f32 C of odd N and a 16-bit C of even N are fine, and take tiled_fast.
+        let c = t(&[4, 5], DType::F32);
+        matmul_tuned(g, &a, &b, &c, None, None, &opts, &fast(tile)).unwrap();
+        let (b6, c6) = (t(&[3, 6], DType::F16), t(&[4, 6], DType::F16));
+        let args = halfgrad::ops::matmul::MatmulArgs {
+            opts,
+            tuning: fast(tile),
+            ..halfgrad::ops::matmul::MatmulArgs::new(&a, &b6, &c6, (4, 6, 3))
+        };
+        let plan = halfgrad::ops::matmul::plan_for(g, &args).unwrap();
+        assert_eq!(plan.name(), "tiled_fast");
+    }
+}
+
 #[test]
 fn bias_and_accumulate_match_reference() {
     let g = gpu();
@@ -513,6 +662,42 @@ fn f16_output_overflow_raises_found_inf() {
 }
 
 #[test]
+fn fast_tiles_f16_output_overflow_raises_found_inf() {
+    let g = gpu();
+    let (m, n, k) = (3, 8, 129);
+    let opts = MatmulOptions {
+        kernel: MatmulKernel::Tiled,
+        ..MatmulOptions::default()
+    };
+    let b = Tensor::full(g, &[k, n], DType::F16, 1.0).unwrap();
+    // Each output sums 129 products x: 129000 overflows f16, 1.29 does not.
+    for (x, raised) in [(1000.0, true), (0.01, false)] {
+        let a = Tensor::full(g, &[m, k], DType::F16, x).unwrap();
+        let c = Tensor::full(g, &[m, n], DType::F16, f32::NAN).unwrap();
+        let flag = OverflowFlag::new(g).unwrap();
+        let d = matmul_tuned(
+            g,
+            &a,
+            &b,
+            &c,
+            None,
+            Some(&flag),
+            &opts,
+            &fast(TiledTile::Fast),
+        )
+        .unwrap();
+        g.run_all(&d).unwrap();
+        assert_eq!(flag.is_raised_blocking(g).unwrap(), raised, "{x}");
+        let out = c.to_f32_vec().unwrap();
+        assert!(
+            out.iter()
+                .all(|&y| y.is_infinite() == raised && !y.is_nan()),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
 fn in_range_f16_output_leaves_found_inf_clear() {
     // Odd M * N: the last output word's upper half is padding and must not raise it.
     let g = gpu();
@@ -537,7 +722,7 @@ fn in_range_f16_output_leaves_found_inf_clear() {
 #[test]
 fn every_matmul_pipeline_form_translates_to_spirv() {
     use halfgrad::kernels::{compose, Variant};
-    use halfgrad::ops::matmul::{COOP, COOP_TILE, TILED};
+    use halfgrad::ops::matmul::{COOP, COOP_TILE, TILED, TILED_FAST};
     use naga::back::spv;
     use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -601,6 +786,16 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                 if let Err(e) = translate(&tile, &constants) {
                     failures.push(format!("coop_tile {c} {constants:?}: {e}"));
                 }
+            }
+        }
+        let tiled_fast = compose(
+            &TILED_FAST,
+            &Variant::new(&[DType::BF16, DType::F16, c], true),
+        )
+        .unwrap();
+        for bk in [8.0, 16.0] {
+            if let Err(e) = translate(&tiled_fast, &[("FBK", bk)]) {
+                failures.push(format!("tiled_fast {c} FBK {bk}: {e}"));
             }
         }
         for (wg, bk) in [(8.0, 16.0), (16.0, 8.0)] {

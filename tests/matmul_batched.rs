@@ -9,7 +9,7 @@ mod common;
 use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol};
 use halfgrad::ops::matmul::{
     chosen_kernel, matmul_with, plan_for, MatmulArgs, MatmulKernel, MatmulOptions, MatmulPlan,
-    MatrixLayout,
+    MatmulTuning, MatrixLayout, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Tensor};
 
@@ -85,6 +85,7 @@ struct Spec {
     same_ab: bool,
     accumulate: bool,
     kernel: MatmulKernel,
+    tuning: MatmulTuning,
 }
 
 impl Spec {
@@ -115,6 +116,7 @@ impl Spec {
             same_ab: false,
             accumulate: false,
             kernel: MatmulKernel::Tiled,
+            tuning: MatmulTuning::default(),
         }
     }
 }
@@ -153,6 +155,7 @@ fn run(g: &Gpu, s: &Spec, seed: u64) -> f64 {
             accumulate: s.accumulate,
             kernel: s.kernel,
         },
+        tuning: s.tuning,
         ..MatmulArgs::new(&a, b, &c, s.mnk)
     };
     let d = matmul_with(g, &args).unwrap_or_else(|e| panic!("{s:?}: {e}"));
@@ -288,6 +291,69 @@ fn mixed_operands_and_16_bit_outputs() {
     }
 }
 
+/// The tiled_fast kernel on batched strided views: odd N into f32 C with odd gaps, even N
+/// into every output dtype with even gaps (16-bit words never straddle), both f16 paths.
+#[test]
+fn fast_kernel_batched_strided_matches_f64() {
+    let tuning = MatmulTuning {
+        tiled: TiledTile::Fast,
+        ..MatmulTuning::default()
+    };
+    const EVEN_N: [(usize, usize, usize); 3] = [(7, 34, 33), (33, 2, 7), (1, 8, 5)];
+    let mut runs = 0u64;
+    for (path, g) in gpus_for_f16() {
+        let dtypes: &[DType] = if path == "packed" {
+            &DType::ALL
+        } else {
+            &[DType::F16]
+        };
+        for &dt in dtypes {
+            for (t, &trans) in TRANSPOSES.iter().enumerate() {
+                for (bi, &batch) in BATCHES.iter().enumerate() {
+                    let odd = Spec {
+                        tuning,
+                        ..Spec::new(
+                            SHAPES[(t + bi) % 3],
+                            batch,
+                            trans,
+                            (dt, dt, DType::F32),
+                            [3, 0, 5][bi],
+                        )
+                    };
+                    check(g, &odd, 500 + runs);
+                    let c = DType::ALL[(t + bi) % 3];
+                    let even = Spec {
+                        tuning,
+                        ..Spec::new(
+                            EVEN_N[(t + bi) % 3],
+                            batch,
+                            trans,
+                            (dt, dt, c),
+                            [2, 0, 4][bi],
+                        )
+                    };
+                    check(g, &even, 600 + runs);
+                    runs += 1;
+                }
+            }
+        }
+        // More than one tile each way, and accumulating.
+        let big = Spec {
+            tuning,
+            accumulate: true,
+            ..Spec::new(
+                (130, 132, 9),
+                (1, 2),
+                (false, true),
+                (DType::F16, DType::BF16, DType::F32),
+                2,
+            )
+        };
+        check(g, &big, 700);
+    }
+    println!("{runs} batched tiled_fast products checked");
+}
+
 #[test]
 fn accumulate_into_f32_batched() {
     let g = gpu();
@@ -360,6 +426,7 @@ fn attention_layouts(t: usize) {
                 same_ab,
                 accumulate: false,
                 kernel: MatmulKernel::Tiled,
+                tuning: MatmulTuning::default(),
             };
             let cases = [
                 // S = Q K^T: (T, T), K = hd, both operands in the one qkv tensor.

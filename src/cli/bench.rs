@@ -58,6 +58,8 @@ enum TileArg {
     Auto,
     Small,
     Large,
+    Fast,
+    Fast16,
 }
 
 #[derive(clap::Args)]
@@ -91,7 +93,8 @@ pub struct MatmulBenchArgs {
     /// for bf16 there), tiled, coop, rescaled (bf16 operands on the f16 kernels).
     #[arg(long, value_enum, default_value = "auto")]
     kernel: KernelArg,
-    /// Tile shape of the tiled kernel: auto, small (64x64), large (128x128).
+    /// Tile shape of the tiled kernel: auto, small (64x64), large (128x128), fast and
+    /// fast16 (the tiled_fast kernel, 128x128, K slices of 8 or 16; even N or f32 C).
     #[arg(long, value_enum, default_value = "auto")]
     tile: TileArg,
     /// Subgroups of a coop workgroup, along M x along N (each owns a 32 x 32 block).
@@ -174,6 +177,8 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             TileArg::Auto => TiledTile::Auto,
             TileArg::Small => TiledTile::Small,
             TileArg::Large => TiledTile::Large,
+            TileArg::Fast => TiledTile::Fast,
+            TileArg::Fast16 => TiledTile::Fast16,
         },
         coop_subgroups: args.coop_subgroups,
         coop_tile: args.coop_tile,

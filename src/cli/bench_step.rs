@@ -338,16 +338,44 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     let copy_kernel = halfgrad::ops::cast::cast(&gpu, &x, &y)?;
     let copy_timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| copy_kernel.encode(pass))?;
     let kcopy_gbs = 8.0 * n as f64 / (copy_timing.median_ms() * 1e-3) / 1e9;
+    // The same copy in 16-byte words, 1, 2 and 4 an invocation: how far wider accesses
+    // lift the ceiling of our memory-bound kernels.
+    let mut word_gbs = Vec::new();
+    for words in [1u32, 2, 4] {
+        let k = halfgrad::ops::cast::copy_words(&gpu, &x, &y, words)?;
+        let t: Timing = time_passes(&gpu, 3, args.iters, |pass, _| k.encode(pass))?;
+        word_gbs.push((
+            words,
+            2.0 * x.buffer().size() as f64 / (t.median_ms() * 1e-3) / 1e9,
+        ));
+    }
     let cast = halfgrad::ops::cast::cast(&gpu, &x, &h)?;
     let timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| cast.encode(pass))?;
     let cast_ms = timing.median_ms();
     let cast_gbs = 6.0 * n as f64 / (cast_ms * 1e-3) / 1e9;
+    // A bias gradient of the shakespeare-char GPT: the column sums of a (16384, 384) f16
+    // dy, two passes (partial sums of row chunks, then their sum); bytes = dy's.
+    let (rows, cols) = (16384, 384);
+    let dy = halfgrad::Tensor::empty(&gpu, &[rows, cols], halfgrad::DType::F16)?;
+    let db = halfgrad::Tensor::empty(&gpu, &[cols], halfgrad::DType::F32)?;
+    let partial = match halfgrad::ops::reduce::partial_sums_shape(rows, cols) {
+        Some(shape) => Some(halfgrad::Tensor::empty(&gpu, &shape, halfgrad::DType::F32)?),
+        None => None,
+    };
+    let sums = halfgrad::ops::reduce::col_sum(&gpu, &dy, &db, partial.as_ref(), false)?;
+    let sum_timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| {
+        sums.iter().for_each(|d| d.encode(pass))
+    })?;
+    let sum_ms = sum_timing.median_ms();
+    let sum_gbs = (2 * rows * cols) as f64 / (sum_ms * 1e-3) / 1e9;
     if args.json {
         println!(
             "{}",
             serde_json::json!({"bench": "copy", "bytes": bytes, "copy_ms": copy_ms, "copy_gb_s": copy_gbs,
                 "copy_kernel_gb_s": kcopy_gbs,
+                "copy_words_gb_s": word_gbs.iter().map(|(w, g)| serde_json::json!({"words": w, "gb_s": g})).collect::<Vec<_>>(),
                 "cast_f32_f16_ms": cast_ms, "cast_gb_s": cast_gbs, "cast_ratio": cast_gbs / kcopy_gbs,
+                "col_sum_16384x384_f16_ms": sum_ms, "col_sum_gb_s": sum_gbs,
                 "timing": timing.method, "adapter": gpu.adapter().name})
         );
     } else {
@@ -357,9 +385,17 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
             "copy     kernel (f32 -> f32 streaming copy): {kcopy_gbs:.0} GB/s ({})",
             copy_timing.method
         );
+        for (words, gbs) in &word_gbs {
+            println!("copy     kernel, {words} x 16-byte words an invocation: {gbs:.0} GB/s");
+        }
         println!(
             "cast     f32 -> f16: {cast_ms:.3} ms, {cast_gbs:.0} GB/s = {:.2}x the copy kernel",
             cast_gbs / kcopy_gbs
+        );
+        println!(
+            "col_sum  f16 {rows} x {cols} ({} dispatches): {sum_ms:.4} ms, {sum_gbs:.0} GB/s read = {:.2}x the copy kernel",
+            sums.len(),
+            sum_gbs / kcopy_gbs
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,8 +1,10 @@
 //! `halfgrad gpt`: train a byte-level GPT-2 on a text (the shipped King James Bible by
 //! default), sample from it, score a text with it, and export it in the Hugging Face
-//! GPT-2 layout.
+//! GPT-2 layout. `gpt train` stops cleanly on Ctrl-C or SIGTERM (cli/interrupt.rs) and
+//! recovers from a lost GPU in every phase (cli/recover.rs), as `halfgrad train` does.
 
 use super::interrupt::{self, Interrupts, StopSignal};
+use super::recover::{Phase, Recovery, Start};
 use super::report::{overflow_json, overflow_suffix, overflow_summary, Output};
 use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
@@ -10,7 +12,9 @@ use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::text::{Split, TextData};
 use halfgrad::nn::gpt::{hf, GptConfig, GptPreset, GptWeights, SampleConfig};
 use halfgrad::nn::DeviceBudget;
-use halfgrad::train::{GptTrainConfig, GptTrainer, LrSchedule, MemoryReport, TrainStats};
+use halfgrad::train::{
+    GptEvaluation, GptTrainConfig, GptTrainer, LrSchedule, MemoryReport, TrainStats,
+};
 use halfgrad::{Error, Gpu, Result};
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
@@ -290,11 +294,12 @@ fn resume(gpu: &Gpu, path: &Path, args: &TrainArgs) -> Result<(GptTrainer, TextD
     Ok((trainer, data))
 }
 
-fn fresh(gpu: &Gpu, args: &TrainArgs) -> Result<(GptTrainer, TextData)> {
+/// A new run, and its `--init` weights (kept to rebuild the start after a device loss).
+fn fresh(gpu: &Gpu, args: &TrainArgs) -> Result<(GptTrainer, TextData, Option<GptWeights>)> {
     let (config, init) = fresh_config(args)?;
     let data = load_text(args.data.as_deref(), config.model.block)?;
     let trainer = GptTrainer::new(gpu, config, init.as_ref())?;
-    Ok((trainer, data))
+    Ok((trainer, data, init))
 }
 
 /// A fresh run's settings (and the `--init` weights), before any device work.
@@ -338,8 +343,11 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     if args.memory {
         return print_plan(&gpu, &args);
     }
-    let (mut trainer, data) = match &args.resume {
-        Some(path) => resume(&gpu, path, &args)?,
+    let (mut trainer, data, init) = match &args.resume {
+        Some(path) => {
+            let (trainer, data) = resume(&gpu, path, &args)?;
+            (trainer, data, None)
+        }
         None => fresh(&gpu, &args)?,
     };
     let out = Output { json: args.json };
@@ -370,144 +378,251 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     let end = args
         .stop_after
         .map_or(steps, |k| first_step.saturating_add(k).min(steps));
-    let train_started = Instant::now();
+    let start = {
+        let config = trainer.config();
+        Start::new(args.resume.as_deref(), move |gpu: &Gpu| {
+            GptTrainer::new(gpu, config.clone(), init.as_ref())
+        })
+    };
+    let mut recovery = Recovery::new(&trainer, start, args.checkpoint.as_deref())?;
     let how = SampleConfig::default();
     let interrupts = Interrupts::install();
-    let result = train_loop(
-        &mut trainer,
-        &args,
+    let run = Run {
+        args: &args,
         end,
-        &data,
-        &bar,
-        &out,
-        &how,
-        &interrupts,
-    );
-    bar.finish_and_clear();
-    let seconds = train_started.elapsed().as_secs_f64();
-    if let Ok(Some(signal)) = result {
-        // Ctrl-C or SIGTERM: save, say how to continue, exit 130 / 143.
-        if let Some(path) = &args.checkpoint {
-            interrupt::before_save(trainer.steps(), path);
-            trainer.save(path, &data)?;
-        }
-        return Ok(interrupt::finish(
-            signal,
-            trainer.steps(),
-            args.checkpoint.as_deref(),
-            args.json,
-            &["--init"],
-        ));
-    }
-    if let Err(e) = result {
-        if let Some(path) = &args.checkpoint {
-            match trainer.save(path, &data) {
-                Ok(()) => eprintln!(
-                    "saved the latest state (step {}) to {}",
-                    trainer.steps(),
-                    path.display()
-                ),
-                Err(e2) => eprintln!(
-                    "could not save the latest state to {} ({e2})",
-                    path.display()
-                ),
-            }
-        }
-        return Err(e);
-    }
-    let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
-    let eval = trainer.evaluate_blocking(&data, Split::Validation)?;
-    let sample = if args.sample_tokens > 0 {
-        let bytes =
-            trainer.sample_blocking(b"\n", args.sample_tokens, &how, trainer.config().seed)?;
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-    } else {
-        None
+        data: &data,
+        bar: &bar,
+        out: &out,
+        how: &how,
+        interrupts: &interrupts,
     };
-    if let Some(path) = &args.checkpoint {
-        trainer.save(path, &data)?;
-    }
+    let train_started = Instant::now();
+    let mut seconds = 0.0;
+    // Every phase (steps, evaluations, samples, saves, the final ones) runs inside this
+    // loop, so a lost GPU anywhere is recovered from: a new device, the newest trusted
+    // state, and the phases again from there (see recover.rs).
+    let outcome = loop {
+        let r = run
+            .train_loop(&mut trainer, &mut recovery)
+            .and_then(|stop| {
+                seconds = train_started.elapsed().as_secs_f64();
+                match stop {
+                    Some(signal) => run
+                        .save_now(&trainer, &mut recovery)
+                        .map(|()| Outcome::Stopped(signal)),
+                    None => run.finish(&mut trainer, &mut recovery).map(Outcome::Done),
+                }
+            });
+        match r {
+            Err(Error::DeviceLost(why)) => {
+                match bar.suspend(|| recovery.recover(&why, &mut trainer)) {
+                    Ok(line) => eprintln!("{line}"),
+                    Err(e) => break Err(e),
+                }
+            }
+            other => break other,
+        }
+    };
+    bar.finish_and_clear();
+    let done = match outcome {
+        Ok(Outcome::Done(f)) => f,
+        Ok(Outcome::Stopped(signal)) => {
+            // Ctrl-C or SIGTERM: saved; say how to continue, exit 130 / 143.
+            return Ok(interrupt::finish(
+                signal,
+                trainer.steps(),
+                args.checkpoint.as_deref(),
+                args.json,
+                &["--init"],
+            ));
+        }
+        Err(e) => {
+            // No lost work: save what the GPU still holds (a lost device fails before
+            // the file is touched), then report the error.
+            if let Some(path) = &args.checkpoint {
+                match trainer.save(path, &data) {
+                    Ok(()) => eprintln!(
+                        "saved the latest state (step {}) to {}",
+                        trainer.steps(),
+                        path.display()
+                    ),
+                    Err(e2) => eprintln!(
+                        "could not save the latest state to {} ({e2}); {}",
+                        path.display(),
+                        recovery.on_disk()
+                    ),
+                }
+            }
+            return Err(e);
+        }
+    };
     let steps_run = trainer.steps() - first_step;
     let summary = Summary {
         trainer: &trainer,
-        stats,
-        overflows,
-        val_loss: eval.loss,
-        eval_windows: eval.windows,
+        stats: done.stats,
+        overflows: done.overflows,
+        val_loss: done.eval.loss,
+        eval_windows: done.eval.windows,
         seconds,
         total_seconds: started.elapsed().as_secs_f64(),
         steps_run,
-        sample,
+        sample: done.sample,
         checkpoint: args.checkpoint.as_deref(),
         data: &data,
+        recovery: &recovery,
     };
     if args.json {
         println!("{}", summary.json());
     } else {
         print!("{}", summary.text());
     }
+    // A signal during the final phase: the run is complete and saved; still report it.
+    if let Some(signal) = interrupts.requested() {
+        eprintln!(
+            "{}: received after the last step; the run is complete",
+            signal.name()
+        );
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Steps to `end` with the periodic statistics, evaluations, samples and saves. Stops
-/// early, before a step, when a signal asks (returning it).
-#[allow(clippy::too_many_arguments)]
-fn train_loop(
-    trainer: &mut GptTrainer,
-    args: &TrainArgs,
+/// How the loop of phases ended.
+enum Outcome {
+    Done(Final),
+    Stopped(StopSignal),
+}
+
+/// The final phase's results.
+struct Final {
+    stats: TrainStats,
+    /// Parameters whose gradients held an inf or NaN, with the number of steps.
+    overflows: Vec<(String, u32)>,
+    eval: GptEvaluation,
+    sample: Option<String>,
+}
+
+/// What every phase of one run needs.
+struct Run<'a> {
+    args: &'a TrainArgs,
+    /// The step this invocation trains to (--steps, or earlier with --stop-after).
     end: u64,
-    data: &TextData,
-    bar: &ProgressBar,
-    out: &Output,
-    how: &SampleConfig,
-    interrupts: &Interrupts,
-) -> Result<Option<StopSignal>> {
-    let mut window = (trainer.steps(), Instant::now());
-    let tokens_per_step = trainer.tokens_per_step() as f64;
-    while trainer.steps() < end {
-        let stop = interrupts
-            .stop_before_step(trainer.steps(), |line| bar.suspend(|| eprintln!("{line}")));
-        if stop.is_some() {
-            return Ok(stop);
-        }
-        trainer.step(data)?;
-        let step = trainer.steps();
-        let eval_now = args.eval_every > 0 && step.is_multiple_of(args.eval_every) && step < end;
-        if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
-            let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
-            let rate = (step - window.0) as f64 * tokens_per_step
-                / window.1.elapsed().as_secs_f64().max(1e-9);
-            window = (step, Instant::now());
-            bar.set_position(step);
-            bar.set_message(stats_line(&stats, &overflows, rate));
-            if eval_now {
-                let eval = trainer.evaluate_blocking(data, Split::Validation)?;
-                let mut line = format!(
-                    "step {step:>6}  {}  val loss {:.4}",
-                    stats_line(&stats, &overflows, rate),
-                    eval.loss
-                );
-                if args.sample_tokens > 0 {
-                    let bytes = trainer.sample_blocking(
-                        b"\n",
-                        args.sample_tokens,
-                        how,
-                        trainer.config().seed,
-                    )?;
-                    line.push_str(&format!("\n  sample: {}", sample_line(&bytes)));
+    data: &'a TextData,
+    bar: &'a ProgressBar,
+    out: &'a Output,
+    how: &'a SampleConfig,
+    interrupts: &'a Interrupts,
+}
+
+impl Run<'_> {
+    /// Steps to `end` with the periodic statistics, evaluations, samples and saves.
+    /// Stops early, before a step, when a signal asks (returning it).
+    fn train_loop(
+        &self,
+        trainer: &mut GptTrainer,
+        recovery: &mut Recovery<GptTrainer>,
+    ) -> Result<Option<StopSignal>> {
+        let (args, end, bar) = (self.args, self.end, self.bar);
+        let mut window = (trainer.steps(), Instant::now());
+        let tokens_per_step = trainer.tokens_per_step() as f64;
+        while trainer.steps() < end {
+            let stop = self
+                .interrupts
+                .stop_before_step(trainer.steps(), |line| bar.suspend(|| eprintln!("{line}")));
+            if stop.is_some() {
+                return Ok(stop);
+            }
+            recovery.before_step(trainer);
+            trainer.step(self.data)?;
+            let step = trainer.steps();
+            let eval_now =
+                args.eval_every > 0 && step.is_multiple_of(args.eval_every) && step < end;
+            if step.is_multiple_of(STATS_EVERY) || step == end || eval_now {
+                let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
+                let rate = (step - window.0) as f64 * tokens_per_step
+                    / window.1.elapsed().as_secs_f64().max(1e-9);
+                window = (step, Instant::now());
+                bar.set_position(step);
+                bar.set_message(stats_line(&stats, &overflows, rate));
+                if eval_now {
+                    recovery.before(Phase::Eval, trainer);
+                    let eval = trainer.evaluate_blocking(self.data, Split::Validation)?;
+                    let mut line = format!(
+                        "step {step:>6}  {}  val loss {:.4}",
+                        stats_line(&stats, &overflows, rate),
+                        eval.loss
+                    );
+                    if let Some(bytes) = self.sample(trainer, recovery)? {
+                        line.push_str(&format!("\n  sample: {}", sample_line(&bytes)));
+                    }
+                    bar.suspend(|| self.out.text(&line));
+                    // Evaluation and sampling time is not training time.
+                    window.1 = Instant::now();
                 }
-                bar.suspend(|| out.text(&line));
-                // Evaluation and sampling time is not training time.
-                window.1 = Instant::now();
+            }
+            if let Some(path) = &args.checkpoint {
+                if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
+                    recovery.before(Phase::Save, trainer);
+                    trainer.save(path, self.data)?;
+                    recovery.saved(path, step);
+                }
             }
         }
-        if let Some(path) = &args.checkpoint {
-            if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < end {
-                trainer.save(path, data)?;
-            }
-        }
+        Ok(None)
     }
-    Ok(None)
+
+    /// `--sample-tokens` bytes generated after a newline (none when 0), seeded by the
+    /// run's seed: the same text for the same weights.
+    fn sample(
+        &self,
+        trainer: &mut GptTrainer,
+        recovery: &mut Recovery<GptTrainer>,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.args.sample_tokens == 0 {
+            return Ok(None);
+        }
+        recovery.before(Phase::Sample, trainer);
+        let seed = trainer.config().seed;
+        trainer
+            .sample_blocking(b"\n", self.args.sample_tokens, self.how, seed)
+            .map(Some)
+    }
+
+    /// After the last step: statistics, validation loss, a sample and the final save.
+    fn finish(
+        &self,
+        trainer: &mut GptTrainer,
+        recovery: &mut Recovery<GptTrainer>,
+    ) -> Result<Final> {
+        recovery.before(Phase::FinalEval, trainer);
+        let (stats, overflows) = trainer.stats_and_overflows_blocking()?;
+        let eval = trainer.evaluate_blocking(self.data, Split::Validation)?;
+        let sample = self
+            .sample(trainer, recovery)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        if let Some(path) = &self.args.checkpoint {
+            recovery.before(Phase::FinalSave, trainer);
+            trainer.save(path, self.data)?;
+            recovery.saved(path, trainer.steps());
+        }
+        Ok(Final {
+            stats,
+            overflows,
+            eval,
+            sample,
+        })
+    }
+
+    /// The save after a stop signal (when the run has a checkpoint path).
+    fn save_now(&self, trainer: &GptTrainer, recovery: &mut Recovery<GptTrainer>) -> Result<()> {
+        if let Some(path) = &self.args.checkpoint {
+            interrupt::before_save(trainer.steps(), path);
+            recovery.before(Phase::InterruptSave, trainer);
+            trainer.save(path, self.data)?;
+            recovery.saved(path, trainer.steps());
+        }
+        Ok(())
+    }
 }
 
 /// A sample on one line: newlines shown as ` / `, control bytes as `?`.
@@ -650,6 +765,7 @@ struct Summary<'a> {
     sample: Option<String>,
     checkpoint: Option<&'a Path>,
     data: &'a TextData,
+    recovery: &'a Recovery<'a, GptTrainer>,
 }
 
 impl Summary<'_> {
@@ -682,6 +798,9 @@ impl Summary<'_> {
             t.memory().summary_line(),
         );
         out.push_str(&overflow_summary(&self.overflows));
+        if let Some(line) = self.recovery.summary() {
+            out.push_str(&format!("recovery   {line}\n"));
+        }
         if let Some(sample) = &self.sample {
             out.push_str(&format!(
                 "sample     {}\n",
@@ -704,6 +823,8 @@ impl Summary<'_> {
             "policy": t.policy().to_string(),
             "steps": s.step,
             "steps_this_run": self.steps_run,
+            "device_losses": self.recovery.device_losses,
+            "steps_redone": self.recovery.steps_redone,
             "train_loss": s.loss,
             "val_loss": self.val_loss,
             "eval_windows": self.eval_windows,

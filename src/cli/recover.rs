@@ -1,5 +1,5 @@
-//! Surviving a lost GPU in `halfgrad train`, and reporting the steps a run redid or
-//! skipped.
+//! Surviving a lost GPU in `halfgrad train` and `halfgrad gpt train`, and reporting the
+//! steps a run redid or skipped.
 //!
 //! When a call returns `Error::DeviceLost` (a driver reset or timeout, an unplugged
 //! GPU, `Gpu::simulate_device_loss`), the run opens a new device, rebuilds the trainer
@@ -12,24 +12,25 @@
 //! A file at `--checkpoint` that this run has not written is never used: it may hold
 //! another run. Resuming is exact (same batches, noise and updates), so the steps between
 //! that state and the loss are redone bit for bit; the summary counts them. A run gives
-//! up after [`MAX_RECOVERIES`] losses.
+//! up after [`MAX_RECOVERIES`] losses. [`Recovery`] serves any trainer that can be
+//! reloaded and rebuilt ([`Recoverable`]: the MLP's `Trainer`, the `GptTrainer`).
 //!
-//! Every phase goes through this: the steps, the periodic evaluations and saves, the final
-//! statistics, evaluation and save, and the save after Ctrl-C. A save that meets a lost
-//! device fails before it touches the file (the state is read from the GPU first), so
-//! no phase leaves a partial file. When recovery is impossible the error says what the
-//! run saved ([`Recovery::on_disk`]).
+//! Every phase goes through this: the steps, the periodic evaluations, samples and saves,
+//! the final statistics, evaluation, sample and save, and the save after Ctrl-C. A save
+//! that meets a lost device fails before it touches the file (the state is read from the
+//! GPU first), so no phase leaves a partial file. When recovery is impossible the error
+//! says what the run saved ([`Recovery::on_disk`]).
 //!
 //! Hidden test hooks (environment variables, for tests/recovery.rs):
 //! `HALFGRAD_TEST_LOSE_DEVICE_AT_STEP=N[,M...]` destroys the device when the run is about
 //! to take step N + 1 (each listed step fires once);
 //! `HALFGRAD_TEST_LOSE_DEVICE_IN=PHASE[,PHASE...]` destroys it at the start of the next
-//! phase of that name ([`Phase`]: `eval`, `save`, `final-eval`, `final-save`,
+//! phase of that name ([`Phase`]: `eval`, `sample`, `save`, `final-eval`, `final-save`,
 //! `interrupt-save`; each listing fires once); `HALFGRAD_TEST_NAN_SAMPLE=I` replaces
 //! training sample I's features with NaN.
 
 use halfgrad::data::{Dataset, InMemory};
-use halfgrad::train::{LrSchedule, TrainConfig, TrainStats, Trainer};
+use halfgrad::train::{GptTrainer, LrSchedule, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
 use std::path::{Path, PathBuf};
 
@@ -45,9 +46,11 @@ const NAN_SAMPLE_ENV: &str = "HALFGRAD_TEST_NAN_SAMPLE";
 pub enum Phase {
     /// A periodic evaluation (`--eval-every`).
     Eval,
+    /// A generated sample (`gpt train`: at each periodic evaluation and at the end).
+    Sample,
     /// A periodic save (`--save-every`).
     Save,
-    /// The statistics and test evaluation after the last step.
+    /// The statistics and test (`gpt train`: validation) evaluation after the last step.
     FinalEval,
     /// The save after the last step.
     FinalSave,
@@ -56,8 +59,9 @@ pub enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [
+    const ALL: [Phase; 6] = [
         Phase::Eval,
+        Phase::Sample,
         Phase::Save,
         Phase::FinalEval,
         Phase::FinalSave,
@@ -67,6 +71,7 @@ impl Phase {
     fn name(self) -> &'static str {
         match self {
             Phase::Eval => "eval",
+            Phase::Sample => "sample",
             Phase::Save => "save",
             Phase::FinalEval => "final-eval",
             Phase::FinalSave => "final-save",
@@ -86,24 +91,89 @@ fn env_phases() -> Result<Vec<Phase>> {
                 .into_iter()
                 .find(|p| p.name() == name.trim())
                 .ok_or_else(|| {
+                    let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
                     Error::InvalidArgument(format!(
-                        "{LOSE_IN_ENV}={v:?}: `{name}` is not one of eval, save, final-eval, \
-                         final-save, interrupt-save"
+                        "{LOSE_IN_ENV}={v:?}: `{name}` is not one of {}",
+                        names.join(", ")
                     ))
                 })
         })
         .collect()
 }
 
-/// Where the run began: the state to go back to when it has saved nothing yet.
-enum Start {
-    Resumed(PathBuf),
-    Fresh(TrainConfig),
+/// A trainer that a run can rebuild on a new device after a loss.
+pub trait Recoverable: Sized {
+    /// The run a checkpoint holds, restored exactly on `gpu`.
+    fn load(gpu: &Gpu, path: &Path) -> Result<Self>;
+    /// Steps taken.
+    fn steps(&self) -> u64;
+    fn gpu(&self) -> &Gpu;
+    /// The learning-rate schedule the next steps follow.
+    fn schedule(&self) -> LrSchedule;
+    fn set_schedule(&mut self, schedule: LrSchedule) -> Result<()>;
 }
 
-/// The recovery state of one `halfgrad train` run.
-pub struct Recovery {
-    start: Start,
+impl Recoverable for Trainer {
+    fn load(gpu: &Gpu, path: &Path) -> Result<Self> {
+        Trainer::load(gpu, path)
+    }
+    fn steps(&self) -> u64 {
+        Trainer::steps(self)
+    }
+    fn gpu(&self) -> &Gpu {
+        Trainer::gpu(self)
+    }
+    fn schedule(&self) -> LrSchedule {
+        self.config().schedule
+    }
+    fn set_schedule(&mut self, schedule: LrSchedule) -> Result<()> {
+        Trainer::set_schedule(self, schedule)
+    }
+}
+
+impl Recoverable for GptTrainer {
+    fn load(gpu: &Gpu, path: &Path) -> Result<Self> {
+        GptTrainer::load(gpu, path)
+    }
+    fn steps(&self) -> u64 {
+        GptTrainer::steps(self)
+    }
+    fn gpu(&self) -> &Gpu {
+        GptTrainer::gpu(self)
+    }
+    fn schedule(&self) -> LrSchedule {
+        self.trainer().config().schedule
+    }
+    fn set_schedule(&mut self, schedule: LrSchedule) -> Result<()> {
+        GptTrainer::set_schedule(self, schedule)
+    }
+}
+
+/// Builds a run's trainer at step 0 on a device: the same settings, seed (and initial
+/// weights) as the run's start, so the steps redone from it are the same steps.
+pub type Rebuild<'a, T> = Box<dyn Fn(&Gpu) -> Result<T> + 'a>;
+
+/// Where the run began: the state to go back to when it has saved nothing yet.
+pub enum Start<'a, T> {
+    /// `--resume PATH`.
+    Resumed(PathBuf),
+    /// A new run, rebuilt by the closure.
+    Fresh(Rebuild<'a, T>),
+}
+
+impl<'a, T> Start<'a, T> {
+    /// A run resumed from `resumed`, else a new one that `fresh` rebuilds.
+    pub fn new(resumed: Option<&Path>, fresh: impl Fn(&Gpu) -> Result<T> + 'a) -> Self {
+        match resumed {
+            Some(p) => Start::Resumed(p.to_path_buf()),
+            None => Start::Fresh(Box::new(fresh)),
+        }
+    }
+}
+
+/// The recovery state of one training run.
+pub struct Recovery<'a, T> {
+    start: Start<'a, T>,
     /// The run's `--checkpoint` path.
     checkpoint: Option<PathBuf>,
     /// The checkpoint this run last wrote, and the step it holds.
@@ -132,22 +202,15 @@ fn env_numbers<T: std::str::FromStr>(name: &str) -> Result<Vec<T>> {
         .map_err(|_| Error::InvalidArgument(format!("{name}={v:?}: expected numbers")))
 }
 
-impl Recovery {
-    /// The state of a run that starts with `trainer` (resumed from `resumed`, if given)
-    /// and saves to `checkpoint`, if given.
-    pub fn new(
-        trainer: &Trainer,
-        resumed: Option<&Path>,
-        checkpoint: Option<&Path>,
-    ) -> Result<Recovery> {
+impl<'a, T: Recoverable> Recovery<'a, T> {
+    /// The state of a run that begins at `start` with `trainer` (its schedule final:
+    /// after any stretch) and saves to `checkpoint`, if given.
+    pub fn new(trainer: &T, start: Start<'a, T>, checkpoint: Option<&Path>) -> Result<Self> {
         Ok(Recovery {
-            start: match resumed {
-                Some(p) => Start::Resumed(p.to_path_buf()),
-                None => Start::Fresh(trainer.config().clone()),
-            },
+            start,
             checkpoint: checkpoint.map(Path::to_path_buf),
             last_save: None,
-            schedule: trainer.config().schedule,
+            schedule: trainer.schedule(),
             lose_at: env_numbers(LOSE_DEVICE_ENV)?,
             lose_in: env_phases()?,
             device_losses: 0,
@@ -156,7 +219,7 @@ impl Recovery {
     }
 
     /// Call before every step: fires the device-loss test hook.
-    pub fn before_step(&mut self, trainer: &Trainer) {
+    pub fn before_step(&mut self, trainer: &T) {
         if let Some(i) = self.lose_at.iter().position(|&s| s == trainer.steps()) {
             self.lose_at.remove(i);
             trainer.gpu().simulate_device_loss();
@@ -164,7 +227,7 @@ impl Recovery {
     }
 
     /// Call at the start of `phase`: fires the device-loss test hook.
-    pub fn before(&mut self, phase: Phase, trainer: &Trainer) {
+    pub fn before(&mut self, phase: Phase, trainer: &T) {
         if let Some(i) = self.lose_in.iter().position(|&p| p == phase) {
             self.lose_in.remove(i);
             trainer.gpu().simulate_device_loss();
@@ -193,12 +256,7 @@ impl Recovery {
 
     /// After `DeviceLost` (`why`): a new device and a trainer rebuilt from the newest
     /// trusted state replace `trainer`. Returns the line to show the user.
-    pub fn recover(
-        &mut self,
-        why: &str,
-        trainer: &mut Trainer,
-        train: &InMemory,
-    ) -> Result<String> {
+    pub fn recover(&mut self, why: &str, trainer: &mut T) -> Result<String> {
         let lost_at = trainer.steps();
         if self.device_losses >= MAX_RECOVERIES {
             return Err(Error::DeviceLost(format!(
@@ -212,7 +270,7 @@ impl Recovery {
         let gpu = Gpu::new_blocking()?;
         let (rebuilt, from) = match (&self.last_save, &self.start) {
             (Some((path, step)), _) => {
-                let t = Trainer::load(&gpu, path)?;
+                let t = T::load(&gpu, path)?;
                 if t.steps() != *step {
                     return Err(Error::Checkpoint {
                         path: path.display().to_string(),
@@ -226,7 +284,7 @@ impl Recovery {
                 (t, format!("{} (step {step})", path.display()))
             }
             (None, Start::Resumed(path)) => {
-                let t = Trainer::load(&gpu, path)?;
+                let t = T::load(&gpu, path)?;
                 let from = format!(
                     "{} (step {}, where this run began)",
                     path.display(),
@@ -234,13 +292,13 @@ impl Recovery {
                 );
                 (t, from)
             }
-            (None, Start::Fresh(config)) => (
-                Trainer::new_blocking(&gpu, config.clone(), train)?,
+            (None, Start::Fresh(rebuild)) => (
+                rebuild(&gpu)?,
                 "the start (step 0; nothing saved yet)".to_string(),
             ),
         };
         let mut rebuilt = rebuilt;
-        if rebuilt.config().schedule != self.schedule {
+        if rebuilt.schedule() != self.schedule {
             rebuilt.set_schedule(self.schedule)?;
         }
         let redo = lost_at.saturating_sub(rebuilt.steps());

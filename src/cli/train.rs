@@ -8,7 +8,7 @@
 
 use super::data::{DataArgs, Source};
 use super::interrupt::{self, Interrupts, StopSignal};
-use super::recover::{self, Phase, Recovery};
+use super::recover::{self, Phase, Recovery, Start};
 use super::report::{overflow_json, overflow_suffix, overflow_summary, Output};
 use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
@@ -202,7 +202,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let end = args
         .stop_after
         .map_or(args.steps, |k| first_step.saturating_add(k).min(args.steps));
-    let mut recovery = Recovery::new(&trainer, resumed.as_deref(), args.checkpoint.as_deref())?;
+    let start = {
+        let (config, train) = (trainer.config().clone(), &train);
+        Start::new(resumed.as_deref(), move |gpu: &Gpu| {
+            Trainer::new_blocking(gpu, config.clone(), train)
+        })
+    };
+    let mut recovery = Recovery::new(&trainer, start, args.checkpoint.as_deref())?;
     let interrupts = Interrupts::install();
     let run = Run {
         args: &args,
@@ -235,7 +241,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             });
         match r {
             Err(Error::DeviceLost(why)) => {
-                match bar.suspend(|| recovery.recover(&why, &mut trainer, &train)) {
+                match bar.suspend(|| recovery.recover(&why, &mut trainer)) {
                     Ok(line) => eprintln!("{line}"),
                     Err(e) => break Err(e),
                 }
@@ -415,7 +421,7 @@ impl Run<'_> {
     fn train_loop(
         &self,
         trainer: &mut Trainer,
-        recovery: &mut Recovery,
+        recovery: &mut Recovery<Trainer>,
         notes: &[(String, String)],
     ) -> Result<Option<StopSignal>> {
         let (args, end, bar) = (self.args, self.end, self.bar);
@@ -468,7 +474,7 @@ impl Run<'_> {
     fn finish(
         &self,
         trainer: &mut Trainer,
-        recovery: &mut Recovery,
+        recovery: &mut Recovery<Trainer>,
         notes: &[(String, String)],
     ) -> Result<Final> {
         recovery.before(Phase::FinalEval, trainer);
@@ -493,7 +499,7 @@ impl Run<'_> {
         &self,
         trainer: &Trainer,
         notes: &[(String, String)],
-        recovery: &mut Recovery,
+        recovery: &mut Recovery<Trainer>,
     ) -> Result<()> {
         if let Some(path) = &self.args.checkpoint {
             interrupt::before_save(trainer.steps(), path);
@@ -640,7 +646,7 @@ struct Summary<'a> {
     steps_run: u64,
     checkpoint: Option<&'a Path>,
     resumed: Option<&'a Path>,
-    recovery: &'a Recovery,
+    recovery: &'a Recovery<'a, Trainer>,
 }
 
 impl Summary<'_> {

@@ -241,6 +241,7 @@ impl<'a> GraphBuilder<'a> {
             param_used: vec![false; params.len()],
             free_scratch: Vec::new(),
             scratch: Vec::new(),
+            temporaries: Vec::new(),
             dispatches: Vec::new(),
         };
         for op in ops.iter().rev() {
@@ -335,6 +336,8 @@ pub struct Backward<'a> {
     free_scratch: Vec<Tensor>,
     /// Every scratch buffer (held for the dispatches that bind them).
     scratch: Vec<Tensor>,
+    /// The buffers handed out by [`Backward::temporaries`] (also in `scratch`).
+    temporaries: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
 }
 
@@ -428,6 +431,32 @@ impl<'a> Backward<'a> {
         })
     }
 
+    /// `count` distinct buffers of `shape` and `dtype` for values that live only between
+    /// one op's own dispatches (a two-pass reduction's partial sums): the op pushes every
+    /// dispatch that writes and reads them at once, and backward dispatches run in order,
+    /// so all ops share them (by shape and dtype). Allocated here, held by the graph.
+    pub fn temporaries(
+        &mut self,
+        shape: &[usize],
+        dtype: DType,
+        count: usize,
+    ) -> Result<Vec<Tensor>> {
+        let mut out: Vec<Tensor> = self
+            .temporaries
+            .iter()
+            .filter(|t| t.shape() == shape && t.dtype() == dtype)
+            .take(count)
+            .cloned()
+            .collect();
+        while out.len() < count {
+            let t = Tensor::empty(self.ctx.gpu, shape, dtype)?;
+            self.temporaries.push(t.clone());
+            self.scratch.push(t.clone());
+            out.push(t);
+        }
+        Ok(out)
+    }
+
     /// Appends a backward dispatch.
     pub fn push(&mut self, dispatch: Dispatch) {
         self.dispatches.push(dispatch);
@@ -505,7 +534,8 @@ impl Graph {
         self.values.iter().map(|v| (&v.tensor, v.grad.as_ref()))
     }
 
-    /// Scratch gradient buffers of the add fallback.
+    /// Scratch gradient buffers of the add fallback and the ops' backward temporaries
+    /// ([`Backward::temporaries`]).
     pub fn scratch(&self) -> &[Tensor] {
         &self.scratch
     }

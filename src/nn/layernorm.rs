@@ -6,6 +6,7 @@ use super::graph::{Backward, Graph, GraphBuilder, Op, ParamId, ParamStore, Value
 use super::{batch_width, one_op_graph, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
 use crate::ops::layernorm::{self, Stats};
+use crate::ops::reduce::partial_sums_shape;
 use crate::{DType, Error, Result, Tensor};
 
 /// Adds gamma (`<prefix>.weight`, ones) and beta (`<prefix>.bias`, zeros), both (C) f32.
@@ -133,6 +134,14 @@ impl Op for LayerNormOp {
         let dgamma = b.param_grad(self.gamma.0, same)?;
         let dbeta = b.param_grad(self.beta, same)?;
         let found_inf = b.ctx().found_inf;
+        // dgamma's and dbeta's partial sums when the rows run in two passes (shared).
+        let partials = match self.x_value.shape() {
+            [rows, c] => match partial_sums_shape(*rows, *c) {
+                Some(shape) => b.temporaries(&shape, DType::F32, 2)?,
+                None => Vec::new(),
+            },
+            _ => Vec::new(), // layernorm::backward names the shape
+        };
         let dispatches = layernorm::backward(
             b.gpu(),
             &self.x_value,
@@ -144,6 +153,10 @@ impl Op for LayerNormOp {
             },
             &self.row_terms,
             dx.as_ref().map(|w| &w.tensor),
+            match partials.as_slice() {
+                [g, b] => Some([g, b]),
+                _ => None,
+            },
             &dgamma.tensor,
             &dbeta.tensor,
             dgamma.accumulate,

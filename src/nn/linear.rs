@@ -7,7 +7,7 @@ use super::init::{linear_bound, uniform_vec, SplitMix64};
 use super::{batch_width, one_op_graph, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
 use crate::ops::matmul::{matmul, MatmulOptions};
-use crate::ops::reduce::col_sum;
+use crate::ops::reduce::{col_sum, partial_sums_shape};
 use crate::{DType, Error, Result, Tensor};
 
 /// Adds the parameters of a Linear layer to `store`, initialised like PyTorch
@@ -171,9 +171,23 @@ impl Op for LinearOp {
         b.extend(d);
         b.commit(dw)?;
         // db (out) += sum over the batch of dy, f32
+        // (in two passes through shared partial sums for a tall dy)
         if let Some(id) = self.bias {
+            let partial = match dy.shape() {
+                [rows, c] => match partial_sums_shape(*rows, *c) {
+                    Some(shape) => b.temporaries(&shape, DType::F32, 1)?.pop(),
+                    None => None,
+                },
+                _ => None, // col_sum names the shape
+            };
             let db = b.param_grad(id, true)?;
-            b.push(col_sum(gpu, &dy, &db.tensor, db.accumulate)?);
+            b.extend(col_sum(
+                gpu,
+                &dy,
+                &db.tensor,
+                partial.as_ref(),
+                db.accumulate,
+            )?);
             b.commit(db)?;
         }
         // dx (B, in) += dy (B, out) @ W (out, in), activation dtype (matmul accumulates

@@ -314,6 +314,15 @@ impl Mlp {
         plan.value("loss", "log-sum-exp", &[batch], DType::F32, false);
         plan.value("loss", "losses", &[batch], DType::F32, false);
         plan.value("loss", "mean loss", &[1], DType::F32, false);
+        // Backward's partial sums for a large batch: each bias (one buffer), each
+        // LayerNorm (two).
+        let outs = &config.widths[1..];
+        let biases = outs.iter().filter(|_| config.bias).map(|&w| (batch, w, 1));
+        let norms = outs[..outs.len() - 1]
+            .iter()
+            .filter(|_| config.layer_norm)
+            .map(|&w| (batch, w, 2));
+        plan.partial_sums("backward", &biases.chain(norms).collect::<Vec<_>>());
         Ok(plan)
     }
 

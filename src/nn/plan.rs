@@ -332,6 +332,26 @@ impl SizePlan {
         self.push(group, name.into(), Role::Scratch, shape, dtype, true);
     }
 
+    /// The f32 partial sums of the two-pass column reductions (bias and LayerNorm
+    /// parameter gradients over more than `ops::reduce::ONE_PASS_MAX_ROWS` rows), shared
+    /// by shape as [`Backward::temporaries`](super::graph::Backward::temporaries) shares
+    /// them. `sums`: each reduction's (rows, cols, buffers it needs at once).
+    pub fn partial_sums(&mut self, group: &str, sums: &[(usize, usize, usize)]) {
+        let mut most = std::collections::BTreeMap::<[usize; 2], usize>::new();
+        for &(rows, cols, count) in sums {
+            if let Some(shape) = crate::ops::reduce::partial_sums_shape(rows, cols) {
+                let n = most.entry(shape).or_default();
+                *n = (*n).max(count);
+            }
+        }
+        for (shape, count) in most {
+            for i in 0..count {
+                let name = format!("column-sum partial sums {shape:?} #{i}");
+                self.scratch(group, &name, &shape, DType::F32);
+            }
+        }
+    }
+
     /// An f32 optimizer moment of a parameter's shape (pooled).
     pub fn moment(&mut self, group: &str, name: &str, shape: &[usize]) {
         self.push(group, name.into(), Role::Moments, shape, DType::F32, true);

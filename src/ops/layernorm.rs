@@ -3,7 +3,9 @@
 
 use crate::flag::OverflowFlag;
 use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
-use crate::ops::reduce::{column_grid, matrix_dims, row_grid};
+use crate::ops::reduce::{
+    check_partial, chunk_grid, col_sum_one_pass, column_grid, matrix_dims, row_grid,
+};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 const FOUND_INF: Slot = Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite);
@@ -54,6 +56,15 @@ declare_kernels! {
             Slot::read("rstd", F32_ONLY),
             Slot::write("dgamma", F32_ONLY),
             Slot::write("dbeta", F32_ONLY),
+        ];
+    BACKWARD_PARAMS_CHUNKS = "backward_params_chunks",
+        slots: &[
+            Slot::read("x", ANY),
+            Slot::read("dy", ANY),
+            Slot::read("mean", F32_ONLY),
+            Slot::read("rstd", F32_ONLY),
+            Slot::write("partial_g", F32_ONLY),
+            Slot::write("partial_b", F32_ONLY),
         ];
 }
 
@@ -183,13 +194,17 @@ pub fn forward(
 }
 
 /// Backward for the input (two dispatches: per-row terms, then dx) and the parameters
-/// (one dispatch: dgamma, dbeta column sums, overwritten or accumulated).
+/// (dgamma, dbeta column sums, overwritten or accumulated: one dispatch, or past
+/// [`ONE_PASS_MAX_ROWS`](crate::ops::reduce::ONE_PASS_MAX_ROWS) rows three, partial sums
+/// of row chunks into `partials` then one `reduce/col_sum` each).
 // x: (B, C) any dtype, the forward input
 // dy: (B, C) any dtype
 // gamma: (C) f32
 // stats: mean, rstd (B) f32 from forward
 // row_terms: (B, 2) f32 scratch
 // dx: (B, C) any dtype, written; None skips the input gradient
+// partials: [dgamma's, dbeta's] f32 scratch of reduce::partial_sums_shape(B, C), or None
+//   when that is None
 // dgamma, dbeta: (C) f32
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -200,6 +215,7 @@ pub fn backward(
     stats: Stats<'_>,
     row_terms: &Tensor,
     dx: Option<&Tensor>,
+    partials: Option<[&Tensor; 2]>,
     dgamma: &Tensor,
     dbeta: &Tensor,
     accumulate_param_grads: bool,
@@ -210,8 +226,18 @@ pub fn backward(
     expect(op, row_terms, &[b as usize, 2], true)?;
     expect(op, dgamma, &[c as usize], true)?;
     expect(op, dbeta, &[c as usize], true)?;
+    for i in 0..2 {
+        check_partial(op, b, c, partials.map(|p| p[i]))?;
+    }
+    if let Some([g, b]) = partials {
+        if g.buffer() == b.buffer() {
+            return Err(Error::InvalidArgument(format!(
+                "{op}: dgamma's and dbeta's partial sums must be two buffers"
+            )));
+        }
+    }
     let p = params(b, c, 0.0, accumulate_param_grads);
-    let mut out = Vec::with_capacity(3);
+    let mut out = Vec::with_capacity(5);
     if let Some(dx) = dx {
         expect(op, dx, &[b as usize, c as usize], false)?;
         let (lanes, row_groups) = row_grid(gpu, b, c);
@@ -245,6 +271,35 @@ pub fn backward(
             &[("WG", WG as u64)],
             pair_grid(gpu, b, c),
         )?);
+    }
+    if let Some([partial_g, partial_b]) = partials {
+        out.push(gpu.dispatch(
+            &BACKWARD_PARAMS_CHUNKS,
+            &[
+                Bind::Tensor(x),
+                Bind::Tensor(dy),
+                Bind::Tensor(stats.mean),
+                Bind::Tensor(stats.rstd),
+                Bind::Tensor(partial_g),
+                Bind::Tensor(partial_b),
+            ],
+            bytemuck::bytes_of(&p),
+            &[],
+            chunk_grid(gpu, b, c),
+        )?);
+        out.push(col_sum_one_pass(
+            gpu,
+            partial_g,
+            dgamma,
+            accumulate_param_grads,
+        )?);
+        out.push(col_sum_one_pass(
+            gpu,
+            partial_b,
+            dbeta,
+            accumulate_param_grads,
+        )?);
+        return Ok(out);
     }
     out.push(gpu.dispatch(
         &BACKWARD_PARAMS,

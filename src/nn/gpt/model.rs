@@ -172,6 +172,14 @@ pub fn plan_graph(
     plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
     plan.value("head", "losses", &[rows], DType::F32, false);
     plan.value("head", "mean loss", &[1], DType::F32, false);
+    if backward {
+        // The partial sums of the biases' and LayerNorms' gradients over many rows.
+        let mut sums = vec![(rows, c, 2)];
+        if config.n_layer > 0 {
+            sums.extend([(rows, 3 * c, 1), (rows, 4 * c, 1)]);
+        }
+        plan.partial_sums("backward", &sums);
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! attention's per-head products read Q, K and V straight out of a fused QKV activation.
 //! Kernels (`shaders/matmul.wgsl`, `shaders/matmul_coop.wgsl`):
 //! - `tiled` ([`tiled`]): portable (every adapter, every dtype, both f16 storage paths);
+//!   `tiled_fast` the same for outputs of even N or f32 (`TiledTile::Fast`);
 //! - `coop` and `coop_tile` ([`coop`]): cooperative matrices (16x16x16 f16 -> f32),
 //!   chosen automatically for f16 operands on adapters that offer them;
 //! - `rescaled+...` ([`rescale`]): bf16 operands scaled by powers of two into f16 copies
@@ -45,6 +46,9 @@ pub mod shader_matmul {
         "matmul";
         /// The portable tiled kernel.
         TILED = "tiled", slots: matmul_slots!(ANY);
+        /// The portable tiled kernel for outputs of even N or f32 (vec4 tiles,
+        /// double-buffered).
+        TILED_FAST = "tiled_fast", slots: matmul_slots!(ANY);
         /// The cooperative-matrix kernel (f16 operands, any output dtype).
         COOP = "coop", slots: matmul_slots!(&[DType::F16]), cooperative_matrix: true, needs_f16: true;
     }
@@ -80,7 +84,7 @@ pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, F16Product, MatmulKernel,
     MatmulOptions, MatmulPlan, MatmulTuning,
 };
-pub use shader_matmul::{COOP, TILED};
+pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::COOP_TILE;
 pub use tiled::{TiledConfig, TiledTile};
 
@@ -509,6 +513,9 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         k,
         direct: (n % 2 == 0 || strided_c) && va.aligned8 && vb.aligned8,
         contiguous: !batched && va.dense_start && vb.dense_start && vc.dense_whole,
+        // A 16-bit C of even N has even ld, offset and strides too (checked above for a
+        // strided one; a plain one has ld = N and even bases).
+        fast_tiled: c.dtype() == DType::F32 || n % 2 == 0,
         rescalable: !batched && vc.dense_whole,
         copies_direct: n % 2 == 0 && a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
     };
@@ -625,8 +632,8 @@ fn product_dispatch(
             Bind::Tensor(args.b),
             bytemuck::bytes_of(params),
         ),
-        F16Product::Tiled(_) => (
-            &TILED,
+        F16Product::Tiled(t) => (
+            if t.fast { &TILED_FAST } else { &TILED },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
             bytemuck::bytes_of(params),

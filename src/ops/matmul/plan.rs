@@ -253,14 +253,16 @@ impl F16Product {
 }
 
 impl MatmulPlan {
-    /// `"tiled"`, `"coop"` or `"coop_tile"`, or `"rescaled+"` one of those (benchmark
-    /// tables, logs).
+    /// `"tiled"`, `"tiled_fast"`, `"coop"` or `"coop_tile"`, or `"rescaled+"` the f16
+    /// kernel inside (benchmark tables, logs).
     pub fn name(&self) -> &'static str {
         match self {
+            MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile { .. } => "coop_tile",
             MatmulPlan::Rescaled { product } => match product {
+                F16Product::Tiled(t) if t.fast => "rescaled+tiled_fast",
                 F16Product::Tiled(_) => "rescaled+tiled",
                 F16Product::Coop { .. } => "rescaled+coop",
                 F16Product::CoopTile { .. } => "rescaled+coop_tile",
@@ -318,6 +320,9 @@ pub(super) struct PlanShape {
     /// One dense product filling C from element 0, A and B dense from element 0: the
     /// coop tile kernel's only layout.
     pub contiguous: bool,
+    /// C is f32 or N is even: its column pairs at even columns never straddle an output
+    /// word, so the tiled_fast kernel can write it.
+    pub fast_tiled: bool,
     /// One product (no batch) into a C that is one dense matrix filling its tensor: the
     /// rescaled path's layout (its copies and scratch are dense whatever A and B are).
     pub rescalable: bool,
@@ -391,6 +396,7 @@ fn rescaled_product(
     let copies = PlanShape {
         direct: shape.copies_direct,
         contiguous: true,
+        fast_tiled: true,
         rescalable: false,
         ..*shape
     };
@@ -425,11 +431,15 @@ fn product_plan(
         let sg = coop_support(gpu, subgroups)?;
         return Ok(MatmulPlan::Coop { subgroups, sg });
     }
-    let t = tuning.tiled.config(gpu, m, n);
+    let t = tuning.tiled.config(gpu, m, n, shape.fast_tiled)?;
     if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {
         return Err(Error::MissingFeature {
             op: "matmul (tiled kernel)",
-            feature: "max_compute_workgroup_storage_size >= 10 KiB",
+            feature: if t.fast {
+                "max_compute_workgroup_storage_size >= 16 KiB (32 KiB for K slices of 16)"
+            } else {
+                "max_compute_workgroup_storage_size >= 10 KiB"
+            },
         });
     }
     Ok(MatmulPlan::Tiled(t))
