@@ -5,6 +5,7 @@
 
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::Digits;
+use halfgrad::nn::MlpOptions;
 use halfgrad::train::{TrainConfig, Trainer};
 use halfgrad::Gpu;
 
@@ -14,11 +15,11 @@ fn main() -> halfgrad::Result<()> {
     let (train, _test) = Digits::load()?;
 
     // 1. A training run: weights, Adam moments, loss scaler, step and batch order.
-    let config = TrainConfig {
+    let model = MlpOptions {
         hidden: vec![32],
-        ..TrainConfig::default()
+        ..MlpOptions::default()
     };
-    let mut trainer = Trainer::new_blocking(&gpu, config, &train)?;
+    let mut trainer = Trainer::new_blocking(&gpu, TrainConfig::default(), &model, &train)?;
     for _ in 0..20 {
         trainer.step_from(&train)?;
     }

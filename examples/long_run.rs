@@ -15,6 +15,7 @@
 
 use halfgrad::amp::{Precision, ScalerConfig};
 use halfgrad::data::Digits;
+use halfgrad::nn::MlpOptions;
 use halfgrad::train::{LrSchedule, TrainConfig, Trainer};
 use halfgrad::Gpu;
 use std::collections::BTreeMap;
@@ -101,7 +102,6 @@ fn run() -> Result<bool, String> {
     let (train, test) = Digits::load().map_err(|e| e.to_string())?;
     let config = TrainConfig {
         precision: Precision::F16,
-        hidden: vec![args.hidden],
         batch: args.batch,
         schedule: LrSchedule::WarmupCosine {
             warmup: 100,
@@ -114,7 +114,11 @@ fn run() -> Result<bool, String> {
         }),
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new_blocking(&gpu, config, &train).map_err(|e| e.to_string())?;
+    let model = MlpOptions {
+        hidden: vec![args.hidden],
+        ..MlpOptions::default()
+    };
+    let mut t = Trainer::new_blocking(&gpu, config, &model, &train).map_err(|e| e.to_string())?;
     println!(
         "long run: {} F16 steps on {} ({}), MLP 64-{}-10, batch {}, growth interval {}, \
          init scale {}, statistics every step, weights every {} steps",

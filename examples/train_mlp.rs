@@ -7,6 +7,7 @@
 
 use halfgrad::amp::Precision;
 use halfgrad::data::{Dataset, InMemory, SplitMix64};
+use halfgrad::nn::MlpOptions;
 use halfgrad::train::{LrSchedule, TrainConfig, Trainer};
 use halfgrad::Gpu;
 
@@ -34,7 +35,6 @@ fn main() -> halfgrad::Result<()> {
     let steps = 800;
     let config = TrainConfig {
         precision: Precision::F16, // f16 activations and matmul operands, f32 master weights
-        hidden: vec![64, 64],
         batch: 50,
         lr: 1e-2,
         schedule: LrSchedule::WarmupCosine {
@@ -44,7 +44,11 @@ fn main() -> halfgrad::Result<()> {
         input_noise: 0.0,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new_blocking(&gpu, config, &train)?;
+    let model = MlpOptions {
+        hidden: vec![64, 64],
+        ..MlpOptions::default()
+    };
+    let mut trainer = Trainer::new_blocking(&gpu, config, &model, &train)?;
     println!(
         "path {}; policy {}",
         trainer.describe_path(),

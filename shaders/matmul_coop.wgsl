@@ -20,8 +20,13 @@
 // each 16-byte word is stored as 8 halves.
 // Rows are padded by 8 halves (16 bytes): fragment rows fall in distinct memory banks and
 // every row stays 16-byte aligned.
-// Epilogue: each fragment goes through a per-subgroup 16 x 16 f32 scratch so the output
-// words (bias, accumulate, 16-bit rounding, found_inf) use the shared store path.
+// Epilogue (one `//!kernel` section each, both below `main`, which they complete with
+// `init_acc` and `emit`):
+// - `tile`: each fragment goes through a per-subgroup 16 x 16 f32 scratch so the output
+//   words (bias, accumulate, 16-bit rounding, found_inf) use the shared store path, with
+//   workgroup barriers (EPI_SYNC 0) or subgroup barriers (EPI_SYNC 1);
+// - `tile_f32`: an f32 C without bias: coopStore straight into C (accumulating: the
+//   accumulators start from a coopLoad of the old C).
 //
 // If the driver runs smaller subgroups than SG, the extra subgroups repeat a block's work
 // (subgroup_id modulo the block count) and store identical values: correct, slower.
@@ -53,7 +58,6 @@ fn store_pair(e: u32, x: f32, y: f32, nx: u32) {
     store2_c(e >> 1u, v);
 }
 
-//!kernel tile
 override TRANS_A: u32 = 0u; // 1: A is stored (K, M)
 override TRANS_B: u32 = 0u; // 1: B is stored (N, K)
 override SG: u32 = 32u;     // largest subgroup size of the adapter
@@ -62,6 +66,9 @@ override SG_N: u32 = 2u;    // subgroups along N
 override FM: u32 = 4u;      // fragments per subgroup along M (1 to 4)
 override FN: u32 = 4u;      // fragments per subgroup along N (1 to 4)
 override CBK: u32 = 32u;    // K per slice, a multiple of 16
+override SG_MIN: u32 = 32u; // smallest subgroup size of the adapter (scratch slots)
+override EPI_SYNC: u32 = 0u; // scratch epilogue: 0 workgroup barriers, 1 subgroup barriers
+override GROUP_M: u32 = 1u;  // tile rows a workgroup group sweeps (1: row-major grid)
 override CBM: u32 = SG_M * FM * 16u;
 override CBN: u32 = SG_N * FN * 16u;
 override CWG: u32 = SG * SG_M * SG_N;
@@ -80,7 +87,6 @@ override B_VECS: u32 = B_ROWS * B_ROW_H / 8u / CWG;
 
 var<workgroup> a_sh: array<f16, 2u * A_HALVES>; // two slices of op(A), A's layout
 var<workgroup> b_sh: array<f16, 2u * B_HALVES>; // two slices of op(B), B's layout
-var<workgroup> scratch: array<f32, SG_M * SG_N * 256u>; // one 16 x 16 fragment a block
 
 // Global 16-byte word of copy t of this invocation for the slice at (m0 or n0, k0).
 fn word_a(t: u32, li: u32, m0: u32, k0: u32) -> vec4<u32> {
@@ -174,29 +180,30 @@ fn frag_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
     return coopLoadT<coop_mat16x16<f16, B>>(&b_sh[at], ld);
 }
 
-// Writes the 16 x 16 fragment at C (m, n) through this block's scratch. Called in
-// uniform control flow by every subgroup (it holds barriers).
-fn emit(acc: coop_mat16x16<f32, C>, m: u32, n: u32, block: u32, lane: u32, lanes: u32) {
-    let at = block * 256u;
-    let ld = 16u;
-    coopStoreT(acc, &scratch[at], ld);
-    workgroupBarrier();
-    for (var w = lane; w < 128u; w += lanes) {
-        let r = w / 8u;
-        let c = 2u * (w % 8u);
-        let x = scratch[at + r * 16u + c];
-        let y = scratch[at + r * 16u + c + 1u];
-        store_pair((m + r) * params.n + n + c, x, y, n + c);
+// Tile (row, column) of C for workgroup wg: row-major over the grid when GROUP_M is 1;
+// else grouped: consecutive workgroups sweep GROUP_M tile rows before the next column,
+// so the A rows and B columns they read are still in L2 (the grid is (N / CBN, M / CBM)).
+fn tile_of(wg: vec3<u32>) -> vec2<u32> {
+    let tiles_n = params.n / CBN;
+    let tiles_m = params.m / CBM;
+    if (GROUP_M <= 1u) {
+        return vec2<u32>(wg.y, wg.x);
     }
-    workgroupBarrier();
+    let id = wg.y * tiles_n + wg.x;
+    let per_group = GROUP_M * tiles_n;
+    let first_m = (id / per_group) * GROUP_M;
+    let rows = min(tiles_m - first_m, GROUP_M);
+    let within = id % per_group;
+    return vec2<u32>(first_m + within % rows, within / rows);
 }
 
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) lane: u32,
         @builtin(subgroup_size) lanes: u32) {
-    let m0 = wg_id.y * CBM;
-    let n0 = wg_id.x * CBN;
+    let tile = tile_of(wg_id);
+    let m0 = tile.x * CBM;
+    let n0 = tile.y * CBN;
     let block = sg_id % (SG_M * SG_N);
     let bm = (block / SG_N) * (FM * 16u); // this subgroup's block, tile-local
     let bn = (block % SG_N) * (FN * 16u);
@@ -218,7 +225,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     }
     workgroupBarrier();
 
-    var c00 = coop_mat16x16<f32, C>();
+    let m = m0 + bm;
+    let n = n0 + bn;
+    // Accumulators: zero, or the old C where the epilogue section loads it.
+    var c00 = init_acc(m, n);
     var c01 = coop_mat16x16<f32, C>();
     var c02 = coop_mat16x16<f32, C>();
     var c03 = coop_mat16x16<f32, C>();
@@ -234,6 +244,51 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
     var c31 = coop_mat16x16<f32, C>();
     var c32 = coop_mat16x16<f32, C>();
     var c33 = coop_mat16x16<f32, C>();
+    if (FN > 1u) {
+        c01 = init_acc(m, n + 16u);
+    }
+    if (FN > 2u) {
+        c02 = init_acc(m, n + 32u);
+    }
+    if (FN > 3u) {
+        c03 = init_acc(m, n + 48u);
+    }
+    if (FM > 1u) {
+        c10 = init_acc(m + 16u, n);
+    }
+    if ((FM > 1u) & (FN > 1u)) {
+        c11 = init_acc(m + 16u, n + 16u);
+    }
+    if ((FM > 1u) & (FN > 2u)) {
+        c12 = init_acc(m + 16u, n + 32u);
+    }
+    if ((FM > 1u) & (FN > 3u)) {
+        c13 = init_acc(m + 16u, n + 48u);
+    }
+    if (FM > 2u) {
+        c20 = init_acc(m + 32u, n);
+    }
+    if ((FM > 2u) & (FN > 1u)) {
+        c21 = init_acc(m + 32u, n + 16u);
+    }
+    if ((FM > 2u) & (FN > 2u)) {
+        c22 = init_acc(m + 32u, n + 32u);
+    }
+    if ((FM > 2u) & (FN > 3u)) {
+        c23 = init_acc(m + 32u, n + 48u);
+    }
+    if (FM > 3u) {
+        c30 = init_acc(m + 48u, n);
+    }
+    if ((FM > 3u) & (FN > 1u)) {
+        c31 = init_acc(m + 48u, n + 16u);
+    }
+    if ((FM > 3u) & (FN > 2u)) {
+        c32 = init_acc(m + 48u, n + 32u);
+    }
+    if ((FM > 3u) & (FN > 3u)) {
+        c33 = init_acc(m + 48u, n + 48u);
+    }
     var a1 = coop_mat16x16<f16, A>();
     var a2 = coop_mat16x16<f16, A>();
     var a3 = coop_mat16x16<f16, A>();
@@ -334,52 +389,106 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
         workgroupBarrier();
     }
 
-    let m = m0 + bm;
-    let n = n0 + bn;
-    emit(c00, m, n, block, lane, lanes);
+    emit(c00, m, n, sg_id, lane, lanes);
     if (FN > 1u) {
-        emit(c01, m, n + 16u, block, lane, lanes);
+        emit(c01, m, n + 16u, sg_id, lane, lanes);
     }
     if (FN > 2u) {
-        emit(c02, m, n + 32u, block, lane, lanes);
+        emit(c02, m, n + 32u, sg_id, lane, lanes);
     }
     if (FN > 3u) {
-        emit(c03, m, n + 48u, block, lane, lanes);
+        emit(c03, m, n + 48u, sg_id, lane, lanes);
     }
     if (FM > 1u) {
-        emit(c10, m + 16u, n, block, lane, lanes);
+        emit(c10, m + 16u, n, sg_id, lane, lanes);
         if (FN > 1u) {
-            emit(c11, m + 16u, n + 16u, block, lane, lanes);
+            emit(c11, m + 16u, n + 16u, sg_id, lane, lanes);
         }
         if (FN > 2u) {
-            emit(c12, m + 16u, n + 32u, block, lane, lanes);
+            emit(c12, m + 16u, n + 32u, sg_id, lane, lanes);
         }
         if (FN > 3u) {
-            emit(c13, m + 16u, n + 48u, block, lane, lanes);
+            emit(c13, m + 16u, n + 48u, sg_id, lane, lanes);
         }
     }
     if (FM > 2u) {
-        emit(c20, m + 32u, n, block, lane, lanes);
+        emit(c20, m + 32u, n, sg_id, lane, lanes);
         if (FN > 1u) {
-            emit(c21, m + 32u, n + 16u, block, lane, lanes);
+            emit(c21, m + 32u, n + 16u, sg_id, lane, lanes);
         }
         if (FN > 2u) {
-            emit(c22, m + 32u, n + 32u, block, lane, lanes);
+            emit(c22, m + 32u, n + 32u, sg_id, lane, lanes);
         }
         if (FN > 3u) {
-            emit(c23, m + 32u, n + 48u, block, lane, lanes);
+            emit(c23, m + 32u, n + 48u, sg_id, lane, lanes);
         }
     }
     if (FM > 3u) {
-        emit(c30, m + 48u, n, block, lane, lanes);
+        emit(c30, m + 48u, n, sg_id, lane, lanes);
         if (FN > 1u) {
-            emit(c31, m + 48u, n + 16u, block, lane, lanes);
+            emit(c31, m + 48u, n + 16u, sg_id, lane, lanes);
         }
         if (FN > 2u) {
-            emit(c32, m + 48u, n + 32u, block, lane, lanes);
+            emit(c32, m + 48u, n + 32u, sg_id, lane, lanes);
         }
         if (FN > 3u) {
-            emit(c33, m + 48u, n + 48u, block, lane, lanes);
+            emit(c33, m + 48u, n + 48u, sg_id, lane, lanes);
         }
     }
+}
+
+//!kernel tile
+// Epilogue through a 16 x 16 f32 scratch a subgroup (any C dtype, bias, accumulate).
+
+// One 16 x 16 fragment per subgroup the driver may run (subgroup_id < CWG / SG_MIN).
+var<workgroup> scratch: array<f32, (CWG / SG_MIN) * 256u>;
+
+fn init_acc(m: u32, n: u32) -> coop_mat16x16<f32, C> {
+    return coop_mat16x16<f32, C>();
+}
+
+// Scratch barrier. Workgroup barriers (EPI_SYNC 0) need every subgroup to emit the same
+// fragments (they do); subgroup barriers (EPI_SYNC 1) suffice because a subgroup reads
+// only its own scratch slot, and let subgroups leave the epilogue independently.
+fn scratch_sync() {
+    if (EPI_SYNC != 0u) {
+        subgroupBarrier();
+    } else {
+        workgroupBarrier();
+    }
+}
+
+// Writes the 16 x 16 fragment at C (m, n) through subgroup `slot`'s scratch.
+fn emit(acc: coop_mat16x16<f32, C>, m: u32, n: u32, slot: u32, lane: u32, lanes: u32) {
+    let at = slot * 256u;
+    let ld = 16u;
+    coopStoreT(acc, &scratch[at], ld);
+    scratch_sync();
+    for (var w = lane; w < 128u; w += lanes) {
+        let r = w / 8u;
+        let c = 2u * (w % 8u);
+        let x = scratch[at + r * 16u + c];
+        let y = scratch[at + r * 16u + c + 1u];
+        store_pair((m + r) * params.n + n + c, x, y, n + c);
+    }
+    scratch_sync();
+}
+
+//!kernel tile_f32
+// Epilogue straight into an f32 C (no bias): each fragment is one coopStore; when
+// accumulating, the accumulators start from the old C (one coopLoad each).
+
+fn init_acc(m: u32, n: u32) -> coop_mat16x16<f32, C> {
+    if ((params.flags & FLAG_ACCUMULATE) != 0u) {
+        let at = m * params.n + n;
+        let ld = params.n;
+        return coopLoadT<coop_mat16x16<f32, C>>(&c[at], ld);
+    }
+    return coop_mat16x16<f32, C>();
+}
+
+fn emit(acc: coop_mat16x16<f32, C>, m: u32, n: u32, slot: u32, lane: u32, lanes: u32) {
+    let at = m * params.n + n;
+    let ld = params.n;
+    coopStoreT(acc, &c[at], ld);
 }

@@ -177,6 +177,18 @@ impl Error {
             got: got.to_string(),
         }
     }
+
+    /// A resumed run asking for another `what` than the checkpoint at `origin` holds
+    /// (`ensure_same` of the run and model settings).
+    pub(crate) fn setting_mismatch(origin: &str, what: &str, saved: String, asked: String) -> Self {
+        Error::Checkpoint {
+            path: origin.to_string(),
+            message: format!(
+                "{what} mismatch: the checkpoint was trained with {saved}, this run asks for \
+                 {asked} (omit the option to continue with the checkpoint's value)"
+            ),
+        }
+    }
 }
 
 fn fits_advice(dimension: &str, largest: Option<usize>) -> String {

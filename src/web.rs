@@ -13,6 +13,7 @@ mod csv;
 use crate::amp::Precision;
 use crate::checkpoint::Checkpoint;
 use crate::data::{CsvMeta, Dataset, Digits, InMemory};
+use crate::nn::MlpOptions;
 use crate::train::{LrSchedule, TrainConfig, Trainer};
 use crate::{selfcheck, Gpu, GpuOptions};
 use std::cell::RefCell;
@@ -230,7 +231,7 @@ impl Session {
         );
         Ok(future_to_promise(async move {
             slot.borrow_mut().take();
-            let trainer = Trainer::new(&gpu, config, &data.train)
+            let trainer = Trainer::new(&gpu, config, &MlpOptions::default(), &data.train)
                 .await
                 .map_err(js_error)?;
             let d = describe(&trainer);

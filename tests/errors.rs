@@ -11,8 +11,8 @@ use halfgrad::checkpoint::{Checkpoint, NamedTensor};
 use halfgrad::data::{Batcher, BatcherState, Dataset, InMemory};
 use halfgrad::kernels::{compose, Bind, KernelDef, Slot, Variant, F32_ONLY};
 use halfgrad::nn::{
-    Activation, ActivationLayer, LayerCtx, LayerNorm, Linear, Mlp, MlpConfig, Node, Param,
-    SoftmaxCrossEntropy, SplitMix64,
+    Activation, ActivationLayer, LayerCtx, LayerNorm, Linear, Mlp, MlpConfig, MlpOptions, Node,
+    Param, SoftmaxCrossEntropy, SplitMix64,
 };
 use halfgrad::ops::adam::{self, StateBuffers, UpdateTensors};
 use halfgrad::ops::matmul::{matmul, MatmulKernel, MatmulOptions};
@@ -1236,9 +1236,15 @@ fn tiny_data(n: usize, features: usize, classes: usize) -> InMemory {
 
 fn tiny_config() -> TrainConfig {
     TrainConfig {
-        hidden: vec![8],
         batch: 4,
         ..TrainConfig::default()
+    }
+}
+
+fn tiny_model() -> MlpOptions {
+    MlpOptions {
+        hidden: vec![8],
+        ..MlpOptions::default()
     }
 }
 
@@ -1246,34 +1252,47 @@ fn tiny_config() -> TrainConfig {
 fn the_trainer_refuses_bad_input_and_returns_device_lost() {
     let g = gpu();
     let data = tiny_data(12, 5, 3);
-    for bad in [
-        TrainConfig {
-            batch: 0,
-            ..tiny_config()
-        },
-        TrainConfig {
-            hidden: vec![8, 0],
-            ..tiny_config()
-        },
-        TrainConfig {
-            input_noise: f32::NAN,
-            ..tiny_config()
-        },
-        TrainConfig {
-            lr: -1.0,
-            ..tiny_config()
-        },
-        TrainConfig {
-            batch: 13,
-            ..tiny_config()
-        },
+    let zero_width = MlpOptions {
+        hidden: vec![8, 0],
+        ..tiny_model()
+    };
+    for (bad, model) in [
+        (
+            TrainConfig {
+                batch: 0,
+                ..tiny_config()
+            },
+            tiny_model(),
+        ),
+        (tiny_config(), zero_width),
+        (
+            TrainConfig {
+                input_noise: f32::NAN,
+                ..tiny_config()
+            },
+            tiny_model(),
+        ),
+        (
+            TrainConfig {
+                lr: -1.0,
+                ..tiny_config()
+            },
+            tiny_model(),
+        ),
+        (
+            TrainConfig {
+                batch: 13,
+                ..tiny_config()
+            },
+            tiny_model(),
+        ),
     ] {
         assert_err!(
-            Trainer::new_blocking(g, bad.clone(), &data),
+            Trainer::new_blocking(g, bad.clone(), &model, &data),
             Error::InvalidArgument(_)
         );
     }
-    let mut t = Trainer::new_blocking(g, tiny_config(), &data).unwrap();
+    let mut t = Trainer::new_blocking(g, tiny_config(), &tiny_model(), &data).unwrap();
     assert_err!(t.step(&[0.0; 19], &[0, 1, 2, 0]), Error::DataLength { .. });
     assert_err!(
         t.step(&[0.0; 20], &[0, 1, 3, 0]),
@@ -1289,7 +1308,7 @@ fn the_trainer_refuses_bad_input_and_returns_device_lost() {
 
     // A lost device: every call says so, and a save fails before touching the file.
     let own = Gpu::with_options_blocking(GpuOptions::from_env()).unwrap();
-    let mut t = Trainer::new_blocking(&own, tiny_config(), &data).unwrap();
+    let mut t = Trainer::new_blocking(&own, tiny_config(), &tiny_model(), &data).unwrap();
     t.step_from(&data).unwrap();
     let dir = std::env::temp_dir().join(format!("halfgrad-errors-trainer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

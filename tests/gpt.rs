@@ -682,3 +682,54 @@ fn tiny_preset_gradients_agree_across_precisions() {
         }
     }
 }
+
+#[test]
+fn an_evaluation_graph_borrowing_the_training_activations_changes_no_result() {
+    let w = weights(&CONFIG, 4);
+    let t = CONFIG.block;
+    let (tokens_a, targets_a) = batch(&CONFIG, t, 0);
+    let (tokens_b, targets_b) = batch(&CONFIG, t, 5);
+    for precision in [Precision::F32, Precision::F16] {
+        let g = gpu();
+        let train = build(g, precision, &w, t, true).unwrap();
+        let own = build(g, precision, &w, t, false).unwrap();
+        let flag = OverflowFlag::new(g).unwrap();
+        let ctx = LayerCtx::new(g, Policy::new(precision), &flag);
+        let scale = constant_scale(g, 1.0).unwrap();
+        let eval = GptGraph::borrowing(&ctx, &train.store, &scale, &train.graph).unwrap();
+        // Every op output and saved buffer of the evaluation graph is the training graph's.
+        let lent: Vec<_> = train
+            .graph
+            .graph()
+            .forward_buffers()
+            .iter()
+            .map(|t| t.buffer())
+            .collect();
+        let borrowed = eval.graph().forward_buffers();
+        assert!(!borrowed.is_empty() && borrowed.iter().all(|t| lent.contains(&t.buffer())));
+        let step = || -> (Vec<u32>, Vec<Vec<u32>>) {
+            train.graph.set_batch(&tokens_a, &targets_a).unwrap();
+            run(g, &train, true);
+            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let grads = train
+                .store
+                .params()
+                .iter()
+                .map(|p| bits(p.grad.to_f32_vec().unwrap()));
+            (
+                bits(train.graph.logits().to_f32_vec().unwrap()),
+                grads.collect(),
+            )
+        };
+        let first = step();
+        eval.set_batch(&tokens_b, &targets_b).unwrap();
+        eval.forward().unwrap();
+        own.graph.set_batch(&tokens_b, &targets_b).unwrap();
+        run(g, &own, false);
+        let logits = |m: &GptGraph| m.logits().to_f32_vec().unwrap();
+        assert_eq!(logits(&eval), logits(&own.graph), "{precision} evaluation");
+        let (le, lo) = (eval.loss().to_f32_vec(), own.graph.loss().to_f32_vec());
+        assert_eq!(le.unwrap(), lo.unwrap(), "{precision} evaluation loss");
+        assert_eq!(step(), first, "{precision}: a step after evaluation");
+    }
+}

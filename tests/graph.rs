@@ -13,8 +13,8 @@ use halfgrad::amp::{constant_scale, OverflowFlag, Policy, Precision};
 use halfgrad::data::{Dataset, InMemory};
 use halfgrad::nn::{
     activation, linear, linear_params, softmax_cross_entropy, Activation, Batch, BatchLayout,
-    Graph, GraphBuilder, Inputs, LayerCtx, Mlp, MlpConfig, Model, ParamId, ParamStore, SplitMix64,
-    ValueId, XentLoss,
+    Graph, GraphBuilder, Inputs, LayerCtx, Mlp, MlpConfig, MlpOptions, Model, ParamId, ParamStore,
+    SplitMix64, ValueId, XentLoss,
 };
 use halfgrad::train::{
     TrainConfig, Trainer, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1, CHECKPOINT_VERSION,
@@ -647,11 +647,14 @@ fn version_one_checkpoints_load_and_later_versions_are_refused() {
     )
     .unwrap();
     let config = TrainConfig {
-        hidden: vec![7],
         batch: 4,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new_blocking(gpu(), config, &data).unwrap();
+    let model = MlpOptions {
+        hidden: vec![7],
+        ..MlpOptions::default()
+    };
+    let mut t = Trainer::new_blocking(gpu(), config, &model, &data).unwrap();
     t.step_from(&data).unwrap();
     let ck = t.checkpoint_blocking().unwrap();
     assert_eq!(ck.meta("format").unwrap(), CHECKPOINT_FORMAT);
@@ -728,4 +731,93 @@ fn a_second_graph_with_another_batch_shares_the_parameters() {
     mlp.forward().unwrap();
     let last = read(eval.value(loss.logits()));
     assert_eq!(last, mlp.read_logits_blocking().unwrap()[(b - 1) * 3..]);
+}
+
+/// Linear + GELU pairs (one per entry of `params` but the last), a Linear head and the
+/// loss; `keep`: every value keeps its own gradient buffer.
+fn chain(
+    ctx: &LayerCtx<'_>,
+    store: &ParamStore,
+    d: Dims,
+    params: &[(ParamId, Option<ParamId>)],
+    keep: bool,
+    scale: &wgpu::Buffer,
+) -> (Graph, ValueId, XentLoss) {
+    let mut g = GraphBuilder::new(ctx, store);
+    let x = g.input(&[d.b, d.i], ctx.policy.activation).unwrap();
+    let mut y = x;
+    for (k, &(w, b)) in params.iter().enumerate() {
+        y = linear(&mut g, y, w, b).unwrap();
+        if keep {
+            g.keep_grad(y);
+        }
+        if k + 1 < params.len() {
+            y = activation(&mut g, y, Activation::Gelu).unwrap();
+            if keep {
+                g.keep_grad(y);
+            }
+        }
+    }
+    let loss = softmax_cross_entropy(&mut g, y, scale).unwrap();
+    (g.finish().unwrap(), x, loss)
+}
+
+#[test]
+fn reused_gradient_buffers_give_bit_identical_parameter_gradients() {
+    for mode in [Precision::F32, Precision::F16] {
+        for (path, g) in devices(mode) {
+            println!("{mode} {path}");
+            let flag = OverflowFlag::new(g).unwrap();
+            let scale = constant_scale(g, 1.0).unwrap();
+            let ctx = LayerCtx::new(g, Policy::new(mode), &flag);
+            let d = Dims {
+                b: 5,
+                i: 7,
+                h: 9,
+                v: 3,
+            };
+            let mut store = ParamStore::new();
+            let mut init = SplitMix64::new(21);
+            let widths = [d.i, d.h, d.h, d.h, d.v];
+            let params: Vec<_> = widths
+                .windows(2)
+                .enumerate()
+                .map(|(k, w)| {
+                    let name = k.to_string();
+                    linear_params(&ctx, &mut store, &name, w[0], w[1], true, &mut init).unwrap()
+                })
+                .collect();
+            let x_host = random_vec(&mut rng(22), d.b * d.i, 1.0);
+            let y_host = labels(23, d.b, d.v);
+            let mut runs = Vec::new();
+            for keep in [true, false] {
+                let (graph, x, loss) = chain(&ctx, &store, d, &params, keep, &scale);
+                graph.value(x).write_f32(&x_host).unwrap();
+                loss.set_labels(g, &y_host).unwrap();
+                for p in store.params() {
+                    poison(&p.grad);
+                }
+                for grad in graph.grad_buffers() {
+                    poison(grad);
+                }
+                step(g, &graph);
+                let grads: Vec<Vec<u32>> = store
+                    .params()
+                    .iter()
+                    .map(|p| read(&p.grad).iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                assert!(grads
+                    .iter()
+                    .flatten()
+                    .all(|&v| f32::from_bits(v).is_finite()));
+                runs.push((graph.grad_buffers().len(), grads));
+            }
+            let ((kept, want), (pooled, got)) = (&runs[0], &runs[1]);
+            assert_eq!(got, want, "gradients through reused buffers");
+            // Kept: 6 values of width h and the logits. Reused: two of width h are live
+            // at a time (an op's output gradient while it writes its input's), and the
+            // logits'.
+            assert_eq!((*kept, *pooled), (7, 3));
+        }
+    }
 }

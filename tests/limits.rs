@@ -7,6 +7,7 @@ mod common;
 
 use halfgrad::amp::{LossScaler, Policy, Precision, ScalerConfig};
 use halfgrad::kernels::Bind;
+use halfgrad::nn::Role;
 use halfgrad::nn::{Activation, LayerCtx, Linear, Mlp, MlpConfig, Node, Param, SplitMix64};
 use halfgrad::ops::{cast, loss_scale};
 use halfgrad::optim::{AdamConfig, AdamW};
@@ -198,12 +199,10 @@ fn mlp_config(widths: &[usize], layer_norm: bool) -> MlpConfig {
     }
 }
 
-fn train_config(precision: Precision, batch: usize, mlp: &MlpConfig) -> TrainConfig {
+fn train_config(precision: Precision, batch: usize) -> TrainConfig {
     TrainConfig {
         batch,
-        ..TrainConfig::default()
-            .with_precision(precision)
-            .with_mlp(mlp)
+        ..TrainConfig::default().with_precision(precision)
     }
 }
 
@@ -214,7 +213,7 @@ fn the_size_plan_lists_every_pooled_buffer_the_trainer_creates() {
             // A fresh device: its pool starts empty, so every tensor is a new buffer.
             let g = limited(u64::MAX);
             let mlp = mlp_config(&[5, 7, 6, 3], layer_norm);
-            let config = train_config(precision, 9, &mlp);
+            let config = train_config(precision, 9);
             let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
             let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
             let t = Trainer::<Mlp>::with_model(&g, config, &mlp, 100).unwrap();
@@ -282,7 +281,7 @@ fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
     // A batch too large: the widest activation, (1000, 32) f16 = 64000 bytes, is named;
     // 64 rows of 32 f16 (4096 bytes) is the most that fits.
     let mlp = mlp_config(&[2, 32, 3], true);
-    let config = train_config(Precision::F16, 1000, &mlp);
+    let config = train_config(Precision::F16, 1000);
     assert_does_not_fit(
         Trainer::<Mlp>::with_model(&g, config.clone(), &mlp, 5000),
         "`0 output` ([1000, 32] f16, activation)",
@@ -292,7 +291,7 @@ fn a_model_or_batch_past_the_limits_is_refused_before_any_allocation() {
     // A parameter too large: no batch helps (33 x 32 f32 master = 4224 bytes).
     let wide = mlp_config(&[32, 33, 3], false);
     assert_does_not_fit(
-        Trainer::<Mlp>::with_model(&g, train_config(Precision::F32, 4, &wide), &wide, 10),
+        Trainer::<Mlp>::with_model(&g, train_config(Precision::F32, 4), &wide, 10),
         "`0.weight` ([33, 32] f32, master weight (f32))",
         4224,
         None,
@@ -338,12 +337,13 @@ fn halfgrad_with_budget(budget: &str, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn train_memory_prints_the_plan_without_training_and_train_refuses_what_does_not_fit() {
-    // The default digits run plans 688,288 bytes in f16 (72 buffers).
+    // The default digits run plans 622,752 bytes in f16 (68 buffers: activation
+    // gradients share buffers once dead).
     let (ok, text) = halfgrad_with_budget("1G", &["train", "--memory"]);
     assert!(ok, "{text}");
     for part in [
         "planned bytes per tensor group",
-        "f16 (this run) fits in 72 buffers; nothing was trained",
+        "f16 (this run) fits in 68 buffers; nothing was trained",
         "all buffers",
         "Adam moments",
     ] {
@@ -353,17 +353,17 @@ fn train_memory_prints_the_plan_without_training_and_train_refuses_what_does_not
     // Under a 600 KiB budget f16 does not fit; the largest batch that does is named.
     let (ok, text) = halfgrad_with_budget("600K", &["train", "--memory"]);
     assert!(ok, "{text}");
-    assert!(text.contains("the largest batch that fits is 41"), "{text}");
+    assert!(text.contains("the largest batch that fits is 60"), "{text}");
     let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3"]);
     assert!(!ok, "{text}");
     for part in [
-        "the total of all 72 buffers needs 688288 bytes",
+        "the total of all 68 buffers needs 622752 bytes",
         "memory budget (HALFGRAD_MEMORY_BUDGET) of 614400 bytes",
-        "(batch 64); the largest batch that fits is 41",
+        "(batch 64); the largest batch that fits is 60",
     ] {
         assert!(text.contains(part), "{text:?} lacks {part:?}");
     }
-    let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3", "--batch", "41"]);
+    let (ok, text) = halfgrad_with_budget("600K", &["train", "--steps", "3", "--batch", "60"]);
     assert!(ok, "{text}");
 }
 
@@ -405,7 +405,7 @@ fn the_size_plans_list_the_partial_sums_of_tall_column_reductions() {
     for layer_norm in [false, true] {
         let g = limited(u64::MAX); // a fresh pool: every tensor is a new buffer
         let mlp = mlp_config(&[5, 7, 7, 3], layer_norm);
-        let config = train_config(Precision::F16, batch, &mlp);
+        let config = train_config(Precision::F16, batch);
         let plan = Trainer::<Mlp>::plan(&config, &mlp).unwrap().unwrap();
         let partial = plan
             .tensors
@@ -509,4 +509,41 @@ fn a_gpt_past_the_limits_is_refused_before_any_allocation_naming_the_block_size_
     // The sizes it names train.
     GptTrainer::new(&g, run(1, 22), None).unwrap();
     g.check().unwrap();
+}
+
+#[test]
+fn the_gpt_trainer_plan_lists_every_pooled_buffer_and_evaluation_borrows_the_activations() {
+    use halfgrad::nn::gpt::GptConfig;
+    use halfgrad::train::{GptTrainConfig, GptTrainer};
+    for precision in [Precision::F32, Precision::F16] {
+        let g = limited(u64::MAX);
+        let config = GptTrainConfig {
+            model: GptConfig {
+                vocab: 11,
+                block: 7,
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 8,
+            },
+            precision,
+            batch: 3,
+            ..GptTrainConfig::tiny(10)
+        };
+        let plan = GptTrainer::plan(&config).unwrap();
+        let (count, bytes) = (g.pool().created(), g.pool().created_bytes());
+        GptTrainer::new(&g, config, None).unwrap();
+        let pooled = plan.tensors.iter().filter(|t| t.pooled).count() as u64;
+        assert_eq!(
+            (g.pool().created() - count, g.pool().created_bytes() - bytes),
+            (pooled, plan.pooled_bytes()),
+            "{precision}"
+        );
+        // The evaluation graph's own buffers: tokens, labels, log-sum-exp and the five
+        // LayerNorms' row terms; no activation.
+        let eval = plan.tensors.iter().filter(|t| t.group == "eval");
+        assert_eq!(eval.clone().count(), 8, "{precision}");
+        assert!(eval
+            .clone()
+            .all(|t| t.role != Role::Activations || t.shape == [21]));
+    }
 }

@@ -7,8 +7,8 @@ mod common;
 use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol};
 use halfgrad::amp::OverflowFlag;
 use halfgrad::ops::matmul::{
-    chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, CoopTile, CoopTiles,
-    MatmulKernel, MatmulOptions, MatmulTuning, TiledTile,
+    chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, CoopEpilogue, CoopTile,
+    CoopTiles, MatmulKernel, MatmulOptions, MatmulTuning, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Tensor};
 
@@ -514,6 +514,256 @@ fn coop_tile_kernel_matches_reference() {
     }
 }
 
+const EPILOGUES: [CoopEpilogue; 3] = [
+    CoopEpilogue::Scratch,
+    CoopEpilogue::SubgroupScratch,
+    CoopEpilogue::Store,
+];
+
+/// The coop tile kernel's other epilogues (subgroup-barrier scratch, coopStore into an
+/// f32 C) and its 128 x 256 / 256 x 128 tiles, every layout and output dtype, with bias
+/// and accumulation.
+#[test]
+fn coop_tile_epilogues_match_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let tiles = [
+        CoopTile::LARGE,
+        CoopTile {
+            subgroups: (2, 4),
+            frags: (4, 4),
+            bk: 16,
+        },
+        CoopTile {
+            subgroups: (4, 2),
+            frags: (4, 4),
+            bk: 16,
+        },
+    ];
+    for (s, tile) in tiles.into_iter().enumerate() {
+        let (bm, bn) = tile.tile();
+        let shape = (2 * bm as usize, 2 * bn as usize, 3 * tile.bk as usize);
+        for epilogue in EPILOGUES {
+            let tuning = MatmulTuning {
+                coop_tile: CoopTiles::Fixed(tile),
+                coop_epilogue: epilogue,
+                coop_group_m: s as u32 + 1, // grouped workgroup orders too
+                ..MatmulTuning::default()
+            };
+            let used = coop_tile_for(g, shape, &MatmulOptions::default(), &tuning);
+            assert_eq!(used, Some(tile), "{tile:?} should run {shape:?}");
+            for layout in LAYOUTS {
+                for c in DType::ALL {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning,
+                        ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                    };
+                    check(g, &case, 90 + s as u64);
+                }
+                for bias in [false, true] {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning,
+                        bias,
+                        accumulate: true,
+                        ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
+                    };
+                    check(g, &case, 95 + s as u64);
+                }
+            }
+        }
+    }
+}
+
+/// The direct coop kernel (fragments straight from global memory): several tiles, both
+/// K loops, every epilogue, layout and output dtype, bias and accumulation; shapes it
+/// cannot take are refused with a typed error.
+#[test]
+fn coop_direct_kernel_matches_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let tiles = [
+        ((2, 2), (4, 4), 32),
+        ((2, 2), (4, 4), 16),
+        ((1, 1), (1, 1), 16),
+        ((2, 4), (4, 2), 32),
+        ((4, 2), (1, 3), 32),
+        ((1, 8), (2, 2), 32),
+    ];
+    for (s, (subgroups, frags, bk)) in tiles.into_iter().enumerate() {
+        let tile = CoopTile {
+            subgroups,
+            frags,
+            bk,
+        };
+        let (bm, bn) = tile.tile();
+        let shape = (2 * bm as usize, 3 * bn as usize, 48);
+        for epilogue in EPILOGUES {
+            let tuning = MatmulTuning {
+                coop_tile: CoopTiles::Direct(tile),
+                coop_epilogue: epilogue,
+                coop_group_m: s as u32 % 3 + 1, // grouped workgroup orders too
+                ..MatmulTuning::default()
+            };
+            for layout in LAYOUTS {
+                for c in DType::ALL {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning,
+                        ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                    };
+                    check(g, &case, 100 + s as u64);
+                }
+                for bias in [false, true] {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning,
+                        bias,
+                        accumulate: true,
+                        ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
+                    };
+                    check(g, &case, 110 + s as u64);
+                }
+            }
+        }
+    }
+    // Not whole tiles, K not a multiple of 16, an invalid tile: typed errors.
+    let direct = |subgroups, frags, bk| MatmulTuning {
+        coop_tile: CoopTiles::Direct(CoopTile {
+            subgroups,
+            frags,
+            bk,
+        }),
+        ..MatmulTuning::default()
+    };
+    let opts = MatmulOptions {
+        kernel: MatmulKernel::Coop,
+        ..MatmulOptions::default()
+    };
+    for (shape, tuning) in [
+        ((128, 100, 64), direct((2, 2), (2, 2), 16)),
+        ((128, 128, 40), direct((2, 2), (2, 2), 16)),
+        ((128, 128, 64), direct((2, 2), (5, 1), 16)),
+        ((128, 128, 64), direct((4, 4), (1, 1), 16)),
+        ((128, 128, 64), direct((2, 2), (2, 2), 64)),
+    ] {
+        let (m, n, k) = shape;
+        let a = Tensor::zeros(g, &[m, k], DType::F16).unwrap();
+        let b = Tensor::zeros(g, &[k, n], DType::F16).unwrap();
+        let c = Tensor::zeros(g, &[m, n], DType::F32).unwrap();
+        let got = matmul_tuned(g, &a, &b, &c, None, None, &opts, &tuning);
+        assert!(
+            matches!(got, Err(Error::InvalidArgument(_))),
+            "{shape:?} {tuning:?}: {:?}",
+            got.err()
+        );
+    }
+}
+
+/// The fragment-copy coop kernel (slices staged by coopLoad / coopStore): several tiles
+/// and K slices, every epilogue, layout and output dtype, bias and accumulation; shapes
+/// it cannot take are refused with a typed error.
+#[test]
+fn coop_copied_kernel_matches_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let tiles = [
+        ((2, 4), (4, 2), 16),
+        ((2, 4), (4, 2), 32),
+        ((2, 2), (4, 4), 32),
+        ((2, 2), (2, 2), 64),
+        ((1, 1), (1, 1), 16),
+        ((4, 2), (2, 4), 16),
+    ];
+    for (s, (subgroups, frags, bk)) in tiles.into_iter().enumerate() {
+        let tile = CoopTile {
+            subgroups,
+            frags,
+            bk,
+        };
+        let (bm, bn) = tile.tile();
+        let shape = (2 * bm as usize, 3 * bn as usize, 3 * bk as usize);
+        for epilogue in EPILOGUES {
+            let tuning = MatmulTuning {
+                coop_tile: CoopTiles::Copied(tile),
+                coop_epilogue: epilogue,
+                coop_group_m: s as u32 % 3 + 1, // grouped workgroup orders too
+                ..MatmulTuning::default()
+            };
+            for layout in LAYOUTS {
+                for c in DType::ALL {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning,
+                        ..Case::new(shape, layout, DType::F16, DType::F16, c)
+                    };
+                    check(g, &case, 120 + s as u64);
+                }
+                for bias in [false, true] {
+                    let case = Case {
+                        kernel: MatmulKernel::Coop,
+                        tuning,
+                        bias,
+                        accumulate: true,
+                        ..Case::new(shape, layout, DType::F16, DType::F16, DType::F32)
+                    };
+                    check(g, &case, 130 + s as u64);
+                }
+            }
+        }
+    }
+    // Not whole tiles, K not a multiple of 16, an invalid tile: typed errors.
+    let direct = |subgroups, frags, bk| MatmulTuning {
+        coop_tile: CoopTiles::Copied(CoopTile {
+            subgroups,
+            frags,
+            bk,
+        }),
+        ..MatmulTuning::default()
+    };
+    let opts = MatmulOptions {
+        kernel: MatmulKernel::Coop,
+        ..MatmulOptions::default()
+    };
+    for (shape, tuning) in [
+        ((128, 100, 64), direct((2, 2), (2, 2), 16)),
+        ((128, 128, 48), direct((2, 2), (2, 2), 32)),
+        ((128, 128, 64), direct((2, 2), (5, 1), 16)),
+        ((128, 128, 64), direct((1, 1), (1, 1), 128)),
+        ((256, 256, 64), direct((2, 4), (1, 1), 16)),
+    ] {
+        let (m, n, k) = shape;
+        let a = Tensor::zeros(g, &[m, k], DType::F16).unwrap();
+        let b = Tensor::zeros(g, &[k, n], DType::F16).unwrap();
+        let c = Tensor::zeros(g, &[m, n], DType::F32).unwrap();
+        let got = matmul_tuned(g, &a, &b, &c, None, None, &opts, &tuning);
+        assert!(
+            matches!(got, Err(Error::InvalidArgument(_))),
+            "{shape:?} {tuning:?}: {:?}",
+            got.err()
+        );
+    }
+}
+
 #[test]
 fn kernel_choice_follows_adapter_and_dtypes() {
     if std::env::var("HALFGRAD_MATMUL").is_ok_and(|v| !v.is_empty()) {
@@ -722,7 +972,10 @@ fn in_range_f16_output_leaves_found_inf_clear() {
 #[test]
 fn every_matmul_pipeline_form_translates_to_spirv() {
     use halfgrad::kernels::{compose, Variant};
-    use halfgrad::ops::matmul::{COOP, COOP_TILE, TILED, TILED_FAST};
+    use halfgrad::ops::matmul::{
+        COOP, COOP_COPIED, COOP_COPIED_F32, COOP_DIRECT, COOP_DIRECT_F32, COOP_TILE, COOP_TILE_F32,
+        TILED, TILED_FAST,
+    };
     use naga::back::spv;
     use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -764,27 +1017,95 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                 }
             }
         }
-        let tile = compose(&COOP_TILE, &Variant::new(&[c], true)).unwrap();
-        for (ta, tb) in LAYOUTS {
-            let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
-            for (sgm, sgn, fm, f_n, bk) in [
-                (2.0, 2.0, 4.0, 4.0, 32.0),
-                (2.0, 2.0, 2.0, 4.0, 32.0),
-                (2.0, 2.0, 2.0, 2.0, 32.0),
-                (2.0, 4.0, 4.0, 2.0, 32.0),
-                (1.0, 1.0, 1.0, 3.0, 64.0),
-            ] {
-                let constants = [
-                    ("TRANS_A", ta),
-                    ("TRANS_B", tb),
-                    ("SG_M", sgm),
-                    ("SG_N", sgn),
-                    ("FM", fm),
-                    ("FN", f_n),
-                    ("CBK", bk),
-                ];
-                if let Err(e) = translate(&tile, &constants) {
-                    failures.push(format!("coop_tile {c} {constants:?}: {e}"));
+        let mut tiles = vec![("coop_tile", &COOP_TILE)];
+        let mut directs = vec![("coop_direct", &COOP_DIRECT)];
+        let mut copieds = vec![("coop_copied", &COOP_COPIED)];
+        if c == DType::F32 {
+            tiles.push(("coop_tile_f32", &COOP_TILE_F32));
+            directs.push(("coop_direct_f32", &COOP_DIRECT_F32));
+            copieds.push(("coop_copied_f32", &COOP_COPIED_F32));
+        }
+        for (name, def) in copieds {
+            let copied = compose(def, &Variant::new(&[DType::F16, DType::F16, c], true)).unwrap();
+            for (ta, tb) in LAYOUTS {
+                let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+                for (sgm, sgn, fm, f_n, bk, sync) in [
+                    (2.0, 4.0, 4.0, 2.0, 16.0, 1.0),
+                    (2.0, 2.0, 4.0, 4.0, 32.0, 0.0),
+                    (2.0, 2.0, 2.0, 2.0, 64.0, 1.0),
+                    (1.0, 1.0, 1.0, 1.0, 16.0, 0.0),
+                ] {
+                    let constants = [
+                        ("TRANS_A", ta),
+                        ("TRANS_B", tb),
+                        ("SG_M", sgm),
+                        ("SG_N", sgn),
+                        ("FM", fm),
+                        ("FN", f_n),
+                        ("CBK", bk),
+                        ("EPI_SYNC", sync),
+                        ("SG_MIN", 16.0),
+                        ("GROUP_M", 1.0 + sync * 3.0),
+                    ];
+                    if let Err(e) = translate(&copied, &constants) {
+                        failures.push(format!("{name} {c} {constants:?}: {e}"));
+                    }
+                }
+            }
+        }
+        for (name, def) in directs {
+            let direct = compose(def, &Variant::new(&[DType::F16, DType::F16, c], true)).unwrap();
+            for (ta, tb) in LAYOUTS {
+                let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+                for (sgm, sgn, fm, f_n, pipe, sync) in [
+                    (2.0, 2.0, 4.0, 4.0, 1.0, 1.0),
+                    (2.0, 2.0, 4.0, 4.0, 0.0, 0.0),
+                    (1.0, 8.0, 2.0, 3.0, 1.0, 0.0),
+                    (1.0, 1.0, 1.0, 1.0, 0.0, 1.0),
+                ] {
+                    let constants = [
+                        ("TRANS_A", ta),
+                        ("TRANS_B", tb),
+                        ("SG_M", sgm),
+                        ("SG_N", sgn),
+                        ("FM", fm),
+                        ("FN", f_n),
+                        ("PIPE", pipe),
+                        ("EPI_SYNC", sync),
+                        ("SG_MIN", 16.0),
+                        ("GROUP_M", 1.0 + 7.0 * pipe),
+                    ];
+                    if let Err(e) = translate(&direct, &constants) {
+                        failures.push(format!("{name} {c} {constants:?}: {e}"));
+                    }
+                }
+            }
+        }
+        for (name, def) in tiles {
+            let tile = compose(def, &Variant::new(&[c], true)).unwrap();
+            for (ta, tb) in LAYOUTS {
+                let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+                for (sgm, sgn, fm, f_n, bk) in [
+                    (2.0, 2.0, 4.0, 4.0, 32.0),
+                    (2.0, 2.0, 2.0, 4.0, 32.0),
+                    (2.0, 2.0, 2.0, 2.0, 32.0),
+                    (2.0, 4.0, 4.0, 2.0, 32.0),
+                    (1.0, 1.0, 1.0, 3.0, 64.0),
+                ] {
+                    let constants = [
+                        ("TRANS_A", ta),
+                        ("TRANS_B", tb),
+                        ("SG_M", sgm),
+                        ("SG_N", sgn),
+                        ("FM", fm),
+                        ("FN", f_n),
+                        ("CBK", bk),
+                        ("EPI_SYNC", f64::from(u8::from(bk == 64.0))),
+                        ("GROUP_M", if bk == 64.0 { 4.0 } else { 1.0 }),
+                    ];
+                    if let Err(e) = translate(&tile, &constants) {
+                        failures.push(format!("{name} {c} {constants:?}: {e}"));
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@ use common::{gpu, gpu_packed, gpus_for_f16};
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::{Checkpoint, TensorDType};
 use halfgrad::data::{Dataset, Digits, InMemory, SplitMix64};
+use halfgrad::nn::MlpOptions;
 use halfgrad::train::{LrSchedule, TrainConfig, Trainer};
 use halfgrad::{Error, Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
@@ -39,13 +40,20 @@ impl Drop for TempDir {
 fn small(precision: Precision) -> TrainConfig {
     TrainConfig {
         precision,
-        hidden: vec![16],
         batch: 8,
         schedule: LrSchedule::WarmupCosine {
             warmup: 3,
             total: 40,
         },
         ..TrainConfig::default()
+    }
+}
+
+/// The MLP of the mechanics tests: one hidden layer of 16.
+fn small_model() -> MlpOptions {
+    MlpOptions {
+        hidden: vec![16],
+        ..MlpOptions::default()
     }
 }
 
@@ -81,7 +89,7 @@ fn digits_defaults_reach_95_percent_in_every_precision() {
     for (precision, label, g) in runs {
         let started = std::time::Instant::now();
         let config = TrainConfig::default().with_precision(precision);
-        let mut t = Trainer::new_blocking(g, config, &train).unwrap();
+        let mut t = Trainer::new_blocking(g, config, &MlpOptions::default(), &train).unwrap();
         for _ in 0..steps {
             t.step_from(&train).unwrap();
         }
@@ -135,7 +143,7 @@ fn one_step_is_one_submission_and_no_readback() {
         (Precision::F16, &default),
         (Precision::BF16, &default),
     ] {
-        let mut t = Trainer::new_blocking(g, small(precision), &data).unwrap();
+        let mut t = Trainer::new_blocking(g, small(precision), &small_model(), &data).unwrap();
         t.step_from(&data).unwrap(); // warm-up: first use of every pipeline
         g.wait_idle().unwrap();
         let (subs, reads, created) = (g.submission_count(), g.readback_count(), g.pool().created());
@@ -164,8 +172,10 @@ fn one_step_is_one_submission_and_no_readback() {
 fn evaluation_and_prediction_are_batched_correctly_and_change_nothing() {
     let data = synthetic(60, 5, 3, 2);
     let test = synthetic(23, 5, 3, 3); // 23 = 2 full batches of 8 and a padded one
-    let mut plain = Trainer::new_blocking(gpu(), small(Precision::F16), &data).unwrap();
-    let mut probed = Trainer::new_blocking(gpu(), small(Precision::F16), &data).unwrap();
+    let mut plain =
+        Trainer::new_blocking(gpu(), small(Precision::F16), &small_model(), &data).unwrap();
+    let mut probed =
+        Trainer::new_blocking(gpu(), small(Precision::F16), &small_model(), &data).unwrap();
     for _ in 0..12 {
         plain.step_from(&data).unwrap();
         probed.step_from(&data).unwrap();
@@ -248,7 +258,7 @@ fn evaluation_and_prediction_are_batched_correctly_and_change_nothing() {
 #[test]
 fn precision_paths_and_memory_report() {
     let data = synthetic(20, 6, 3, 5);
-    let build = |p, g: &Gpu| Trainer::new_blocking(g, small(p), &data).unwrap();
+    let build = |p, g: &Gpu| Trainer::new_blocking(g, small(p), &small_model(), &data).unwrap();
     assert_eq!(build(Precision::F32, gpu()).describe_path(), "f32");
     assert_eq!(build(Precision::BF16, gpu()).describe_path(), "bf16");
     assert_eq!(
@@ -392,7 +402,7 @@ fn resume_in_a_new_process_is_bit_exact() {
 fn broken_or_mismatched_checkpoints_are_typed_errors() {
     let dir = TempDir::new("broken");
     let data = synthetic(40, 6, 3, 6);
-    let mut t = Trainer::new_blocking(gpu(), small(Precision::F16), &data).unwrap();
+    let mut t = Trainer::new_blocking(gpu(), small(Precision::F16), &small_model(), &data).unwrap();
     for _ in 0..3 {
         t.step_from(&data).unwrap();
     }
@@ -401,6 +411,7 @@ fn broken_or_mismatched_checkpoints_are_typed_errors() {
     let back = Trainer::load(gpu(), &path).unwrap();
     assert_eq!(back.steps(), 3);
     assert_eq!(back.config(), t.config());
+    assert_eq!(back.mlp_options().unwrap(), small_model());
     let bytes = std::fs::read(&path).unwrap();
 
     let is_ck = |r: &Result<Trainer, Error>| matches!(r, Err(Error::Checkpoint { .. }));
@@ -451,11 +462,11 @@ fn broken_or_mismatched_checkpoints_are_typed_errors() {
     }
 
     // Resuming with other widths: the library check and the command line.
-    let requested = TrainConfig {
+    let requested = MlpOptions {
         hidden: vec![8],
-        ..back.config().clone()
+        ..small_model()
     };
-    match back.config().ensure_same(&requested, "good") {
+    match back.mlp_options().unwrap().ensure_same(&requested, "good") {
         Err(Error::Checkpoint { message, .. }) => {
             assert!(message.contains("hidden widths"), "{message}")
         }
@@ -490,7 +501,8 @@ fn broken_or_mismatched_checkpoints_are_typed_errors() {
 fn a_failed_save_leaves_the_previous_checkpoint_intact() {
     let dir = TempDir::new("failed-save");
     let data = synthetic(40, 6, 3, 7);
-    let mut t = Trainer::new_blocking(gpu(), small(Precision::BF16), &data).unwrap();
+    let mut t =
+        Trainer::new_blocking(gpu(), small(Precision::BF16), &small_model(), &data).unwrap();
     t.step_from(&data).unwrap();
     let path = dir.path("run.safetensors");
     t.save(&path).unwrap();
@@ -516,13 +528,16 @@ fn any_dataset_trains() {
     let test = synthetic(61, 7, 4, 9);
     let config = TrainConfig {
         precision: Precision::F16,
-        hidden: vec![32],
         batch: 16,
         input_noise: 0.0,
         schedule: LrSchedule::Constant,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new_blocking(gpu_packed(), config, &train).unwrap();
+    let model = MlpOptions {
+        hidden: vec![32],
+        ..MlpOptions::default()
+    };
+    let mut t = Trainer::new_blocking(gpu_packed(), config, &model, &train).unwrap();
     let before = t.evaluate_blocking(&test).unwrap();
     for _ in 0..150 {
         t.step_from(&train).unwrap();

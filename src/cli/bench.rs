@@ -7,8 +7,8 @@
 
 use super::bench_timing::{random_values, time_passes};
 use halfgrad::ops::matmul::{
-    matmul_with, plan_for, CoopTile, CoopTiles, MatmulArgs, MatmulKernel, MatmulOptions,
-    MatmulPlan, MatmulTuning, MatrixLayout, TiledTile,
+    matmul_with, plan_for, CoopEpilogue, CoopTile, CoopTiles, MatmulArgs, MatmulKernel,
+    MatmulOptions, MatmulPlan, MatmulTuning, MatrixLayout, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Result, Tensor};
 use std::process::ExitCode;
@@ -51,6 +51,26 @@ enum KernelArg {
     Coop,
     /// bf16 operands rescaled into f16 copies for the f16 kernels.
     Rescaled,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CoopVariantArg {
+    /// The tile kernel: operand slices staged through workgroup memory.
+    Staged,
+    /// The direct kernel: fragments straight from global memory (needs --coop-tile).
+    Direct,
+    /// Slices staged by cooperative-matrix loads and stores (needs --coop-tile).
+    Copied,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CoopEpilogueArg {
+    /// A 16 x 16 scratch a fragment with workgroup barriers (the default kernel's).
+    Scratch,
+    /// The same scratch with subgroup barriers.
+    Subgroup,
+    /// coopStore straight into an f32 C without bias (subgroup scratch otherwise).
+    Store,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,8 +122,20 @@ pub struct MatmulBenchArgs {
     coop_subgroups: (u32, u32),
     /// Coop tile kernel (shapes that are whole tiles): auto, off (general coop kernel),
     /// or SGMxSGN:FMxFN:BK (subgroups, fragments a subgroup, K a slice), e.g. 2x2:4x4:32.
+    /// For --coop-variant direct: SGMxSGN:FMxFN:BK with BK 16 (load, then multiply) or
+    /// 32 (next K step's fragments loaded before the products).
     #[arg(long, default_value = "auto", value_parser = parse_coop_tile)]
     coop_tile: CoopTiles,
+    /// Coop kernel for whole tiles: staged (the tile kernel), direct or copied.
+    #[arg(long, value_enum, default_value = "staged")]
+    coop_variant: CoopVariantArg,
+    /// How the coop tile and direct kernels write C: scratch, subgroup, store.
+    #[arg(long, value_enum, default_value = "scratch")]
+    coop_epilogue: CoopEpilogueArg,
+    /// Workgroup order of the coop tile and direct kernels: 1 row-major, G > 1 sweeps G
+    /// tile rows before the next tile column.
+    #[arg(long, default_value_t = 1)]
+    coop_group_m: u32,
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 20)]
     iters: usize,
@@ -172,6 +204,15 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             KernelArg::Rescaled => MatmulKernel::RescaledF16,
         },
     };
+    let coop_tile = match (args.coop_variant, args.coop_tile) {
+        (CoopVariantArg::Staged, t) => t,
+        (CoopVariantArg::Direct, CoopTiles::Fixed(t)) => CoopTiles::Direct(t),
+        (CoopVariantArg::Copied, CoopTiles::Fixed(t)) => CoopTiles::Copied(t),
+        (_, _) => {
+            let why = "--coop-variant direct|copied needs --coop-tile SGMxSGN:FMxFN:BK";
+            return Err(Error::InvalidArgument(why.into()));
+        }
+    };
     let tuning = MatmulTuning {
         tiled: match args.tile {
             TileArg::Auto => TiledTile::Auto,
@@ -181,7 +222,13 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             TileArg::Fast16 => TiledTile::Fast16,
         },
         coop_subgroups: args.coop_subgroups,
-        coop_tile: args.coop_tile,
+        coop_tile,
+        coop_epilogue: match args.coop_epilogue {
+            CoopEpilogueArg::Scratch => CoopEpilogue::Scratch,
+            CoopEpilogueArg::Subgroup => CoopEpilogue::SubgroupScratch,
+            CoopEpilogueArg::Store => CoopEpilogue::Store,
+        },
+        coop_group_m: args.coop_group_m,
     };
     let batch = args.batch;
     if m == 0 || n == 0 || k == 0 || batch == 0 {
@@ -235,12 +282,28 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     }
     let plan = plan.expect("at least one input set");
     let kernel = plan.name();
-    let coop_tile_desc = match plan {
-        MatmulPlan::CoopTile { tile: t, .. } => format!(
-            "{}x{}:{}x{}:{}",
-            t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
+    // A rescaled product's tile and epilogue are its f16 kernel's.
+    let kernel_plan = match plan {
+        MatmulPlan::Rescaled { product } => product.plan(),
+        single => single,
+    };
+    let (coop_tile_desc, epilogue) = match kernel_plan {
+        MatmulPlan::CoopTile {
+            tile: t, epilogue, ..
+        }
+        | MatmulPlan::CoopDirect {
+            tile: t, epilogue, ..
+        }
+        | MatmulPlan::CoopCopied {
+            tile: t, epilogue, ..
+        } => (
+            format!(
+                "{}x{}:{}x{}:{}",
+                t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
+            ),
+            epilogue.name(),
         ),
-        _ => "none".to_string(),
+        _ => ("none".to_string(), "none"),
     };
 
     let timing = time_passes(&gpu, args.warmup, args.iters, |pass, i| {
@@ -298,6 +361,8 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             "input_sets": sets,
             "coop_subgroups": format!("{}x{}", args.coop_subgroups.0, args.coop_subgroups.1),
             "coop_tile": coop_tile_desc,
+            "coop_epilogue": epilogue,
+            "coop_group_m": args.coop_group_m,
             "adapter": facts.name,
             "backend": facts.backend,
         });
@@ -324,6 +389,12 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             "matmul   {batch_desc}M={m} N={n} K={k}  {layout}  {} x {} -> {}  kernel {kernel}",
             args.dtype, args.dtype, args.out_dtype
         );
+        if coop_tile_desc != "none" {
+            println!(
+                "coop     tile {coop_tile_desc}  epilogue {epilogue}  group_m {}",
+                args.coop_group_m
+            );
+        }
         println!(
             "time     {ms:.4} ms per {} (median of {}, {}; {} input set{})",
             if batch == 1 {

@@ -688,7 +688,8 @@ fn print_plan(gpu: &Gpu, args: &TrainArgs) -> Result<ExitCode> {
     println!(
         "attention keeps P (batch, heads, block, block) per layer: heads x block x bytes = {} B \
          per token per layer in 16 bits ({} in f32); the f32 scores and dS are scratch shared \
-         by the layers; group `eval` is the forward-only evaluation graph",
+         by the layers; activation gradients share buffers once dead; group `eval` is what \
+         the forward-only evaluation graph adds (its activations are the training graph's)",
         m.n_head * m.block * s(Precision::F16),
         m.n_head * m.block * s(Precision::F32)
     );

@@ -14,7 +14,7 @@ use super::schedule::ScheduleEndArgs;
 use halfgrad::amp::Precision;
 use halfgrad::checkpoint::Checkpoint;
 use halfgrad::data::{Dataset, InMemory};
-use halfgrad::nn::{Activation, DeviceBudget, Mlp};
+use halfgrad::nn::{Activation, DeviceBudget, Mlp, MlpOptions};
 use halfgrad::train::{Evaluation, LrSchedule, MemoryReport, TrainConfig, TrainStats, Trainer};
 use halfgrad::{Error, Gpu, Result};
 use indicatif::ProgressBar;
@@ -122,16 +122,33 @@ impl TrainArgs {
         config
     }
 
-    /// `base` with every setting given on the command line applied.
+    /// A new run's model: the default MLP with the options given.
+    fn new_model(&self) -> MlpOptions {
+        self.apply_model(MlpOptions::default())
+    }
+
+    /// `base` with every model option given on the command line applied.
+    fn apply_model(&self, mut base: MlpOptions) -> MlpOptions {
+        if let Some(h) = &self.hidden {
+            base.hidden = h.clone();
+        }
+        if let Some(a) = self.activation {
+            base.activation = a;
+        }
+        if let Some(l) = self.layer_norm {
+            base.layer_norm = l;
+        }
+        base
+    }
+
+    /// `base` with every run setting given on the command line applied (the model's:
+    /// [`TrainArgs::apply_model`]).
     fn apply(&self, mut base: TrainConfig) -> TrainConfig {
         if let Some(k) = self.schedule {
             base.schedule = k.for_steps(self.steps);
         }
         if let Some(n) = self.input_noise {
             base.input_noise = n;
-        }
-        if let Some(l) = self.layer_norm {
-            base.layer_norm = l;
         }
         if let Some(p) = self.precision {
             base.precision = p;
@@ -141,12 +158,6 @@ impl TrainArgs {
         }
         if let Some(lr) = self.lr {
             base.lr = lr;
-        }
-        if let Some(h) = &self.hidden {
-            base.hidden = h.clone();
-        }
-        if let Some(a) = self.activation {
-            base.activation = a;
         }
         if let Some(s) = self.seed {
             base.seed = s;
@@ -180,7 +191,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         None => {
             let config = source.fit_batch(args.new_config(), args.batch, &train);
             (
-                Trainer::new_blocking(&gpu, config, &train)?,
+                Trainer::new_blocking(&gpu, config, &args.new_model(), &train)?,
                 None,
                 Vec::new(),
             )
@@ -203,9 +214,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         .stop_after
         .map_or(args.steps, |k| first_step.saturating_add(k).min(args.steps));
     let start = {
-        let (config, train) = (trainer.config().clone(), &train);
+        let (config, model, train) = (trainer.config().clone(), trainer.mlp_options()?, &train);
         Start::new(resumed.as_deref(), move |gpu: &Gpu| {
-            Trainer::new_blocking(gpu, config.clone(), train)
+            Trainer::new_blocking(gpu, config.clone(), &model, train)
         })
     };
     let mut recovery = Recovery::new(&trainer, start, args.checkpoint.as_deref())?;
@@ -378,6 +389,8 @@ fn resume(
     let ck = Checkpoint::load(path)?;
     let stretched = ck.metadata.get(STRETCHED_KEY).cloned();
     let trainer = Trainer::from_checkpoint_blocking(gpu, &ck)?;
+    let model = trainer.mlp_options()?;
+    model.ensure_same(&args.apply_model(model.clone()), ck.origin())?;
     let saved = trainer.config().clone();
     saved.ensure_same(&args.apply(saved.clone()), ck.origin())?;
     let b = trainer.batcher_state();
@@ -524,11 +537,18 @@ fn stats_line(s: &TrainStats, overflows: &[(String, u32)], steps_per_second: f64
 /// role and per layer, against the adapter's limits), computed without allocating or
 /// training. With `--resume`, the checkpoint's settings.
 fn print_plan(gpu: &Gpu, args: &TrainArgs, source: &Source, train: &InMemory) -> Result<ExitCode> {
-    let config = match &args.resume {
-        Some(path) => resume(gpu, path, args, train)?.0.config().clone(),
-        None => source.fit_batch(args.new_config(), args.batch, train),
+    let (config, model) = match &args.resume {
+        Some(path) => {
+            let trainer = resume(gpu, path, args, train)?.0;
+            (trainer.config().clone(), trainer.mlp_options()?)
+        }
+        None => (
+            source.fit_batch(args.new_config(), args.batch, train),
+            args.new_model(),
+        ),
     };
-    let mlp = config.mlp_config(train.features(), train.classes());
+    model.validate()?;
+    let mlp = model.mlp_config(train.features(), train.classes());
     let mut plans = Vec::new();
     for p in [Precision::F32, Precision::F16, Precision::BF16] {
         let c = config.clone().with_precision(p);
@@ -583,7 +603,7 @@ impl Output {
         steps: u64,
     ) {
         let a = t.gpu().adapter();
-        let c = t.config();
+        let (c, m) = (t.config(), t.model().config());
         self.text(&format!(
             "adapter    {} ({}, {})\n\
              data       {}: {} train / {} test samples, {} features, {} classes{}\n\
@@ -601,9 +621,9 @@ impl Output {
             train.features(),
             train.classes(),
             source.details().map_or(String::new(), |d| format!("\n{d}")),
-            widths(&t.model().config().widths),
-            c.activation,
-            if c.layer_norm { ", layer norm" } else { "" },
+            widths(&m.widths),
+            m.activation,
+            if m.layer_norm { ", layer norm" } else { "" },
             t.num_params(),
             steps,
             c.batch,
@@ -726,7 +746,7 @@ impl Summary<'_> {
             "backend": t.gpu().adapter().backend,
             "model": t.model().config().to_string(),
             "parameters": t.num_params(),
-            "hidden": c.hidden,
+            "hidden": t.mlp_options().ok().map(|m| m.hidden),
             "batch": c.batch,
             "lr": c.lr,
             "schedule": c.schedule.to_string(),

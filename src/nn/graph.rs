@@ -14,6 +14,17 @@
 //!   value's dtype (activation gradients in the activation dtype; parameter gradients are
 //!   the parameters' own f32 `grad`).
 //!
+//! Gradient lifetimes: once an op's backward is built, the gradients of its outputs are
+//! dead (every reader of an output came later in forward, so its backward ran already,
+//! and the producer is the last to read the output's gradient). Their buffers go to a
+//! free list that later [`Backward::value_grad`] allocations of the same dtype and
+//! element count take (a view of the value's shape; the first write overwrites, so
+//! nothing is cleared). The dispatches run in order in one compute pass, and wgpu puts a
+//! barrier between a read and a later write of a buffer. External and seeded gradients
+//! and those kept with [`GraphBuilder::keep_grad`] are never reused, so
+//! [`Graph::grad`] of any other value is only meaningful during backward.
+//! [`SizePlan::grads`](super::SizePlan::grads) plans the same rule without a GPU.
+//!
 //! The overwrite / accumulate rule: the first backward write of a gradient buffer (in
 //! backward order) overwrites it, every later one adds into it, so a value or a parameter
 //! used twice gets the sum of both gradients and no step clears anything. A kernel with
@@ -25,6 +36,7 @@
 use super::{GradMode, LayerCtx, Param};
 use crate::kernels::Dispatch;
 use crate::ops::accumulate::add_into;
+use crate::tensor::checked_numel;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// A value of a graph (an input or an op's output).
@@ -125,6 +137,8 @@ struct Value {
     /// The gradient was given from outside ([`GraphBuilder::seed_grad`]): backward
     /// starts from it and writes it never.
     seeded: bool,
+    /// The gradient buffer is never handed to another value ([`GraphBuilder::keep_grad`]).
+    keep_grad: bool,
 }
 
 /// Builds a [`Graph`] over a [`ParamStore`].
@@ -133,6 +147,16 @@ pub struct GraphBuilder<'a> {
     params: &'a ParamStore,
     values: Vec<Value>,
     ops: Vec<Box<dyn Op>>,
+    /// Per op: the values made by [`GraphBuilder::output`] since the previous op (its
+    /// outputs; a value made early counts for an earlier op, which frees it later).
+    op_outputs: Vec<Vec<ValueId>>,
+    /// Outputs made since the last [`GraphBuilder::push`].
+    pending_outputs: Vec<ValueId>,
+    /// Op outputs and saved buffers, in order of creation ([`Graph::forward_buffers`]).
+    forward_buffers: Vec<Tensor>,
+    /// Another graph's forward buffers not yet taken
+    /// ([`GraphBuilder::borrow_forward_buffers`]).
+    donors: Vec<Tensor>,
 }
 
 impl<'a> GraphBuilder<'a> {
@@ -144,7 +168,45 @@ impl<'a> GraphBuilder<'a> {
             params,
             values: Vec::new(),
             ops: Vec::new(),
+            op_outputs: Vec::new(),
+            pending_outputs: Vec::new(),
+            forward_buffers: Vec::new(),
+            donors: Vec::new(),
         }
+    }
+
+    /// Takes op outputs and saved buffers ([`GraphBuilder::output`],
+    /// [`GraphBuilder::saved`]) from `donor`'s forward buffers of the same dtype and
+    /// element count (each at most once) instead of allocating them; what finds none is
+    /// allocated. For a forward-only graph beside a training graph (evaluation at the
+    /// training batch): neither graph keeps contents across submissions (a forward
+    /// writes every buffer before reading it, and a step runs forward and backward in
+    /// one pass), so the two must only never run in the same pass. Whatever a caller
+    /// reads after a run (a loss) is overwritten by the other graph's next run.
+    pub fn borrow_forward_buffers(&mut self, donor: &Graph) {
+        self.donors.extend(donor.forward_buffers.iter().cloned());
+    }
+
+    /// A forward buffer: a donor's ([`GraphBuilder::borrow_forward_buffers`]) seen with
+    /// `shape`, else a new one.
+    fn forward_buffer(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let numel = checked_numel(shape);
+        let found = self
+            .donors
+            .iter()
+            .position(|t| t.dtype() == dtype && Some(t.len()) == numel);
+        let tensor = match found {
+            Some(i) => self.donors.remove(i).reshape(shape)?,
+            None => Tensor::empty(self.ctx.gpu, shape, dtype)?,
+        };
+        self.forward_buffers.push(tensor.clone());
+        Ok(tensor)
+    }
+
+    /// A buffer an op's forward writes and its backward reads that is not a value (no
+    /// gradient; e.g. attention probabilities): like an output, it may be a donor's.
+    pub fn saved(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.forward_buffer(shape, dtype)
     }
 
     pub fn ctx(&self) -> &LayerCtx<'a> {
@@ -177,8 +239,17 @@ impl<'a> GraphBuilder<'a> {
     /// A new output value of an op (what [`Op`] constructors call). `needs_grad`: the op
     /// reads a parameter or an input that needs a gradient ([`GraphBuilder::needs_grad`]).
     pub fn output(&mut self, shape: &[usize], dtype: DType, needs_grad: bool) -> Result<ValueId> {
-        let tensor = Tensor::empty(self.ctx.gpu, shape, dtype)?;
-        Ok(self.push_value(tensor, needs_grad, None))
+        let tensor = self.forward_buffer(shape, dtype)?;
+        let id = self.push_value(tensor, needs_grad, None);
+        self.pending_outputs.push(id);
+        Ok(id)
+    }
+
+    /// Keeps the gradient buffer of `id` for `id` alone, so that [`Graph::grad`] holds
+    /// it after a step (other gradient buffers are reused once their value's producer
+    /// has run backward).
+    pub fn keep_grad(&mut self, id: ValueId) {
+        self.values[id.0].keep_grad = true;
     }
 
     /// Gives the gradient of `id` from outside (the caller writes `grad` before running
@@ -197,6 +268,7 @@ impl<'a> GraphBuilder<'a> {
             needs_grad,
             grad,
             seeded: false,
+            keep_grad: false,
         });
         ValueId(self.values.len() - 1)
     }
@@ -214,17 +286,24 @@ impl<'a> GraphBuilder<'a> {
     /// Appends an op whose forward dispatches are built.
     pub fn push(&mut self, op: impl Op + 'static) {
         self.ops.push(Box::new(op));
+        self.op_outputs
+            .push(std::mem::take(&mut self.pending_outputs));
     }
 
     /// The graph with its backward: ops in reverse, each gradient write told whether it
     /// is the first (overwrite) or a later one (accumulate). Allocates the gradient
-    /// buffers and the scratch the fallback needs; builds every backward dispatch.
+    /// buffers (reusing dead ones: see the module docs) and the scratch the fallback
+    /// needs; builds every backward dispatch.
     pub fn finish(self) -> Result<Graph> {
         let GraphBuilder {
             ctx,
             params,
             values,
             ops,
+            op_outputs,
+            pending_outputs: _,
+            forward_buffers,
+            donors: _,
         } = self;
         let param_written = vec![ctx.grad_mode == GradMode::Accumulate; params.len()];
         let mut b = Backward {
@@ -234,6 +313,7 @@ impl<'a> GraphBuilder<'a> {
                 .into_iter()
                 .map(|v| GradState {
                     written: v.seeded,
+                    owned: false,
                     value: v,
                 })
                 .collect(),
@@ -241,11 +321,13 @@ impl<'a> GraphBuilder<'a> {
             param_used: vec![false; params.len()],
             free_scratch: Vec::new(),
             scratch: Vec::new(),
+            free_grads: Vec::new(),
             temporaries: Vec::new(),
             dispatches: Vec::new(),
         };
-        for op in ops.iter().rev() {
+        for (op, outputs) in ops.iter().zip(&op_outputs).rev() {
             op.backward(&mut b)?;
+            b.release(outputs);
         }
         Ok(Graph {
             values: b.values.into_iter().map(|s| s.into_graph_value()).collect(),
@@ -253,6 +335,7 @@ impl<'a> GraphBuilder<'a> {
             backward: b.dispatches,
             scratch: b.scratch,
             params_written: b.param_used,
+            forward_buffers,
         })
     }
 
@@ -272,6 +355,7 @@ impl<'a> GraphBuilder<'a> {
             backward: Vec::new(),
             scratch: Vec::new(),
             params_written: vec![false; n_params],
+            forward_buffers: self.forward_buffers,
         }
     }
 }
@@ -299,6 +383,8 @@ struct GradState {
     value: Value,
     /// Some backward write (or the seed) has put a gradient into the buffer.
     written: bool,
+    /// Backward allocated the buffer (not external, not seeded): reusable once dead.
+    owned: bool,
 }
 
 impl GradState {
@@ -336,6 +422,8 @@ pub struct Backward<'a> {
     free_scratch: Vec<Tensor>,
     /// Every scratch buffer (held for the dispatches that bind them).
     scratch: Vec<Tensor>,
+    /// Gradient buffers of dead values (their producer's backward is built).
+    free_grads: Vec<Tensor>,
     /// The buffers handed out by [`Backward::temporaries`] (also in `scratch`).
     temporaries: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
@@ -379,8 +467,18 @@ impl<'a> Backward<'a> {
         let grad = match &s.value.grad {
             Some(g) => g.clone(),
             None => {
-                let g = Tensor::empty(gpu, s.value.tensor.shape(), s.value.tensor.dtype())?;
+                let (shape, dtype) = (s.value.tensor.shape(), s.value.tensor.dtype());
+                let numel = s.value.tensor.len();
+                let free = self
+                    .free_grads
+                    .iter()
+                    .position(|t| t.dtype() == dtype && t.len() == numel);
+                let g = match free {
+                    Some(i) => self.free_grads.swap_remove(i).reshape(shape)?,
+                    None => Tensor::empty(gpu, shape, dtype)?,
+                };
                 s.value.grad = Some(g.clone());
+                s.owned = true;
                 g
             }
         };
@@ -429,6 +527,19 @@ impl<'a> Backward<'a> {
             accumulate: false,
             into: Some(grad),
         })
+    }
+
+    /// After an op's backward: the gradients of its `outputs` are dead (every reader
+    /// ran backward before it), so their buffers may hold later values' gradients.
+    fn release(&mut self, outputs: &[ValueId]) {
+        for id in outputs {
+            let s = &self.values[id.0];
+            if s.owned && !s.value.keep_grad {
+                if let Some(g) = &s.value.grad {
+                    self.free_grads.push(g.clone());
+                }
+            }
+        }
     }
 
     /// `count` distinct buffers of `shape` and `dtype` for values that live only between
@@ -494,6 +605,8 @@ pub struct Graph {
     backward: Vec<Dispatch>,
     scratch: Vec<Tensor>,
     params_written: Vec<bool>,
+    /// Op outputs and saved buffers (what another graph may borrow).
+    forward_buffers: Vec<Tensor>,
 }
 
 impl Graph {
@@ -524,14 +637,35 @@ impl Graph {
         &self.values[id.0].tensor
     }
 
-    /// The gradient buffer of a value (`None` when backward writes none).
+    /// The gradient buffer of a value (`None` when backward writes none). After a step
+    /// it holds the value's gradient only when the value is an input with an external
+    /// or seeded gradient or was kept ([`GraphBuilder::keep_grad`]); another value's
+    /// buffer may have been reused for an earlier value's gradient.
     pub fn grad(&self, id: ValueId) -> Option<&Tensor> {
         self.values[id.0].grad.as_ref()
     }
 
-    /// Every value's tensor and gradient buffer (memory accounting).
+    /// Every value's tensor and gradient buffer (several values may share one gradient
+    /// buffer: count memory with [`Graph::grad_buffers`]).
     pub fn tensors(&self) -> impl Iterator<Item = (&Tensor, Option<&Tensor>)> {
         self.values.iter().map(|v| (&v.tensor, v.grad.as_ref()))
+    }
+
+    /// The distinct gradient buffers of the values (each once), scratch not included.
+    pub fn grad_buffers(&self) -> Vec<&Tensor> {
+        let mut out: Vec<&Tensor> = Vec::new();
+        for g in self.values.iter().filter_map(|v| v.grad.as_ref()) {
+            if !out.iter().any(|t| t.buffer() == g.buffer()) {
+                out.push(g);
+            }
+        }
+        out
+    }
+
+    /// Op outputs and saved buffers, in order of creation (what
+    /// [`GraphBuilder::borrow_forward_buffers`] lends).
+    pub fn forward_buffers(&self) -> &[Tensor] {
+        &self.forward_buffers
     }
 
     /// Scratch gradient buffers of the add fallback and the ops' backward temporaries

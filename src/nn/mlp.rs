@@ -6,7 +6,7 @@
 use super::graph::{Graph, GraphBuilder, ParamStore, ValueId};
 use super::init::SplitMix64;
 use super::model::{Batch, BatchLayout, Inputs, Model};
-use super::plan::SizePlan;
+use super::plan::{GradPlan, GradValue, SizePlan};
 use super::{
     activation, layer_norm, layer_norm_params, linear, linear_params, softmax_cross_entropy,
     Activation, LayerCtx, Param, XentLoss,
@@ -277,18 +277,28 @@ impl Mlp {
         }
         // The graph (Mlp::build_graph): every value, then the gradients backward creates.
         plan.value("input", "input", &[batch, config.inputs()], act, false);
+        // Values with a gradient go to `grads` too, and each op with the values it reads
+        // and makes: backward's gradient buffers are planned from their lifetimes.
+        let mut grads = GradPlan::new();
+        // The input needs no gradient.
+        let mut x: Option<GradValue> = None;
+        let mut op = |plan: &mut SizePlan, x: Option<GradValue>, group: &str, rows: &[usize]| {
+            plan.value(group, &format!("{group} output"), rows, act, false);
+            let y = grads.value(group, &format!("{group} output"), rows, act);
+            grads.op(x.as_slice(), &[y]);
+            Some(y)
+        };
         let mut index = 0usize;
         for (i, w) in config.widths.windows(2).enumerate() {
             let rows = [batch, w[1]];
-            let group = index.to_string();
-            plan.value(&group, &format!("{index} output"), &rows, act, true);
+            x = op(&mut plan, x, &index.to_string(), &rows);
             index += 1;
             if i == last {
                 break;
             }
             if config.layer_norm {
                 let group = index.to_string();
-                plan.value(&group, &format!("{index} output"), &rows, act, true);
+                x = op(&mut plan, x, &group, &rows);
                 for stat in ["mean", "rstd"] {
                     plan.value(
                         &group,
@@ -306,10 +316,12 @@ impl Mlp {
                 );
                 index += 1;
             }
-            let group = index.to_string();
-            plan.value(&group, &format!("{index} output"), &rows, act, true);
+            x = op(&mut plan, x, &index.to_string(), &rows);
             index += 1;
         }
+        // The loss: its outputs need no gradient.
+        grads.op(x.as_slice(), &[]);
+        plan.grads(&grads);
         plan.value("loss", "labels", &[batch], DType::U32, false);
         plan.value("loss", "log-sum-exp", &[batch], DType::F32, false);
         plan.value("loss", "losses", &[batch], DType::F32, false);

@@ -7,7 +7,8 @@
 //! parameters of a [`ParamStore`]; each op (`linear`, `layer_norm`, `activation`,
 //! `softmax_cross_entropy`) is a forward/backward pair whose backward the graph generates
 //! in reverse order, summing the gradients of values and parameters used more than once.
-//! [`model`]: the [`Model`] trait the trainer runs; [`Mlp`] is one.
+//! [`model`]: the [`Model`] trait the trainer runs; [`Mlp`] is one, its architecture an
+//! [`MlpConfig`] (or, for the trainer's classifier, [`MlpOptions`] and the data set).
 //!
 //! The same ops also serve as standalone layers over [`Node`]s (a one-op graph each):
 //! a layer reads an input [`Node`] (a value and, when backward should produce it, the
@@ -27,6 +28,7 @@ pub mod init;
 pub mod layernorm;
 pub mod linear;
 pub mod mlp;
+pub mod mlp_options;
 pub mod model;
 pub mod param;
 pub mod plan;
@@ -38,9 +40,10 @@ pub use init::SplitMix64;
 pub use layernorm::{layer_norm, layer_norm_params, LayerNorm, LayerNormValues};
 pub use linear::{linear, linear_params, Linear};
 pub use mlp::{Mlp, MlpConfig};
+pub use mlp_options::MlpOptions;
 pub use model::{Batch, BatchLayout, Inputs, Model};
 pub use param::Param;
-pub use plan::{check_plan, DeviceBudget, PlannedTensor, Role, SizePlan};
+pub use plan::{check_plan, DeviceBudget, GradPlan, GradValue, PlannedTensor, Role, SizePlan};
 pub use softmax_xent::{softmax_cross_entropy, SoftmaxCrossEntropy, XentLoss};
 
 pub use crate::ops::activation::Activation;

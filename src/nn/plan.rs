@@ -242,6 +242,75 @@ fn host_memory() -> Option<u64> {
     None
 }
 
+/// A value of a [`GradPlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GradValue(usize);
+
+/// The activation gradients of a graph's backward, for [`SizePlan::grads`]: the values
+/// whose gradient backward writes, and the ops in forward order with the values they
+/// read (those that need a gradient) and make.
+#[derive(Debug, Clone, Default)]
+pub struct GradPlan {
+    /// (group, name, shape, dtype) of each value.
+    values: Vec<(String, String, Vec<usize>, DType)>,
+    /// (inputs, outputs) of each op.
+    ops: Vec<(Vec<GradValue>, Vec<GradValue>)>,
+}
+
+impl GradPlan {
+    pub fn new() -> GradPlan {
+        GradPlan::default()
+    }
+
+    /// A value whose gradient backward writes (`shape` and `dtype` are the value's).
+    pub fn value(&mut self, group: &str, name: &str, shape: &[usize], dtype: DType) -> GradValue {
+        let value = (group.into(), name.into(), shape.to_vec(), dtype);
+        self.values.push(value);
+        GradValue(self.values.len() - 1)
+    }
+
+    /// An op (in forward order) whose backward writes the gradients of `inputs` and
+    /// reads those of `outputs`.
+    pub fn op(&mut self, inputs: &[GradValue], outputs: &[GradValue]) {
+        self.ops.push((inputs.to_vec(), outputs.to_vec()));
+    }
+}
+
+impl SizePlan {
+    /// The gradient buffers backward creates for `grads`, by the rule of
+    /// [`GraphBuilder::finish`](super::GraphBuilder::finish): ops in reverse; an op's
+    /// backward takes a buffer for each input's gradient (a free one of the same dtype
+    /// and element count, else a new one, planned here under the value's name), then
+    /// frees its outputs' gradients.
+    pub fn grads(&mut self, grads: &GradPlan) {
+        let mut taken = vec![false; grads.values.len()];
+        // (elements, dtype) of each free buffer.
+        let mut free: Vec<(Option<usize>, DType)> = Vec::new();
+        let key = |v: GradValue| {
+            let (_, _, shape, dtype) = &grads.values[v.0];
+            (checked_numel(shape), *dtype)
+        };
+        for (inputs, outputs) in grads.ops.iter().rev() {
+            for &v in inputs {
+                if std::mem::replace(&mut taken[v.0], true) {
+                    continue;
+                }
+                match free.iter().position(|f| *f == key(v)) {
+                    Some(i) => {
+                        free.swap_remove(i);
+                    }
+                    None => {
+                        let (group, name, shape, dtype) = &grads.values[v.0];
+                        let name = format!("{name} grad");
+                        self.push(group, name, Role::ActivationGrads, shape, *dtype, true);
+                    }
+                }
+            }
+            free.extend(outputs.iter().filter(|v| taken[v.0]).map(|&v| key(v)));
+        }
+    }
+}
+
 /// Why a plan does not fit: the first buffer (or the total) past a limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overflow {

@@ -24,6 +24,8 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
     let declared = [
         matmul::shader_matmul::KERNELS,
         matmul::shader_matmul_coop::KERNELS,
+        matmul::shader_matmul_coop_direct::KERNELS,
+        matmul::shader_matmul_coop_copied::KERNELS,
         matmul::rescale::shader_matmul_rescale::KERNELS,
         cast::KERNELS,
         activation::KERNELS,

@@ -1,37 +1,33 @@
-//! [`TrainConfig`]: everything that decides a training run, with the digits defaults, and
-//! its string form in checkpoint metadata.
+//! [`TrainConfig`]: a training run's settings for any model (precision, batch, optimizer,
+//! schedule, scaler, input noise, seed), with the digits defaults, and its string form in
+//! checkpoint metadata. The model's own architecture is its config (`M::Config`; for the
+//! digits MLP, [`MlpOptions`](crate::nn::MlpOptions)).
 
 use super::schedule::LrSchedule;
 use crate::amp::{Policy, Precision, ScalerConfig};
 use crate::checkpoint::Checkpoint;
-use crate::nn::{Activation, MlpConfig};
 use crate::optim::AdamConfig;
 use crate::{Error, Result};
 
-/// A training run's settings. [`Default`] is the run `halfgrad train` makes on the digits
-/// (>= 95% test accuracy in every precision, see the README's Training section): f16; an
-/// MLP 64-128-128-10 with LayerNorm and GELU; batch 64; AdamW lr 3e-3 with 50 warmup
-/// steps and cosine decay over 1,500 steps, betas (0.9, 0.999), weight decay 1e-4,
-/// gradient clipping at norm 1.0; Gaussian input noise of std 0.25 on training batches;
-/// seed 0; the precision's default loss scaler (dynamic for f16, off for bf16 and f32),
-/// skipping any step with non-finite gradients ([`TrainConfig::default_scaler`]).
+/// A training run's settings, whatever the model: precision, batch, optimizer, schedule,
+/// scaler, input noise and seed. The model's architecture is separate: the trainer takes
+/// it beside this config ([`MlpOptions`](crate::nn::MlpOptions) for the digits MLP,
+/// `M::Config` for any [`Model`](crate::nn::Model)).
 ///
-/// Without the LayerNorm and the input noise the model memorises the 1,437 training
-/// digits within a few hundred steps and stays near 91% on the test writers.
+/// [`Default`] is the run `halfgrad train` makes on the digits with the default
+/// [`MlpOptions`](crate::nn::MlpOptions) (>= 95% test accuracy in every precision, see
+/// the README's Training section): f16; batch 64; AdamW lr 3e-3 with 50 warmup steps and
+/// cosine decay over 1,500 steps, betas (0.9, 0.999), weight decay 1e-4, gradient
+/// clipping at norm 1.0; Gaussian input noise of std 0.25 on training batches; seed 0;
+/// the precision's default loss scaler (dynamic for f16, off for bf16 and f32), skipping
+/// any step with non-finite gradients ([`TrainConfig::default_scaler`]).
 ///
-/// The input width and the class count come from the data set, so the config holds only
-/// the hidden widths.
+/// Without the input noise (and the MLP's LayerNorm) the model memorises the 1,437
+/// training digits within a few hundred steps and stays near 91% on the test writers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     /// Storage and compute precision of activations and matrix-product operands.
     pub precision: Precision,
-    /// Hidden layer widths (the MLP is `features -> hidden... -> classes`); may be empty
-    /// (a linear classifier).
-    pub hidden: Vec<usize>,
-    /// Activation after each hidden Linear.
-    pub activation: Activation,
-    /// A LayerNorm after each hidden Linear, before the activation.
-    pub layer_norm: bool,
     /// Samples per step.
     pub batch: usize,
     /// AdamW base learning rate (the schedule scales it).
@@ -60,9 +56,6 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             precision: Precision::F16,
-            hidden: vec![128, 128],
-            activation: Activation::Gelu,
-            layer_norm: true,
             batch: 64,
             lr: 3e-3,
             schedule: LrSchedule::WarmupCosine {
@@ -152,30 +145,12 @@ impl TrainConfig {
         Policy::new(self.precision).with_loss_scaling(self.scaler_config().enabled)
     }
 
-    /// The MLP for `features` inputs and `classes` outputs.
-    pub fn mlp_config(&self, features: usize, classes: usize) -> MlpConfig {
-        let mut widths = Vec::with_capacity(self.hidden.len() + 2);
-        widths.push(features);
-        widths.extend_from_slice(&self.hidden);
-        widths.push(classes);
-        MlpConfig {
-            widths,
-            activation: self.activation,
-            layer_norm: self.layer_norm,
-            bias: true,
-        }
-    }
-
-    /// Checks ranges (batch >= 1, widths >= 1) and the optimizer's and scaler's own.
+    /// Checks ranges (batch >= 1, input noise finite and >= 0) and the schedule's,
+    /// optimizer's and scaler's own. The model's are its config's
+    /// ([`MlpOptions::validate`](crate::nn::MlpOptions::validate)).
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 {
             return Err(Error::InvalidArgument("batch must be at least 1".into()));
-        }
-        if self.hidden.contains(&0) {
-            return Err(Error::InvalidArgument(format!(
-                "hidden widths {:?}: every width must be at least 1",
-                self.hidden
-            )));
         }
         if !(self.input_noise.is_finite() && self.input_noise >= 0.0) {
             return Err(Error::InvalidArgument(format!(
@@ -205,18 +180,9 @@ impl TrainConfig {
         }
     }
 
-    /// The config with the MLP fields (`hidden`, `activation`, `layer_norm`) of `mlp`.
-    pub fn with_mlp(mut self, mlp: &MlpConfig) -> TrainConfig {
-        let hidden = mlp.widths.len().saturating_sub(1);
-        self.hidden = mlp.widths.get(1..hidden).unwrap_or(&[]).to_vec();
-        self.activation = mlp.activation;
-        self.layer_norm = mlp.layer_norm;
-        self
-    }
-
     /// Reads the config and the model line written by [`TrainConfig::write_meta`] (the
-    /// MLP fields keep their defaults: [`TrainConfig::with_mlp`] sets them). Every
-    /// missing or unparsable entry is an [`Error::Checkpoint`] naming the file.
+    /// caller parses the model line as its model's config). Every missing or unparsable
+    /// entry is an [`Error::Checkpoint`] naming the file.
     pub(crate) fn read_meta(ck: &Checkpoint) -> Result<(TrainConfig, String)> {
         let as_ck = |e: Error| Error::Checkpoint {
             path: ck.origin().to_string(),
@@ -232,12 +198,8 @@ impl TrainConfig {
             .collect();
         let adam = AdamConfig::default().with_kv(&kv).map_err(as_ck)?;
         let scaler = ScalerConfig::default().with_kv(&kv).map_err(as_ck)?;
-        let defaults = TrainConfig::default();
         let config = TrainConfig {
             precision,
-            hidden: defaults.hidden,
-            activation: defaults.activation,
-            layer_norm: defaults.layer_norm,
             batch: ck.meta_parse(key::BATCH)?,
             lr: adam.lr,
             schedule: ck.meta(key::SCHEDULE)?.parse().map_err(as_ck)?,
@@ -257,49 +219,19 @@ impl TrainConfig {
 
     /// Checks that `requested` (what a resumed run was asked for) equals this config
     /// (what the checkpoint at `origin` holds). The first difference is an
-    /// [`Error::Checkpoint`] naming the setting and both values, e.g. resuming with other
-    /// `--hidden` widths.
+    /// [`Error::Checkpoint`] naming the setting and both values, e.g. resuming with
+    /// another `--batch`. The model's part: its config's (for the MLP,
+    /// [`MlpOptions::ensure_same`](crate::nn::MlpOptions::ensure_same)).
     pub fn ensure_same(&self, requested: &TrainConfig, origin: &str) -> Result<()> {
         let mismatch = |what: &str, saved: String, asked: String| {
-            Err(Error::Checkpoint {
-                path: origin.to_string(),
-                message: format!(
-                    "{what} mismatch: the checkpoint was trained with {saved}, this run asks \
-                     for {asked} (omit the option to continue with the checkpoint's value)"
-                ),
-            })
-        };
-        let widths = |h: &[usize]| {
-            let s: Vec<String> = h.iter().map(|w| w.to_string()).collect();
-            if s.is_empty() {
-                "none".to_string()
-            } else {
-                s.join(",")
-            }
+            Err(Error::setting_mismatch(origin, what, saved, asked))
         };
         let (s, r) = (self, requested);
-        if s.hidden != r.hidden {
-            return mismatch("hidden widths", widths(&s.hidden), widths(&r.hidden));
-        }
         if s.precision != r.precision {
             return mismatch(
                 "precision",
                 s.precision.to_string(),
                 r.precision.to_string(),
-            );
-        }
-        if s.activation != r.activation {
-            return mismatch(
-                "activation",
-                s.activation.to_string(),
-                r.activation.to_string(),
-            );
-        }
-        if s.layer_norm != r.layer_norm {
-            return mismatch(
-                "layer norm",
-                s.layer_norm.to_string(),
-                r.layer_norm.to_string(),
             );
         }
         if s.batch != r.batch {

@@ -18,7 +18,9 @@ use crate::amp::{constant_scale, Policy, Precision, ScalerConfig};
 use crate::checkpoint::Checkpoint;
 use crate::data::text::{Split, TextBatcher, TextBatcherState, TextData};
 use crate::data::SplitMix64;
-use crate::nn::gpt::{plan_graph, GptConfig, GptGraph, GptModel, GptWeights, SampleConfig};
+use crate::nn::gpt::{
+    plan_borrowing_graph, GptConfig, GptGraph, GptModel, GptWeights, SampleConfig,
+};
 use crate::nn::{check_plan, Batch, DeviceBudget, Inputs, LayerCtx, Model, ParamStore, SizePlan};
 use crate::optim::{AdamConfig, AdamW};
 use crate::{Error, Gpu, Result};
@@ -77,7 +79,7 @@ impl GptTrainConfig {
         }
     }
 
-    /// The Trainer's settings (no input noise; the MLP fields unused).
+    /// The Trainer's settings (no input noise; the model is `model`, given apart).
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
             precision: self.precision,
@@ -91,7 +93,6 @@ impl GptTrainConfig {
             input_noise: 0.0,
             seed: self.seed,
             scaler: self.scaler.clone(),
-            ..TrainConfig::default()
         }
     }
 
@@ -163,19 +164,16 @@ impl std::fmt::Debug for GptTrainer {
 impl GptTrainer {
     /// Every buffer [`GptTrainer::new`] allocates, computed from `config` without a GPU:
     /// the Trainer's ([`Trainer::plan`]: parameters, Adam moments, the training graph,
-    /// state) and the forward-only evaluation graph (group `eval`). The sampling graph
-    /// (1 x T, forward only, built on first use) is not included.
+    /// state) and the forward-only evaluation graph (group `eval`: its tokens, labels,
+    /// log-sum-exp and LayerNorm row terms; its activations are the training graph's,
+    /// [`GptGraph::borrowing`]).
+    /// The sampling graph (1 x T, forward only, built on first use) is not included.
     pub fn plan(config: &GptTrainConfig) -> Result<SizePlan> {
         config.validate()?;
         let mut plan = Trainer::<GptModel>::plan(&config.train_config(), &config.model)?
             .ok_or_else(|| Error::InvalidArgument("the GPT model does not plan".into()))?;
         let mut eval = SizePlan::new(plan.policy, config.batch);
-        plan_graph(
-            &mut eval,
-            &config.model,
-            (config.batch, config.model.block),
-            false,
-        )?;
+        plan_borrowing_graph(&mut eval, &config.model, (config.batch, config.model.block))?;
         plan.tensors.extend(eval.tensors.into_iter().map(|mut t| {
             t.group = "eval".into();
             t.name = format!("eval {}", t.name);
@@ -259,14 +257,9 @@ impl GptTrainer {
         let (b, t) = (model.layout().batch, model.config().block);
         let unit_scale = constant_scale(&gpu, 1.0)?;
         let ctx = LayerCtx::new(&gpu, trainer.policy(), trainer.scaler().flag());
-        let eval = GptGraph::new(
-            &ctx,
-            model.config(),
-            model.params(),
-            (b, t),
-            &unit_scale,
-            false,
-        )?;
+        // Evaluation runs at the training batch, between steps: it borrows the training
+        // graph's activations (the step's loss is copied out in its own submission).
+        let eval = GptGraph::borrowing(&ctx, model.params(), &unit_scale, model.gpt_graph())?;
         Ok(GptTrainer {
             inputs: Vec::with_capacity(b * t),
             targets: Vec::with_capacity(b * t),
@@ -669,7 +662,7 @@ impl GptTrainer {
         let s = c.precision.compute_dtype().size_bytes();
         let graph = self.train_graph().graph();
         let mut activations: usize = graph.tensors().map(|(v, _)| bytes(v)).sum();
-        let mut activation_grads: usize = graph.tensors().filter_map(|(_, g)| g.map(bytes)).sum();
+        let mut activation_grads: usize = graph.grad_buffers().into_iter().map(bytes).sum();
         activation_grads += graph.scratch().iter().map(bytes).sum::<usize>();
         activations += m.n_layer * square * s + square * 4;
         activation_grads += square * s;

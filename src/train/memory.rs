@@ -363,10 +363,11 @@ impl<M: Model> Trainer<M> {
         // Every value of the graph (inputs, activations, saved statistics, losses) and
         // every activation gradient, scratch included.
         let graph = self.model.graph();
-        for (value, grad) in graph.tensors() {
+        for (value, _) in graph.tensors() {
             r.activations += bytes(value);
-            r.activation_grads += grad.map_or(0, bytes);
         }
+        // Gradient buffers are shared by values whose lifetimes do not overlap.
+        r.activation_grads += graph.grad_buffers().into_iter().map(bytes).sum::<usize>();
         r.activation_grads += graph.scratch().iter().map(bytes).sum::<usize>();
         r
     }

@@ -164,17 +164,20 @@ impl Trainer<Mlp> {
     /// is used; a mismatch (a missing or extra tensor, another shape, a config entry that
     /// does not parse, another model kind, a later format) is an [`Error::Checkpoint`]
     /// naming the file and the problem. To check that a checkpoint matches the settings
-    /// a run asks for, compare [`Trainer::config`] with [`TrainConfig::ensure_same`].
+    /// a run asks for, compare [`Trainer::config`] with [`TrainConfig::ensure_same`] and
+    /// [`Trainer::mlp_options`] with [`MlpOptions::ensure_same`].
+    ///
+    /// [`MlpOptions::ensure_same`]: crate::nn::MlpOptions::ensure_same
     pub async fn from_checkpoint(gpu: &Gpu, ck: &Checkpoint) -> Result<Trainer> {
-        let mut trainer = Trainer::<Mlp>::restore(gpu, ck).await?;
-        let mlp = trainer.model.config().clone();
-        if !mlp.bias {
-            return Err(Error::Checkpoint {
-                path: ck.origin().to_string(),
-                message: format!("model `{mlp}` is not a trainer MLP (needs biases)"),
-            });
-        }
-        trainer.config = trainer.config.clone().with_mlp(&mlp);
+        let trainer = Trainer::<Mlp>::restore(gpu, ck).await?;
+        // The model line rebuilds the MLP; the trainer's MLPs are those of MlpOptions.
+        trainer.mlp_options().map_err(|e| Error::Checkpoint {
+            path: ck.origin().to_string(),
+            message: match e {
+                Error::InvalidArgument(m) => m,
+                other => other.to_string(),
+            },
+        })?;
         Ok(trainer)
     }
 

@@ -6,7 +6,7 @@ use super::schedule::{add_input_noise, LrSchedule};
 use crate::amp::scaler::word;
 use crate::amp::{LossScaler, Policy, Precision};
 use crate::data::{Batcher, BatcherState, Dataset};
-use crate::nn::{Batch, Inputs, LayerCtx, Mlp, Model};
+use crate::nn::{Batch, Inputs, LayerCtx, Mlp, MlpOptions, Model};
 use crate::ops::matmul::{chosen_kernel, MatmulOptions};
 use crate::optim::AdamW;
 use crate::{DType, Error, Gpu, Result};
@@ -44,11 +44,14 @@ pub struct TrainStats {
 
 /// Trains a [`Model`] with AdamW and (for f16) dynamic loss scaling; by default the
 /// digits [`Mlp`] classifier ([`Trainer::new`]), any model through
-/// [`Trainer::with_model`].
+/// [`Trainer::with_model`]. The run's settings ([`TrainConfig`]: precision, batch,
+/// optimizer, schedule, scaler, noise, seed) and the model's architecture
+/// ([`MlpOptions`], or `M::Config`) are given apart.
 ///
 /// ```text
 /// let (train, test) = Digits::load()?;
-/// let mut trainer = Trainer::new_blocking(&gpu, TrainConfig::default(), &train)?;
+/// let (run, mlp) = (TrainConfig::default(), MlpOptions::default());
+/// let mut trainer = Trainer::new_blocking(&gpu, run, &mlp, &train)?;
 /// for _ in 0..1000 {
 ///     trainer.step_from(&train)?;            // one submission, no readback
 /// }
@@ -62,7 +65,7 @@ pub struct TrainStats {
 /// native code may use the `_blocking` variants.
 pub struct Trainer<M: Model = Mlp> {
     pub(super) gpu: Gpu,
-    /// The run's settings (for models other than the MLP its model fields are unused).
+    /// The run's settings (the model's architecture is `model.config()`).
     pub(super) config: TrainConfig,
     pub(super) policy: Policy,
     pub(super) model: M,
@@ -90,18 +93,37 @@ impl<M: Model> std::fmt::Debug for Trainer<M> {
 }
 
 impl Trainer<Mlp> {
-    /// A fresh MLP classifier ([`TrainConfig::mlp_config`]) for `train`'s feature and
-    /// class counts, initialised from `config.seed`, with AdamW at step 0 and a batcher
-    /// over `train` seeded alike.
-    pub async fn new(gpu: &Gpu, config: TrainConfig, train: &dyn Dataset) -> Result<Trainer> {
-        let mlp = config.mlp_config(train.features(), train.classes());
+    /// A fresh MLP classifier of `model`'s architecture ([`MlpOptions::mlp_config`]) for
+    /// `train`'s feature and class counts, initialised from `config.seed`, with AdamW at
+    /// step 0 and a batcher over `train` seeded alike.
+    pub async fn new(
+        gpu: &Gpu,
+        config: TrainConfig,
+        model: &MlpOptions,
+        train: &dyn Dataset,
+    ) -> Result<Trainer> {
+        model.validate()?;
+        let mlp = model.mlp_config(train.features(), train.classes());
         Trainer::with_model(gpu, config, &mlp, train.len())
     }
 
     /// Blocking [`Trainer::new`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn new_blocking(gpu: &Gpu, config: TrainConfig, train: &dyn Dataset) -> Result<Trainer> {
-        pollster::block_on(Trainer::new(gpu, config, train))
+    pub fn new_blocking(
+        gpu: &Gpu,
+        config: TrainConfig,
+        model: &MlpOptions,
+        train: &dyn Dataset,
+    ) -> Result<Trainer> {
+        pollster::block_on(Trainer::new(gpu, config, model, train))
+    }
+
+    /// The MLP's architecture as [`MlpOptions`] (hidden widths, activation, LayerNorm):
+    /// what [`Trainer::new`] was given, or what a checkpoint holds.
+    /// [`Error::InvalidArgument`] for an MLP built through [`Trainer::with_model`] that
+    /// options cannot express (no biases).
+    pub fn mlp_options(&self) -> Result<MlpOptions> {
+        MlpOptions::from_config(self.model.config())
     }
 }
 
@@ -337,9 +359,22 @@ impl<M: Model> Trainer<M> {
     /// Whether any matrix product of the model's graph runs on a cooperative-matrix
     /// kernel.
     fn uses_coop(&self) -> bool {
-        use crate::ops::matmul::{COOP, COOP_TILE};
+        use crate::ops::matmul::{
+            COOP, COOP_COPIED, COOP_COPIED_F32, COOP_DIRECT, COOP_DIRECT_F32, COOP_TILE,
+            COOP_TILE_F32,
+        };
         let graph = self.model.graph();
-        graph.uses_kernel(COOP.name) || graph.uses_kernel(COOP_TILE.name)
+        [
+            &COOP,
+            &COOP_TILE,
+            &COOP_TILE_F32,
+            &COOP_DIRECT,
+            &COOP_DIRECT_F32,
+            &COOP_COPIED,
+            &COOP_COPIED_F32,
+        ]
+        .iter()
+        .any(|k| graph.uses_kernel(k.name))
     }
 
     /// The precision policy (see [`Policy`]'s one-line `Display`).

@@ -4,6 +4,7 @@
 
 use super::{describe, js_error, Session};
 use crate::amp::Precision;
+use crate::nn::MlpOptions;
 use crate::train::{TrainConfig, Trainer};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, js_sys};
@@ -33,9 +34,12 @@ impl Session {
             .collect::<Result<Vec<_>, _>>()?;
         let config = TrainConfig {
             precision,
+            ..TrainConfig::default()
+        };
+        let model = MlpOptions {
             hidden,
             layer_norm,
-            ..TrainConfig::default()
+            ..MlpOptions::default()
         };
         let (gpu, slot, data) = (
             self.gpu.clone(),
@@ -44,7 +48,7 @@ impl Session {
         );
         Ok(future_to_promise(async move {
             slot.borrow_mut().take();
-            let trainer = Trainer::new(&gpu, config, &data.train)
+            let trainer = Trainer::new(&gpu, config, &model, &data.train)
                 .await
                 .map_err(js_error)?;
             let d = describe(&trainer);

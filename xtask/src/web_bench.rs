@@ -1,8 +1,9 @@
 //! `cargo xtask web-bench [--rev REV] [--steps N]`: training steps per second in headless
 //! Chromium (WebGPU on SwiftShader, packed f16) for the demo's default model and a plain
 //! MLP, every precision (web/tests/bench.mjs). With `--rev`, the same benchmark first runs
-//! against a build of REV (checked out in a temporary git worktree, with this tree's
-//! src/web/bench.rs hook added when it lacks it), so "before vs after" is one run on one
+//! against a build of REV (checked out in a temporary git worktree, with the
+//! src/web/bench.rs hook as first committed added when it lacks it), so "before vs after"
+//! is one run on one
 //! machine. Both builds share the target directory's compiled dependencies.
 
 use crate::web::{
@@ -86,8 +87,8 @@ fn checkout(rev: &str, dir: &Path) -> Result {
     step(&format!("git worktree add {rev}"), add)?;
     let hook = dir.join("src/web/bench.rs");
     if !hook.exists() {
-        println!("    {rev} lacks src/web/bench.rs: adding this tree's");
-        std::fs::copy(root().join("src/web/bench.rs"), &hook).map_err(|e| e.to_string())?;
+        println!("    {rev} lacks src/web/bench.rs: adding its first version");
+        std::fs::write(&hook, first_hook()?).map_err(|e| e.to_string())?;
         let web_rs = dir.join("src/web.rs");
         let text = std::fs::read_to_string(&web_rs).map_err(|e| e.to_string())?;
         let text = text.replacen("mod csv;", "mod bench;\nmod csv;", 1);
@@ -95,6 +96,40 @@ fn checkout(rev: &str, dir: &Path) -> Result {
     }
     // node_modules is not tracked; the benchmark script runs from this tree anyway.
     Ok(())
+}
+
+/// src/web/bench.rs as the commit that added it wrote it: a revision without the hook
+/// predates it, and this tree's hook calls the API of today (`Trainer::new` with
+/// `MlpOptions`), which such a revision does not have.
+fn first_hook() -> Result<Vec<u8>> {
+    let git = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new("git")
+            .current_dir(root())
+            .args(args)
+            .output()
+            .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(out.stdout)
+    };
+    let added = git(&[
+        "log",
+        "--diff-filter=A",
+        "--format=%H",
+        "--",
+        "src/web/bench.rs",
+    ])?;
+    let added = String::from_utf8_lossy(&added);
+    let first = added
+        .lines()
+        .last()
+        .ok_or("no commit adds src/web/bench.rs")?;
+    git(&["show", &format!("{first}:src/web/bench.rs")])
 }
 
 /// The wasm package of the crate at `dir` into `dir/web/pkg` (as `cargo xtask web`).

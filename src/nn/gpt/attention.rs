@@ -189,7 +189,7 @@ pub fn causal_attention(
             format!("{:?}", scratch.scores.shape()),
         ));
     }
-    let probs = Tensor::empty(gpu, &square, act)?;
+    let probs = g.saved(&square, act)?;
     let y = g.output(&[batch * t, c], act, g.needs_grad(qkv))?;
     let y_value = g.value(y).clone();
     let found_inf = Some(g.ctx().found_inf);

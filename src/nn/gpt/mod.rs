@@ -14,6 +14,8 @@ pub mod residual;
 pub mod sample;
 
 pub use config::{GptConfig, GptPreset};
-pub use model::{check_fits, plan_graph, plan_params, upload_params, GptGraph, GptModel};
+pub use model::{
+    check_fits, plan_borrowing_graph, plan_graph, plan_params, upload_params, GptGraph, GptModel,
+};
 pub use params::{GptWeights, Init, ParamSpec};
 pub use sample::SampleConfig;

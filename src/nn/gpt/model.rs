@@ -18,7 +18,7 @@ use super::params::{block_prefix, GptWeights, WPE, WTE};
 use super::residual::residual_add;
 use crate::nn::graph::{Graph, GraphBuilder, ParamId, ParamStore, ValueId};
 use crate::nn::{activation, layer_norm, linear, softmax_cross_entropy, Activation};
-use crate::nn::{check_plan, DeviceBudget, Role, SizePlan};
+use crate::nn::{check_plan, DeviceBudget, GradPlan, GradValue, Role, SizePlan};
 use crate::nn::{Batch, BatchLayout, Inputs, LayerCtx, Model, Param, XentLoss};
 use crate::ops::embedding::{check_tokens, TokenIndex};
 use crate::ops::layernorm::DEFAULT_EPS;
@@ -102,72 +102,61 @@ pub fn plan_graph(
         plan.scratch("attention", "attention dS (shared)", &square, act);
     }
     let wide = |k: usize| [rows, k * c];
-    plan.value(
-        emb,
-        "embedding output (residual stream)",
-        &wide(1),
-        DType::F32,
-        backward,
-    );
+    // Values with a gradient go to `grads` too, and each op with the values it reads
+    // and makes: backward's gradient buffers are planned from their lifetimes.
+    let mut grads = GradPlan::new();
+    let x0 = "embedding output (residual stream)";
+    let mut x = grad_value(plan, &mut grads, emb, x0, &wide(1), DType::F32);
+    grads.op(&[], &[x]);
     if backward && config.n_layer > 0 {
         // Each residual-stream value feeds a LayerNorm and a residual add; the LayerNorm's
         // input gradient (which cannot accumulate) goes through one shared scratch.
         let name = "residual-stream gradient scratch";
         plan.scratch(emb, name, &wide(1), DType::F32);
     }
-    let layer_norm = |plan: &mut SizePlan, group: &str, name: &str| {
-        plan.value(group, &format!("{name} output"), &wide(1), act, backward);
+    let layer_norm = |plan: &mut SizePlan, grads: &mut GradPlan, x, group: &str, name: &str| {
+        let y = grad_value(plan, grads, group, &format!("{name} output"), &wide(1), act);
         plan.value(group, &format!("{name} mean"), &[rows], DType::F32, false);
         plan.value(group, &format!("{name} rstd"), &[rows], DType::F32, false);
         plan.scratch(group, &format!("{name} row terms"), &[rows, 2], DType::F32);
+        grads.op(&[x], &[y]);
+        y
+    };
+    // An op of one input and one output.
+    let unary = |plan: &mut SizePlan, grads: &mut GradPlan, x, group: &str, name: &str, k| {
+        let y = grad_value(plan, grads, group, name, &wide(k), act);
+        grads.op(&[x], &[y]);
+        y
     };
     for layer in 0..config.n_layer {
         let p = block_prefix(layer);
         let g = p.as_str();
-        layer_norm(plan, g, &format!("{p}.ln_1"));
-        plan.value(
-            g,
-            &format!("{p}.attn.c_attn output (qkv)"),
-            &wide(3),
-            act,
-            backward,
-        );
+        let a = layer_norm(plan, &mut grads, x, g, &format!("{p}.ln_1"));
+        let qkv = format!("{p}.attn.c_attn output (qkv)");
+        let qkv = unary(plan, &mut grads, a, g, &qkv, 3);
         plan.value(g, &format!("{p}.attn probabilities"), &square, act, false);
-        plan.value(g, &format!("{p}.attn output"), &wide(1), act, backward);
-        plan.value(
-            g,
-            &format!("{p}.attn.c_proj output"),
-            &wide(1),
-            act,
-            backward,
-        );
-        plan.value(
-            g,
-            &format!("{p} residual 1"),
-            &wide(1),
-            DType::F32,
-            backward,
-        );
-        layer_norm(plan, g, &format!("{p}.ln_2"));
-        plan.value(g, &format!("{p}.mlp.c_fc output"), &wide(4), act, backward);
-        plan.value(g, &format!("{p}.mlp GELU output"), &wide(4), act, backward);
-        plan.value(
-            g,
-            &format!("{p}.mlp.c_proj output"),
-            &wide(1),
-            act,
-            backward,
-        );
-        plan.value(
-            g,
-            &format!("{p} residual 2"),
-            &wide(1),
-            DType::F32,
-            backward,
-        );
+        let y = unary(plan, &mut grads, qkv, g, &format!("{p}.attn output"), 1);
+        let proj = format!("{p}.attn.c_proj output");
+        let proj = unary(plan, &mut grads, y, g, &proj, 1);
+        let r1 = format!("{p} residual 1");
+        let r1 = grad_value(plan, &mut grads, g, &r1, &wide(1), DType::F32);
+        grads.op(&[x, proj], &[r1]);
+        let m = layer_norm(plan, &mut grads, r1, g, &format!("{p}.ln_2"));
+        let m = unary(plan, &mut grads, m, g, &format!("{p}.mlp.c_fc output"), 4);
+        let m = unary(plan, &mut grads, m, g, &format!("{p}.mlp GELU output"), 4);
+        let m = unary(plan, &mut grads, m, g, &format!("{p}.mlp.c_proj output"), 1);
+        let r2 = format!("{p} residual 2");
+        x = grad_value(plan, &mut grads, g, &r2, &wide(1), DType::F32);
+        grads.op(&[r1, m], &[x]);
     }
-    layer_norm(plan, "head", "transformer.ln_f");
-    plan.value("head", "logits", &[rows, v], act, backward);
+    let xf = layer_norm(plan, &mut grads, x, "head", "transformer.ln_f");
+    let logits = grad_value(plan, &mut grads, "head", "logits", &[rows, v], act);
+    grads.op(&[xf], &[logits]);
+    // The loss: its outputs need no gradient.
+    grads.op(&[logits], &[]);
+    if backward {
+        plan.grads(&grads);
+    }
     plan.value("head", "labels", &[rows], DType::U32, false);
     plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
     plan.value("head", "losses", &[rows], DType::F32, false);
@@ -180,6 +169,47 @@ pub fn plan_graph(
         }
         plan.partial_sums("backward", &sums);
     }
+    Ok(())
+}
+
+/// A forward value of `plan` whose gradient backward writes (planned through `grads`).
+fn grad_value(
+    plan: &mut SizePlan,
+    grads: &mut GradPlan,
+    group: &str,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+) -> GradValue {
+    plan.value(group, name, shape, dtype, false);
+    grads.value(group, name, shape, dtype)
+}
+
+/// The buffers a graph of `config` built by [`GptGraph::borrowing`] allocates of its own
+/// (the rest is its donor's): the tokens, the loss's labels and log-sum-exp, and each
+/// LayerNorm's backward row terms (allocated with the op, unused without backward).
+/// Groups as in [`plan_graph`].
+pub fn plan_borrowing_graph(
+    plan: &mut SizePlan,
+    config: &GptConfig,
+    (batch, t): (usize, usize),
+) -> Result<()> {
+    config.validate()?;
+    let rows = batch.checked_mul(t).ok_or_else(|| {
+        Error::InvalidArgument(format!("{batch} sequences of {t} tokens overflow"))
+    })?;
+    plan.value("inputs", "tokens", &[rows], DType::U32, false);
+    let row_terms = |plan: &mut SizePlan, group: &str, name: &str| {
+        plan.scratch(group, &format!("{name} row terms"), &[rows, 2], DType::F32);
+    };
+    for layer in 0..config.n_layer {
+        let p = block_prefix(layer);
+        row_terms(plan, &p, &format!("{p}.ln_1"));
+        row_terms(plan, &p, &format!("{p}.ln_2"));
+    }
+    row_terms(plan, "head", "transformer.ln_f");
+    plan.value("head", "labels", &[rows], DType::U32, false);
+    plan.value("head", "log-sum-exp", &[rows], DType::F32, false);
     Ok(())
 }
 
@@ -240,6 +270,8 @@ pub struct GptGraph {
     index: Option<Arc<TokenIndex>>,
     logits: ValueId,
     loss: XentLoss,
+    /// The attention scratch the layers share (a borrowing graph takes its scores).
+    attention: AttentionScratch,
     /// Host staging of the targets when only tokens are given.
     zeros: Vec<u32>,
 }
@@ -254,6 +286,34 @@ impl GptGraph {
         (batch, t): (usize, usize),
         scale: &wgpu::Buffer,
         backward: bool,
+    ) -> Result<GptGraph> {
+        GptGraph::build(ctx, config, store, (batch, t), scale, backward, None)
+    }
+
+    /// A forward-only graph (evaluation) that allocates no activations of its own: its
+    /// op outputs, attention probabilities and attention scores are `donor`'s, a graph
+    /// of the same model, batch and sequence length (the training graph; see
+    /// [`GraphBuilder::borrow_forward_buffers`] for why that is safe). Its tokens, labels
+    /// and log-sum-exp are its own ([`plan_borrowing_graph`]). Running it overwrites
+    /// `donor`'s loss, logits and activations, and the reverse.
+    pub fn borrowing(
+        ctx: &LayerCtx<'_>,
+        store: &ParamStore,
+        scale: &wgpu::Buffer,
+        donor: &GptGraph,
+    ) -> Result<GptGraph> {
+        let dims = (donor.batch, donor.t);
+        GptGraph::build(ctx, &donor.config, store, dims, scale, false, Some(donor))
+    }
+
+    fn build(
+        ctx: &LayerCtx<'_>,
+        config: &GptConfig,
+        store: &ParamStore,
+        (batch, t): (usize, usize),
+        scale: &wgpu::Buffer,
+        backward: bool,
+        donor: Option<&GptGraph>,
     ) -> Result<GptGraph> {
         let gpu = ctx.gpu;
         config.validate()?;
@@ -288,15 +348,25 @@ impl GptGraph {
             true => Some(Arc::new(TokenIndex::new(gpu, config.vocab, rows)?)),
             false => None,
         };
-        let scratch = AttentionScratch::new(
-            gpu,
-            (batch, config.n_head, t),
-            ctx.policy.activation,
-            backward,
-        )?;
+        let scratch = match donor {
+            // Forward uses only the scores.
+            Some(d) if !backward => AttentionScratch {
+                scores: d.attention.scores.clone(),
+                dscores: None,
+            },
+            _ => AttentionScratch::new(
+                gpu,
+                (batch, config.n_head, t),
+                ctx.policy.activation,
+                backward,
+            )?,
+        };
         let (wte, wpe) = (param(WTE.into())?, param(WPE.into())?);
 
         let mut g = GraphBuilder::new(ctx, store);
+        if let Some(d) = donor {
+            g.borrow_forward_buffers(&d.graph);
+        }
         // x: (B*T, C) f32, the residual stream
         let mut x = embedding(&mut g, &tokens, rows, t, wte, wpe, index.clone())?;
         for layer in 0..config.n_layer {
@@ -341,6 +411,7 @@ impl GptGraph {
             index,
             logits,
             loss,
+            attention: scratch,
             zeros,
         })
     }

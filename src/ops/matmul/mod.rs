@@ -9,6 +9,10 @@
 //!   `tiled_fast` the same for outputs of even N or f32 (`TiledTile::Fast`);
 //! - `coop` and `coop_tile` ([`coop`]): cooperative matrices (16x16x16 f16 -> f32),
 //!   chosen automatically for f16 operands on adapters that offer them;
+//! - `coop_direct` (`shaders/matmul_coop_direct.wgsl`): cooperative matrices loaded
+//!   straight from global memory, and `coop_copied` (`shaders/matmul_coop_copied.wgsl`):
+//!   slices staged by cooperative-matrix loads and stores; both for benchmarks
+//!   (`MatmulTuning::coop_tile`);
 //! - `rescaled+...` ([`rescale`]): bf16 operands scaled by powers of two into f16 copies
 //!   and multiplied by one of those (on cooperative matrices where the adapter has them).
 //!
@@ -16,13 +20,17 @@
 //! the dispatch; [`matmul`] is the rank-2 shorthand the layers use.
 //! `HALFGRAD_MATMUL=tiled|coop|rescaled` forces a kernel where the options say `Auto`.
 
-/// Bindings shared by the tiled and general coop kernels (coop narrows a and b to f16).
+/// Bindings shared by the tiled, general coop and direct coop kernels (coop narrows a and
+/// b to f16; the direct kernel's coopStore epilogue narrows c to f32).
 macro_rules! matmul_slots {
     ($operands:expr) => {
+        matmul_slots!($operands, $crate::kernels::ANY)
+    };
+    ($operands:expr, $c:expr) => {
         &[
             $crate::kernels::Slot::read("a", $operands),
             $crate::kernels::Slot::read("b", $operands),
-            $crate::kernels::Slot::write("c", $crate::kernels::ANY),
+            $crate::kernels::Slot::write("c", $c),
             $crate::kernels::Slot::raw(
                 "bias",
                 $crate::kernels::SlotKind::F32,
@@ -54,23 +62,73 @@ pub mod shader_matmul {
     }
 }
 
-/// The kernel of `shaders/matmul_coop.wgsl`: cooperative-matrix tiles with f16 operands
+/// Bindings of the coop tile kernels: A and B as 16-byte words, C in `$c` dtypes.
+macro_rules! coop_tile_slots {
+    ($c:expr) => {
+        &[
+            $crate::kernels::Slot::raw(
+                "a",
+                $crate::kernels::SlotKind::U32x4,
+                $crate::kernels::Access::Read,
+            ),
+            $crate::kernels::Slot::raw(
+                "b",
+                $crate::kernels::SlotKind::U32x4,
+                $crate::kernels::Access::Read,
+            ),
+            $crate::kernels::Slot::write("c", $c),
+            $crate::kernels::Slot::raw(
+                "bias",
+                $crate::kernels::SlotKind::F32,
+                $crate::kernels::Access::Read,
+            ),
+            $crate::kernels::Slot::raw(
+                "found_inf",
+                $crate::kernels::SlotKind::Atomic,
+                $crate::kernels::Access::ReadWrite,
+            ),
+        ]
+    };
+}
+
+/// The kernels of `shaders/matmul_coop.wgsl`: cooperative-matrix tiles with f16 operands
 /// read as 16-byte words, for shapes that are whole tiles.
 pub mod shader_matmul_coop {
-    use crate::kernels::{declare_kernels, Access, Slot, SlotKind, ANY};
+    use crate::kernels::{declare_kernels, ANY, F32_ONLY};
     declare_kernels! {
         "matmul_coop";
-        /// The cooperative-matrix tile kernel.
-        COOP_TILE = "tile",
-            slots: &[
-                Slot::raw("a", SlotKind::U32x4, Access::Read),
-                Slot::raw("b", SlotKind::U32x4, Access::Read),
-                Slot::write("c", ANY),
-                Slot::raw("bias", SlotKind::F32, Access::Read),
-                Slot::raw("found_inf", SlotKind::Atomic, Access::ReadWrite),
-            ],
-            cooperative_matrix: true,
-            needs_f16: true;
+        /// The cooperative-matrix tile kernel (scratch epilogue: any C, bias, accumulate).
+        COOP_TILE = "tile", slots: coop_tile_slots!(ANY), cooperative_matrix: true, needs_f16: true;
+        /// The same with coopStore straight into an f32 C (no bias).
+        COOP_TILE_F32 = "tile_f32", slots: coop_tile_slots!(F32_ONLY), cooperative_matrix: true, needs_f16: true;
+    }
+}
+
+/// The kernels of `shaders/matmul_coop_direct.wgsl`: cooperative-matrix fragments loaded
+/// straight from global f16 operands (no workgroup staging), for whole tiles.
+pub mod shader_matmul_coop_direct {
+    use crate::kernels::{declare_kernels, F32_ONLY};
+    use crate::DType;
+    declare_kernels! {
+        "matmul_coop_direct";
+        /// The direct kernel (scratch epilogue: any C, bias, accumulate).
+        COOP_DIRECT = "direct", slots: matmul_slots!(&[DType::F16]), cooperative_matrix: true, needs_f16: true;
+        /// The same with coopStore straight into an f32 C (no bias).
+        COOP_DIRECT_F32 = "direct_f32", slots: matmul_slots!(&[DType::F16], F32_ONLY), cooperative_matrix: true, needs_f16: true;
+    }
+}
+
+/// The kernels of `shaders/matmul_coop_copied.wgsl`: whole tiles staged through
+/// workgroup memory by cooperative-matrix loads and stores (no per-element copies).
+pub mod shader_matmul_coop_copied {
+    use crate::kernels::{declare_kernels, F32_ONLY};
+    use crate::DType;
+    declare_kernels! {
+        "matmul_coop_copied";
+        /// The fragment-copy kernel (scratch epilogue: any C, bias, accumulate).
+        COOP_COPIED = "copied", slots: matmul_slots!(&[DType::F16]), cooperative_matrix: true, needs_f16: true;
+        /// The same with coopStore straight into an f32 C (no bias).
+        COOP_COPIED_F32 = "copied_f32", slots: matmul_slots!(&[DType::F16], F32_ONLY), cooperative_matrix: true, needs_f16: true;
     }
 }
 
@@ -79,13 +137,15 @@ pub mod plan;
 pub mod rescale;
 pub mod tiled;
 
-pub use coop::CoopTile;
+pub use coop::{CoopEpilogue, CoopTile};
 pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, F16Product, MatmulKernel,
     MatmulOptions, MatmulPlan, MatmulTuning,
 };
 pub use shader_matmul::{COOP, TILED, TILED_FAST};
-pub use shader_matmul_coop::COOP_TILE;
+pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
+pub use shader_matmul_coop_copied::{COOP_COPIED, COOP_COPIED_F32};
+pub use shader_matmul_coop_direct::{COOP_DIRECT, COOP_DIRECT_F32};
 pub use tiled::{TiledConfig, TiledTile};
 
 use crate::flag::OverflowFlag;
@@ -249,7 +309,7 @@ struct Params {
     pad2: u32,
 }
 
-/// Bytes of the coop tile kernel's uniform (m, n, k, flags).
+/// Bytes of the coop tile and direct kernels' uniform (m, n, k, flags).
 const COOP_TILE_PARAMS: usize = 16;
 
 const FLAG_BIAS: u32 = 1;
@@ -513,6 +573,7 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         k,
         direct: (n % 2 == 0 || strided_c) && va.aligned8 && vb.aligned8,
         contiguous: !batched && va.dense_start && vb.dense_start && vc.dense_whole,
+        f32_store: c.dtype() == DType::F32 && args.bias.is_none(),
         // A 16-bit C of even N has even ld, offset and strides too (checked above for a
         // strided one; a plain one has ld = N and even bases).
         fast_tiled: c.dtype() == DType::F32 || n % 2 == 0,
@@ -618,12 +679,38 @@ fn product_dispatch(
         )));
     }
 
+    // Unused bindings still need a buffer: the dispatch's own, unpooled
+    // ([`dummy_bindings`]).
     let (dummy_bias, dummy_flag) = dummy_bindings(gpu)?;
     let (def, bind_a, bind_b, params_bytes) = match kernel {
-        F16Product::CoopTile { .. } => (
-            &COOP_TILE,
+        F16Product::CoopTile { epilogue, .. } => (
+            if epilogue == CoopEpilogue::Store {
+                &COOP_TILE_F32
+            } else {
+                &COOP_TILE
+            },
             Bind::Buffer(args.a.buffer()),
             Bind::Buffer(args.b.buffer()),
+            &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
+        ),
+        F16Product::CoopDirect { epilogue, .. } => (
+            if epilogue == CoopEpilogue::Store {
+                &COOP_DIRECT_F32
+            } else {
+                &COOP_DIRECT
+            },
+            Bind::Tensor(args.a),
+            Bind::Tensor(args.b),
+            &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
+        ),
+        F16Product::CoopCopied { epilogue, .. } => (
+            if epilogue == CoopEpilogue::Store {
+                &COOP_COPIED_F32
+            } else {
+                &COOP_COPIED
+            },
+            Bind::Tensor(args.a),
+            Bind::Tensor(args.b),
             &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
         F16Product::Coop { .. } => (

@@ -1,7 +1,7 @@
 //! Which kernel and tile shape run a product: a typed [`MatmulPlan`] from the operand
 //! dtypes, the shape, the layouts' alignment, the options, the tuning and the adapter.
 
-use super::coop::{coop_support, CoopTile, COOP_BK};
+use super::coop::{coop_support, CoopEpilogue, CoopTile, COOP_BK};
 use super::tiled::{TiledConfig, TiledTile};
 use crate::{DType, Error, Gpu, Result};
 
@@ -51,6 +51,14 @@ pub enum CoopTiles {
     Off,
     /// This shape where it divides the product, else the general coop kernel.
     Fixed(CoopTile),
+    /// The direct coop kernel (fragments straight from global memory) with this shape:
+    /// whole tiles of one contiguous product with K a multiple of 16, else
+    /// `Error::InvalidArgument` (benchmarks; `Auto` never picks it).
+    Direct(CoopTile),
+    /// The fragment-copy coop kernel (slices staged by coopLoad / coopStore) with this
+    /// shape (`bk` 16, 32 or 64): whole tiles of one contiguous product, else
+    /// `Error::InvalidArgument` (benchmarks; `Auto` never picks it).
+    Copied(CoopTile),
 }
 
 /// Tuning knobs for benchmarks and tests; [`matmul`](super::matmul) uses the defaults.
@@ -62,6 +70,11 @@ pub struct MatmulTuning {
     pub coop_subgroups: (u32, u32),
     /// The coop tile kernel's tile, for products that are whole tiles.
     pub coop_tile: CoopTiles,
+    /// How the coop tile and direct kernels write C.
+    pub coop_epilogue: CoopEpilogue,
+    /// Workgroup order of the coop tile and direct kernels: 0 or 1 row-major over the
+    /// grid; G > 1 sweeps G tile rows before moving one tile column (L2 reuse).
+    pub coop_group_m: u32,
 }
 
 impl Default for MatmulTuning {
@@ -72,6 +85,8 @@ impl Default for MatmulTuning {
             tiled: TiledTile::Auto,
             coop_subgroups: (1, 2),
             coop_tile: CoopTiles::Auto,
+            coop_epilogue: CoopEpilogue::Scratch,
+            coop_group_m: 1,
         }
     }
 }
@@ -85,7 +100,7 @@ pub fn coop_tile_for(
     tuning: &MatmulTuning,
 ) -> Option<CoopTile> {
     let caps = gpu.caps();
-    let (_, sg) = caps.subgroups?;
+    let (sg_min, sg) = caps.subgroups?;
     let fits = |t: &CoopTile| {
         let (bm, bn) = t.tile();
         let (bm, bn, bk) = (bm as usize, bn as usize, t.bk as usize);
@@ -94,11 +109,14 @@ pub fn coop_tile_for(
             && n % bn == 0
             && k % bk == 0
             && sg * t.subgroups.0 * t.subgroups.1 <= caps.max_compute_invocations_per_workgroup
-            && t.workgroup_bytes(opts.trans_a, opts.trans_b)
+            && t.slice_bytes(opts.trans_a, opts.trans_b)
+                + tuning
+                    .coop_epilogue
+                    .scratch_bytes(sg * t.subgroups.0 * t.subgroups.1, sg_min)
                 <= caps.max_compute_workgroup_storage_size
     };
     match tuning.coop_tile {
-        CoopTiles::Off => None,
+        CoopTiles::Off | CoopTiles::Direct(_) | CoopTiles::Copied(_) => None,
         CoopTiles::Fixed(t) => fits(&t).then_some(t),
         // The largest tile that divides the product: on an H200 the 128 x 128 tile beat
         // 64 x 128 even on (2048 x 1024) outputs that give it only 128 workgroups.
@@ -215,20 +233,69 @@ pub enum MatmulPlan {
     /// The general cooperative-matrix kernel: `subgroups` (along M, along N) of `sg`
     /// lanes, each owning a 32 x 32 block.
     Coop { subgroups: (u32, u32), sg: u32 },
-    /// The cooperative-matrix tile kernel (whole tiles of one contiguous product).
-    CoopTile { tile: CoopTile, sg: u32 },
+    /// The cooperative-matrix tile kernel (whole tiles of one contiguous product), with
+    /// the adapter's largest and smallest subgroup sizes and the epilogue that runs.
+    CoopTile {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+    /// The direct cooperative-matrix kernel (whole tiles of one contiguous product,
+    /// fragments straight from global memory).
+    CoopDirect {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+    /// The fragment-copy cooperative-matrix kernel (whole tiles of one contiguous
+    /// product, slices staged by cooperative-matrix loads and stores).
+    CoopCopied {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
     /// bf16 operands rescaled into f16 copies, multiplied by `product` into an f32
     /// scratch, scaled back by an epilogue ([`MatmulKernel::RescaledF16`]).
     Rescaled { product: F16Product },
 }
 
 /// One kernel launch of a product: the kernel of a single-dispatch plan, or the f16
-/// kernel inside a [`MatmulPlan::Rescaled`] product.
+/// kernel inside a [`MatmulPlan::Rescaled`] product. Mirrors the single-kernel plans
+/// field for field, so a rescaled product runs on any of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F16Product {
     Tiled(TiledConfig),
-    Coop { subgroups: (u32, u32), sg: u32 },
-    CoopTile { tile: CoopTile, sg: u32 },
+    Coop {
+        subgroups: (u32, u32),
+        sg: u32,
+    },
+    CoopTile {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+    CoopDirect {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+    CoopCopied {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
 }
 
 impl F16Product {
@@ -237,7 +304,45 @@ impl F16Product {
         match self {
             F16Product::Tiled(t) => MatmulPlan::Tiled(t),
             F16Product::Coop { subgroups, sg } => MatmulPlan::Coop { subgroups, sg },
-            F16Product::CoopTile { tile, sg } => MatmulPlan::CoopTile { tile, sg },
+            F16Product::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => MatmulPlan::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            F16Product::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => MatmulPlan::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            F16Product::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
         }
     }
 
@@ -246,26 +351,68 @@ impl F16Product {
         match plan {
             MatmulPlan::Tiled(t) => F16Product::Tiled(t),
             MatmulPlan::Coop { subgroups, sg } => F16Product::Coop { subgroups, sg },
-            MatmulPlan::CoopTile { tile, sg } => F16Product::CoopTile { tile, sg },
+            MatmulPlan::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => F16Product::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            MatmulPlan::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => F16Product::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => F16Product::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
             MatmulPlan::Rescaled { product } => product,
         }
     }
 }
 
 impl MatmulPlan {
-    /// `"tiled"`, `"tiled_fast"`, `"coop"` or `"coop_tile"`, or `"rescaled+"` the f16
-    /// kernel inside (benchmark tables, logs).
+    /// `"tiled"`, `"tiled_fast"`, `"coop"`, `"coop_tile"`, `"coop_direct"` or
+    /// `"coop_copied"`, or `"rescaled+"` the f16 kernel inside (benchmark tables, logs).
     pub fn name(&self) -> &'static str {
         match self {
             MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile { .. } => "coop_tile",
+            MatmulPlan::CoopDirect { .. } => "coop_direct",
+            MatmulPlan::CoopCopied { .. } => "coop_copied",
             MatmulPlan::Rescaled { product } => match product {
                 F16Product::Tiled(t) if t.fast => "rescaled+tiled_fast",
                 F16Product::Tiled(_) => "rescaled+tiled",
                 F16Product::Coop { .. } => "rescaled+coop",
                 F16Product::CoopTile { .. } => "rescaled+coop_tile",
+                F16Product::CoopDirect { .. } => "rescaled+coop_direct",
+                F16Product::CoopCopied { .. } => "rescaled+coop_copied",
             },
         }
     }
@@ -275,7 +422,9 @@ impl MatmulPlan {
         match self {
             MatmulPlan::Tiled(t) => (t.bm(), t.bn()),
             MatmulPlan::Coop { subgroups, .. } => (32 * subgroups.0, 32 * subgroups.1),
-            MatmulPlan::CoopTile { tile, .. } => tile.tile(),
+            MatmulPlan::CoopTile { tile, .. }
+            | MatmulPlan::CoopDirect { tile, .. }
+            | MatmulPlan::CoopCopied { tile, .. } => tile.tile(),
             MatmulPlan::Rescaled { product } => product.plan().output_tile(),
         }
     }
@@ -293,19 +442,71 @@ impl MatmulPlan {
                 ("SG_N", subgroups.1 as u64),
                 ("CBK", COOP_BK as u64),
             ],
-            MatmulPlan::CoopTile { tile, sg } => vec![
+            MatmulPlan::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => vec![
                 ("TRANS_A", trans(opts.trans_a)),
                 ("TRANS_B", trans(opts.trans_b)),
                 ("SG", sg as u64),
+                ("SG_MIN", sg_min as u64),
                 ("SG_M", tile.subgroups.0 as u64),
                 ("SG_N", tile.subgroups.1 as u64),
                 ("FM", tile.frags.0 as u64),
                 ("FN", tile.frags.1 as u64),
                 ("CBK", tile.bk as u64),
+                ("EPI_SYNC", epi_sync(epilogue)),
+                ("GROUP_M", group_m.max(1) as u64),
+            ],
+            MatmulPlan::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => vec![
+                ("TRANS_A", trans(opts.trans_a)),
+                ("TRANS_B", trans(opts.trans_b)),
+                ("SG", sg as u64),
+                ("SG_MIN", sg_min as u64),
+                ("SG_M", tile.subgroups.0 as u64),
+                ("SG_N", tile.subgroups.1 as u64),
+                ("FM", tile.frags.0 as u64),
+                ("FN", tile.frags.1 as u64),
+                ("PIPE", u64::from(tile.bk == 32)),
+                ("EPI_SYNC", epi_sync(epilogue)),
+                ("GROUP_M", group_m.max(1) as u64),
+            ],
+            MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => vec![
+                ("TRANS_A", trans(opts.trans_a)),
+                ("TRANS_B", trans(opts.trans_b)),
+                ("SG", sg as u64),
+                ("SG_MIN", sg_min as u64),
+                ("SG_M", tile.subgroups.0 as u64),
+                ("SG_N", tile.subgroups.1 as u64),
+                ("FM", tile.frags.0 as u64),
+                ("FN", tile.frags.1 as u64),
+                ("CBK", tile.bk as u64),
+                ("EPI_SYNC", epi_sync(epilogue)),
+                ("GROUP_M", group_m.max(1) as u64),
             ],
             MatmulPlan::Rescaled { product } => product.plan().overrides(opts),
         }
     }
+}
+
+/// The shaders' EPI_SYNC: 1 (subgroup barriers) except for the workgroup-barrier scratch.
+fn epi_sync(epilogue: CoopEpilogue) -> u64 {
+    u64::from(epilogue != CoopEpilogue::Scratch)
 }
 
 /// What the planner needs to know about a product beyond dtypes and options.
@@ -320,6 +521,8 @@ pub(super) struct PlanShape {
     /// One dense product filling C from element 0, A and B dense from element 0: the
     /// coop tile kernel's only layout.
     pub contiguous: bool,
+    /// C is f32 and there is no bias: the coop epilogue may coopStore straight into C.
+    pub f32_store: bool,
     /// C is f32 or N is even: its column pairs at even columns never straddle an output
     /// word, so the tiled_fast kernel can write it.
     pub fast_tiled: bool,
@@ -392,10 +595,12 @@ fn rescaled_product(
         MatmulKernel::Tiled | MatmulKernel::Coop => return Ok(None),
     }
     // The copies are dense (M, K) / (K, M) and (K, N) / (N, K) f16 matrices and the
-    // scratch one dense (M, N) f32 matrix: the f16 product is contiguous.
+    // scratch one dense (M, N) f32 matrix without bias: the f16 product is contiguous
+    // and a coop epilogue may store straight into the scratch.
     let copies = PlanShape {
         direct: shape.copies_direct,
         contiguous: true,
+        f32_store: true,
         fast_tiled: true,
         rescalable: false,
         ..*shape
@@ -421,10 +626,41 @@ fn product_plan(
 ) -> Result<MatmulPlan> {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     if kernel_for(gpu, a_dtype, b_dtype, opts, shape.direct)? == "coop" {
+        let epilogue = tuning.coop_epilogue.resolve(shape.f32_store);
+        let sg_min = gpu.caps().subgroups.map_or(1, |(lo, _)| lo);
+        let group_m = tuning.coop_group_m;
+        if let CoopTiles::Direct(tile) = tuning.coop_tile {
+            let sg = coop_support(gpu, (1, 1))?;
+            check_whole_tiles(gpu, false, &tile, shape, sg, sg_min, epilogue)?;
+            return Ok(MatmulPlan::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            });
+        }
+        if let CoopTiles::Copied(tile) = tuning.coop_tile {
+            let sg = coop_support(gpu, (1, 1))?;
+            check_whole_tiles(gpu, true, &tile, shape, sg, sg_min, epilogue)?;
+            return Ok(MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            });
+        }
         if shape.contiguous {
             if let Some(tile) = coop_tile_for(gpu, (m, n, k), opts, tuning) {
                 let sg = coop_support(gpu, (1, 1))?;
-                return Ok(MatmulPlan::CoopTile { tile, sg });
+                return Ok(MatmulPlan::CoopTile {
+                    tile,
+                    sg,
+                    sg_min,
+                    epilogue,
+                    group_m: tuning.coop_group_m,
+                });
             }
         }
         let subgroups = tuning.coop_subgroups;
@@ -443,4 +679,51 @@ fn product_plan(
         });
     }
     Ok(MatmulPlan::Tiled(t))
+}
+
+/// Ok where the direct (or, `copied`, the fragment-copy) coop kernel can run this product
+/// with `tile`: a valid shape, whole tiles, K a multiple of its step, one contiguous
+/// product, and the adapter's limits.
+fn check_whole_tiles(
+    gpu: &Gpu,
+    copied: bool,
+    tile: &CoopTile,
+    shape: &PlanShape,
+    sg: u32,
+    sg_min: u32,
+    epilogue: CoopEpilogue,
+) -> Result<()> {
+    let (bm, bn) = tile.tile();
+    let (m, n, k) = (shape.m, shape.n, shape.k);
+    let which = if copied { "fragment-copy" } else { "direct" };
+    let refuse = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "matmul: the {which} coop kernel with {}x{}:{}x{}:{} ({bm} x {bn} tiles) cannot run ({m} x {n} x {k}): {why}",
+            tile.subgroups.0, tile.subgroups.1, tile.frags.0, tile.frags.1, tile.bk
+        )))
+    };
+    if !copied && !tile.valid_direct() {
+        return refuse(
+            "it needs 1 to 8 subgroups, 1 to 4 fragments each way and K steps of 16 or 32",
+        );
+    }
+    if copied && !tile.valid_copied() {
+        return refuse("it needs 1 to 8 subgroups, 1 to 4 fragments each way, K slices of 16, 32 or 64, and 1 to 4 slice fragments of each operand a subgroup");
+    }
+    let k_step = if copied { tile.bk as usize } else { 16 };
+    if m % bm as usize != 0 || n % bn as usize != 0 || k % k_step != 0 {
+        return refuse("M and N must be multiples of the tile and K of the K step");
+    }
+    if !shape.contiguous {
+        return refuse("it takes one dense product from element 0 of each tensor");
+    }
+    let caps = gpu.caps();
+    let threads = sg * tile.subgroups.0 * tile.subgroups.1;
+    if threads > caps.max_compute_invocations_per_workgroup
+        || epilogue.scratch_bytes(threads, sg_min) + if copied { tile.copied_bytes() } else { 0 }
+            > caps.max_compute_workgroup_storage_size
+    {
+        return refuse("the workgroup is over the adapter's invocation or memory limits");
+    }
+    Ok(())
 }
