@@ -25,7 +25,7 @@ fn main() -> halfgrad::Result<()> {
         None,
         &MatmulOptions::default(),
     )?;
-    gpu.run(&[&product])?;
+    gpu.run_all(&product)?;
     let c = c_gpu.to_f32_vec()?;
 
     for i in 0..m {

@@ -517,6 +517,10 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Pooled scratch tensors the dispatch reads or writes that no caller holds (a
+    /// multi-dispatch op's intermediates): held here so the pool never hands their
+    /// buffers to another tensor while the dispatch can still run.
+    scratch: Vec<Tensor>,
 }
 
 thread_local! {
@@ -533,6 +537,12 @@ pub fn record_dispatches(encode: impl FnOnce()) -> Vec<Dispatch> {
 }
 
 impl Dispatch {
+    /// This dispatch, holding `scratch` alive for as long as it exists.
+    pub(crate) fn holding(mut self, scratch: &[Tensor]) -> Dispatch {
+        self.scratch.extend(scratch.iter().cloned());
+        self
+    }
+
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         RECORDER.with(|r| {
             if let Some(list) = r.borrow_mut().as_mut() {
@@ -654,7 +664,13 @@ impl Gpu {
             pipeline: pipeline.pipeline.clone(),
             bind_group,
             workgroups,
+            scratch: Vec::new(),
         })
+    }
+
+    /// [`Gpu::run`] for an op's list of dispatches (a matrix product's).
+    pub fn run_all(&self, dispatches: &[Dispatch]) -> Result<()> {
+        self.run(&dispatches.iter().collect::<Vec<_>>())
     }
 
     /// Encodes `dispatches` into one compute pass of one command buffer and submits it.

@@ -129,6 +129,23 @@ impl Tensor {
         })
     }
 
+    /// A tensor with unspecified contents in a buffer of its own, outside the device's
+    /// pool (freed, not pooled, when the last clone drops): scratch that an op holds for
+    /// its lifetime on some adapters only (the rescaled bf16 products), so the pool and
+    /// the adapter-independent size plans keep matching.
+    pub(crate) fn empty_unpooled(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        gpu.check()?;
+        let padded = Tensor::check_size(gpu, shape, dtype)?;
+        let pool = Arc::new(BufferPool::new(gpu.device().clone()));
+        let buffer = gpu.scoped("allocating a scratch tensor", || pool.acquire(padded))?;
+        Ok(Tensor {
+            storage: Arc::new(Storage { buffer, pool }),
+            shape: shape.to_vec(),
+            dtype,
+            gpu: gpu.clone(),
+        })
+    }
+
     /// Uploads raw little-endian bytes of `dtype` (exactly `numel * size` bytes).
     pub fn from_bytes(gpu: &Gpu, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
         let expected = shape_bytes(shape, dtype)?;

@@ -102,7 +102,7 @@ fn run(g: &Gpu, case: &Case, seed: u64) -> f64 {
         &case.tuning,
     )
     .unwrap_or_else(|e| panic!("{case:?}: {e}"));
-    g.run(&[&d]).unwrap();
+    g.run_all(&d).unwrap();
     let out = c.to_f32_vec().unwrap();
 
     let a_at = |i: usize, p: usize| {
@@ -905,7 +905,7 @@ fn f16_output_overflow_raises_found_inf() {
     let c = Tensor::full(g, &[m, n], DType::F16, f32::NAN).unwrap();
     let flag = OverflowFlag::new(g).unwrap();
     let d = matmul(g, &a, &b, &c, None, Some(&flag), &MatmulOptions::default()).unwrap();
-    g.run(&[&d]).unwrap();
+    g.run_all(&d).unwrap();
     assert!(flag.is_raised_blocking(g).unwrap());
     let out = c.to_f32_vec().unwrap();
     assert!(out.iter().all(|&x| x == f32::INFINITY), "{out:?}");
@@ -936,7 +936,7 @@ fn fast_tiles_f16_output_overflow_raises_found_inf() {
             &fast(TiledTile::Fast),
         )
         .unwrap();
-        g.run(&[&d]).unwrap();
+        g.run_all(&d).unwrap();
         assert_eq!(flag.is_raised_blocking(g).unwrap(), raised, "{x}");
         let out = c.to_f32_vec().unwrap();
         assert!(
@@ -959,7 +959,7 @@ fn in_range_f16_output_leaves_found_inf_clear() {
         let c = Tensor::full(g, &[m, n], c_dt, f32::NAN).unwrap();
         let flag = OverflowFlag::new(g).unwrap();
         let d = matmul(g, &a, &b, &c, None, Some(&flag), &MatmulOptions::default()).unwrap();
-        g.run(&[&d]).unwrap();
+        g.run_all(&d).unwrap();
         assert!(!flag.is_raised_blocking(g).unwrap(), "{c_dt}");
     }
 }

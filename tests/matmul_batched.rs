@@ -159,7 +159,7 @@ fn run(g: &Gpu, s: &Spec, seed: u64) -> f64 {
         ..MatmulArgs::new(&a, b, &c, s.mnk)
     };
     let d = matmul_with(g, &args).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-    g.run(&[&d]).unwrap();
+    g.run_all(&d).unwrap();
     let out = c.to_f32_vec().unwrap();
 
     let (a_cols, b_cols) = (if s.trans.0 { m } else { k }, if s.trans.1 { k } else { n });

@@ -49,6 +49,8 @@ enum KernelArg {
     Auto,
     Tiled,
     Coop,
+    /// bf16 operands rescaled into f16 copies for the f16 kernels.
+    Rescaled,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,7 +109,8 @@ pub struct MatmulBenchArgs {
     /// B is stored (N, K) and read transposed.
     #[arg(long)]
     trans_b: bool,
-    /// Kernel: auto (coop for f16 where the adapter has cooperative matrices), tiled, coop.
+    /// Kernel: auto (coop for f16 where the adapter has cooperative matrices, rescaled+coop
+    /// for bf16 there), tiled, coop, rescaled (bf16 operands on the f16 kernels).
     #[arg(long, value_enum, default_value = "auto")]
     kernel: KernelArg,
     /// Tile shape of the tiled kernel: auto, small (64x64), large (128x128), fast and
@@ -198,6 +201,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             KernelArg::Auto => MatmulKernel::Auto,
             KernelArg::Tiled => MatmulKernel::Tiled,
             KernelArg::Coop => MatmulKernel::Coop,
+            KernelArg::Rescaled => MatmulKernel::RescaledF16,
         },
     };
     let coop_tile = match (args.coop_variant, args.coop_tile) {
@@ -278,7 +282,12 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     }
     let plan = plan.expect("at least one input set");
     let kernel = plan.name();
-    let (coop_tile_desc, epilogue) = match plan {
+    // A rescaled product's tile and epilogue are its f16 kernel's.
+    let kernel_plan = match plan {
+        MatmulPlan::Rescaled { product } => product.plan(),
+        single => single,
+    };
+    let (coop_tile_desc, epilogue) = match kernel_plan {
         MatmulPlan::CoopTile {
             tile: t, epilogue, ..
         }
@@ -298,14 +307,14 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     };
 
     let timing = time_passes(&gpu, args.warmup, args.iters, |pass, i| {
-        dispatches[i % sets].encode(pass)
+        dispatches[i % sets].iter().for_each(|d| d.encode(pass))
     })?;
     let ms = timing.median_ms();
     let tflops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12;
 
     // Every product of the batch against f64: the largest error and the rows checked.
     let check = if args.check {
-        gpu.run(&[&dispatches[0]])?;
+        gpu.run_all(&dispatches[0])?;
         let out = c.to_f32_vec()?;
         let (a_size, b_size, c_size) = (a_len / batch, b_len / batch, c_len / batch);
         let mut worst = (0.0f64, 0usize);

@@ -68,7 +68,7 @@ struct LinearOp {
     bias: Option<ParamId>,
     // y: (B, out) activation dtype
     y: ValueId,
-    forward: [Dispatch; 1],
+    forward: Vec<Dispatch>,
 }
 
 /// y = x W^T + b over the store's `weight` (out, in) and optional f32 `bias` (out).
@@ -138,7 +138,7 @@ pub fn linear(
         weight: (weight, w.clone()),
         bias,
         y,
-        forward: [forward],
+        forward,
     });
     Ok(y)
 }
@@ -168,7 +168,7 @@ impl Op for LinearOp {
                 ..Default::default()
             },
         )?;
-        b.push(d);
+        b.extend(d);
         b.commit(dw)?;
         // db (out) += sum over the batch of dy, f32
         // (in two passes through shared partial sums for a tall dy)
@@ -207,7 +207,7 @@ impl Op for LinearOp {
                     ..Default::default()
                 },
             )?;
-            b.push(d);
+            b.extend(d);
             b.commit(dx)?;
         }
         Ok(())

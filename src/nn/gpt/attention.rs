@@ -98,7 +98,8 @@ impl Dims {
     }
 }
 
-/// One batched product over every (b, h).
+/// One batched product over every (b, h) (one dispatch, or the rescaled path's six for a
+/// bf16 product with a batch of one).
 #[allow(clippy::too_many_arguments)]
 fn product(
     gpu: &Gpu,
@@ -108,7 +109,7 @@ fn product(
     (c, c_layout): (&Tensor, MatrixLayout),
     (m, n, k): (usize, usize, usize),
     found_inf: Option<&crate::flag::OverflowFlag>,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     matmul_with(
         gpu,
         &MatmulArgs {
@@ -137,7 +138,7 @@ struct AttentionOp {
     // probs: (B, H, T, T) activation dtype, saved for backward
     probs: Tensor,
     scratch: AttentionScratch,
-    forward: [Dispatch; 3],
+    forward: Vec<Dispatch>,
 }
 
 /// Causal self-attention of `heads` heads over `qkv` (B*T, 3C) -> y (B*T, C), both in
@@ -205,7 +206,7 @@ pub fn causal_attention(
             (t, t, hd),
             None,
         )?,
-        softmax_forward(gpu, s, scale, &probs)?,
+        vec![softmax_forward(gpu, s, scale, &probs)?],
         // Y = P V: (T, T) @ (T, hd), into y's head columns
         product(
             gpu,
@@ -216,7 +217,8 @@ pub fn causal_attention(
             (t, hd, t),
             found_inf,
         )?,
-    ];
+    ]
+    .concat();
     g.push(AttentionOp {
         dims,
         scale,
@@ -273,7 +275,7 @@ impl Op for AttentionOp {
                 (t, t, hd),
                 None,
             )?,
-            softmax_backward(gpu, p, dp, self.scale, ds, found_inf)?,
+            vec![softmax_backward(gpu, p, dp, self.scale, ds, found_inf)?],
             // dQ = dS K: (T, T) @ (T, hd)
             product(
                 gpu,
@@ -294,7 +296,8 @@ impl Op for AttentionOp {
                 (t, hd, t),
                 Some(found_inf),
             )?,
-        ];
+        ]
+        .concat();
         b.extend(dispatches);
         b.commit(dqkv)
     }

@@ -12,11 +12,13 @@
 //! - `coop_direct` (`shaders/matmul_coop_direct.wgsl`): cooperative matrices loaded
 //!   straight from global memory, and `coop_copied` (`shaders/matmul_coop_copied.wgsl`):
 //!   slices staged by cooperative-matrix loads and stores; both for benchmarks
-//!   (`MatmulTuning::coop_tile`).
+//!   (`MatmulTuning::coop_tile`);
+//! - `rescaled+...` ([`rescale`]): bf16 operands scaled by powers of two into f16 copies
+//!   and multiplied by one of those (on cooperative matrices where the adapter has them).
 //!
 //! [`plan`] picks one ([`MatmulPlan`]); [`matmul_with`] checks a [`MatmulArgs`] and builds
 //! the dispatch; [`matmul`] is the rank-2 shorthand the layers use.
-//! `HALFGRAD_MATMUL=tiled|coop` forces a kernel where the options say `Auto`.
+//! `HALFGRAD_MATMUL=tiled|coop|rescaled` forces a kernel where the options say `Auto`.
 
 /// Bindings shared by the tiled, general coop and direct coop kernels (coop narrows a and
 /// b to f16; the direct kernel's coopStore epilogue narrows c to f32).
@@ -132,12 +134,13 @@ pub mod shader_matmul_coop_copied {
 
 pub mod coop;
 pub mod plan;
+pub mod rescale;
 pub mod tiled;
 
 pub use coop::{CoopEpilogue, CoopTile};
 pub use plan::{
-    chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, MatmulKernel, MatmulOptions,
-    MatmulPlan, MatmulTuning,
+    chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, F16Product, MatmulKernel,
+    MatmulOptions, MatmulPlan, MatmulTuning,
 };
 pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
@@ -411,7 +414,8 @@ fn check_float(what: &'static str, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Builds the dispatch for `C = op(A) @ op(B) (+ bias) (+ C if accumulate)`.
+/// Builds the dispatches for `C = op(A) @ op(B) (+ bias) (+ C if accumulate)`: one,
+/// or six for a rescaled bf16 product ([`rescale`]); run them in order.
 ///
 /// a: (M, K), or (K, M) if `trans_a`; f16, bf16 or f32
 /// b: (K, N), or (N, K) if `trans_b`; f16, bf16 or f32
@@ -426,7 +430,7 @@ pub fn matmul(
     bias: Option<&Tensor>,
     found_inf: Option<&OverflowFlag>,
     opts: &MatmulOptions,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     matmul_tuned(
         gpu,
         a,
@@ -450,7 +454,7 @@ pub fn matmul_tuned(
     found_inf: Option<&OverflowFlag>,
     opts: &MatmulOptions,
     tuning: &MatmulTuning,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let args = MatmulArgs {
         bias,
         found_inf,
@@ -573,6 +577,8 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         // A 16-bit C of even N has even ld, offset and strides too (checked above for a
         // strided one; a plain one has ld = N and even bases).
         fast_tiled: c.dtype() == DType::F32 || n % 2 == 0,
+        rescalable: !batched && vc.dense_whole,
+        copies_direct: n % 2 == 0 && a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
     };
     let plan = plan::plan(gpu, (a.dtype(), b.dtype()), &shape, &opts, &args.tuning)?;
     let flags = [
@@ -610,7 +616,8 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
     Ok((plan, params))
 }
 
-/// Builds the dispatch for a (batched, strided) product; see [`MatmulArgs`].
+/// Builds the dispatches for a (batched, strided) product, in the order they run: one,
+/// or six for a rescaled bf16 product ([`rescale`]); see [`MatmulArgs`].
 ///
 /// Typed errors: an empty product or batch (`Error::Empty`); a non-float operand, a
 /// non-f32 bias, or accumulating into a 16-bit C (`Error::DTypeMismatch`); a view that
@@ -619,8 +626,43 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
 /// would have two writers (see [`MatmulArgs::c`]), or a grid over the device's limits
 /// (`Error::InvalidArgument`); a forced coop kernel the adapter lacks
 /// (`Error::MissingFeature`).
-pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
+pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Vec<Dispatch>> {
     let (plan, params) = check(gpu, args)?;
+    match plan {
+        MatmulPlan::Rescaled { product } => rescale::dispatches(gpu, args, product),
+        single => Ok(vec![product_dispatch(
+            gpu,
+            args,
+            F16Product::of(single),
+            &params,
+        )?]),
+    }
+}
+
+/// Buffers for unused bindings (no bias, no found_inf flag). These are the dispatch's own
+/// (not pooled, so nothing else ever lands in them); the bind group keeps them alive.
+fn dummy_bindings(gpu: &Gpu) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    gpu.scoped("matmul dummy bindings", || {
+        let make = |label| {
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        (make("matmul no bias"), make("matmul no found_inf"))
+    })
+}
+
+/// The one dispatch of a single-kernel plan (checked arguments and their uniform).
+fn product_dispatch(
+    gpu: &Gpu,
+    args: &MatmulArgs,
+    kernel: F16Product,
+    params: &Params,
+) -> Result<Dispatch> {
+    let plan = kernel.plan();
     let (m, n) = (args.m, args.n);
     let (bm, bn) = plan.output_tile();
     let batches = (args.batch.0 as u64).saturating_mul(args.batch.1 as u64);
@@ -637,21 +679,11 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
         )));
     }
 
-    // Unused bindings still need a buffer. These are the dispatch's own (not pooled, so
-    // nothing else ever lands in them); the bind group keeps them alive.
-    let (dummy_bias, dummy_flag) = gpu.scoped("matmul dummy bindings", || {
-        let make = |label| {
-            gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
-        };
-        (make("matmul no bias"), make("matmul no found_inf"))
-    })?;
-    let (def, bind_a, bind_b, params_bytes) = match plan {
-        MatmulPlan::CoopTile { epilogue, .. } => (
+    // Unused bindings still need a buffer: the dispatch's own, unpooled
+    // ([`dummy_bindings`]).
+    let (dummy_bias, dummy_flag) = dummy_bindings(gpu)?;
+    let (def, bind_a, bind_b, params_bytes) = match kernel {
+        F16Product::CoopTile { epilogue, .. } => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_TILE_F32
             } else {
@@ -659,9 +691,9 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
             },
             Bind::Buffer(args.a.buffer()),
             Bind::Buffer(args.b.buffer()),
-            &bytemuck::bytes_of(&params)[..COOP_TILE_PARAMS],
+            &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
-        MatmulPlan::CoopDirect { epilogue, .. } => (
+        F16Product::CoopDirect { epilogue, .. } => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_DIRECT_F32
             } else {
@@ -669,9 +701,9 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
             },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
-            &bytemuck::bytes_of(&params)[..COOP_TILE_PARAMS],
+            &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
-        MatmulPlan::CoopCopied { epilogue, .. } => (
+        F16Product::CoopCopied { epilogue, .. } => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_COPIED_F32
             } else {
@@ -679,19 +711,19 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Dispatch> {
             },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
-            &bytemuck::bytes_of(&params)[..COOP_TILE_PARAMS],
+            &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
-        MatmulPlan::Coop { .. } => (
+        F16Product::Coop { .. } => (
             &COOP,
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
-            bytemuck::bytes_of(&params),
+            bytemuck::bytes_of(params),
         ),
-        MatmulPlan::Tiled(t) => (
+        F16Product::Tiled(t) => (
             if t.fast { &TILED_FAST } else { &TILED },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
-            bytemuck::bytes_of(&params),
+            bytemuck::bytes_of(params),
         ),
     };
     gpu.dispatch(

@@ -17,6 +17,15 @@ pub enum MatmulKernel {
     /// The cooperative-matrix kernel; `Error::MissingFeature` where the adapter lacks it,
     /// `Error::DTypeMismatch` for operands other than f16.
     Coop,
+    /// bf16 operands rescaled per row of op(A) and column of op(B) into f16 copies,
+    /// multiplied by the f16 kernel `Auto` picks (tiled without cooperative matrices),
+    /// scaled back in an epilogue (see [`rescale`](super::rescale)). `Auto` takes this
+    /// path by itself for bf16 operands where the f16 product runs on cooperative
+    /// matrices; forcing it tests the whole path anywhere. `Error::DTypeMismatch` for
+    /// operands other than bf16, `Error::InvalidArgument` for a batch or a C that is not
+    /// one dense matrix filling its tensor. (Under `HALFGRAD_MATMUL=rescaled` such
+    /// products keep `Auto`'s kernel instead.)
+    RescaledF16,
 }
 
 /// How [`matmul`](super::matmul) reads its operands and writes C.
@@ -34,10 +43,11 @@ pub struct MatmulOptions {
 /// Which tile shape the coop tile kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CoopTiles {
-    /// Whole tiles of one contiguous product: the fragment-copy kernel with
-    /// [`AUTO_COPIED_TILE`] (`HALFGRAD_COOP=staged|direct` picks another kernel); else
-    /// the largest of the staged [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the
-    /// product; the general coop kernel otherwise.
+    /// Whole tiles of one contiguous product into an f32 C without bias: the
+    /// fragment-copy kernel with [`AUTO_COPIED_TILE`] and its store epilogue
+    /// (`HALFGRAD_COOP=staged|direct` picks another kernel); other whole tiles: the largest
+    /// of the staged [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product; the
+    /// general coop kernel otherwise.
     #[default]
     Auto,
     /// Never: always the general coop kernel.
@@ -120,11 +130,12 @@ pub fn coop_tile_for(
     }
 }
 
-/// The fragment-copy kernel's tile that `CoopTiles::Auto` tries first for whole tiles:
+/// The fragment-copy kernel's tile that `CoopTiles::Auto` takes for whole tiles whose C
+/// is f32 without bias (its store epilogue writes C straight from the fragments):
 /// 128 x 128, 2 x 2 subgroups of 4 x 4 fragments, K slices of 16. H200, 4096^3 f16 -> f32
-/// (`bench matmul --check`, docs/PERFORMANCE.md): 108.8 TFLOP/s with the store epilogue,
-/// against 80.7 for the staged LARGE tile with the same epilogue and about 60 for the
-/// staged tile with its scratch epilogue, the previous default.
+/// (`bench matmul --check`, docs/PERFORMANCE.md): 108 TFLOP/s (122 with --trans-a, 90
+/// with --trans-b), against 59 / 53 / 57 for the staged LARGE tile with its scratch
+/// epilogue, the previous default. Other outputs keep the staged kernel.
 pub const AUTO_COPIED_TILE: CoopTile = CoopTile {
     subgroups: (2, 2),
     frags: (4, 4),
@@ -147,8 +158,10 @@ enum AutoCoop {
     Direct,
 }
 
-/// `HALFGRAD_COOP`: `copied` (or unset), `staged` or `direct`: the kernel `CoopTiles::Auto`
-/// runs whole tiles on, so whole training steps can be measured with each.
+/// `HALFGRAD_COOP`: `copied` (or unset: the fragment-copy kernel for f32 outputs without
+/// bias, the staged one for the rest), `staged` (always staged) or `direct`: the kernel
+/// `CoopTiles::Auto` runs whole tiles on, so whole training steps can be measured with
+/// each.
 fn auto_coop_from_env() -> Result<AutoCoop> {
     match std::env::var("HALFGRAD_COOP") {
         Err(_) => Ok(AutoCoop::Copied),
@@ -180,7 +193,7 @@ fn epilogue_from_env() -> Result<Option<CoopEpilogue>> {
     }
 }
 
-/// `HALFGRAD_MATMUL`: `tiled`, `coop`, or unset / `auto`.
+/// `HALFGRAD_MATMUL`: `tiled`, `coop`, `rescaled`, or unset / `auto`.
 fn kernel_from_env() -> Result<MatmulKernel> {
     match std::env::var("HALFGRAD_MATMUL") {
         Err(_) => Ok(MatmulKernel::Auto),
@@ -188,14 +201,17 @@ fn kernel_from_env() -> Result<MatmulKernel> {
             "" | "auto" => Ok(MatmulKernel::Auto),
             "tiled" => Ok(MatmulKernel::Tiled),
             "coop" => Ok(MatmulKernel::Coop),
+            "rescaled" => Ok(MatmulKernel::RescaledF16),
             other => Err(Error::InvalidArgument(format!(
-                "HALFGRAD_MATMUL={other:?} (expected tiled, coop or auto)"
+                "HALFGRAD_MATMUL={other:?} (expected tiled, coop, rescaled or auto)"
             ))),
         },
     }
 }
 
 /// The kernel [`matmul`](super::matmul) uses for these operand dtypes and options: `"tiled"` or `"coop"`.
+/// (`RescaledF16` is chosen per product by [`plan_for`](super::plan_for); here it reads
+/// as `Auto`.)
 pub fn chosen_kernel(
     gpu: &Gpu,
     a_dtype: DType,
@@ -226,11 +242,13 @@ pub fn chosen_kernel(
             }
             Ok("coop")
         }
-        MatmulKernel::Auto => Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
-            "coop"
-        } else {
-            "tiled"
-        }),
+        MatmulKernel::Auto | MatmulKernel::RescaledF16 => {
+            Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
+                "coop"
+            } else {
+                "tiled"
+            })
+        }
     }
 }
 
@@ -262,7 +280,11 @@ fn kernel_for(
     direct: bool,
 ) -> Result<&'static str> {
     let kernel = chosen_kernel(gpu, a_dtype, b_dtype, opts)?;
-    let forced = opts.kernel != MatmulKernel::Auto || kernel_from_env()? != MatmulKernel::Auto;
+    let requested = match opts.kernel {
+        MatmulKernel::Auto => kernel_from_env()?,
+        k => k,
+    };
+    let forced = matches!(requested, MatmulKernel::Tiled | MatmulKernel::Coop);
     Ok(if kernel == "coop" && !forced && !direct {
         "tiled"
     } else {
@@ -305,11 +327,144 @@ pub enum MatmulPlan {
         epilogue: CoopEpilogue,
         group_m: u32,
     },
+    /// bf16 operands rescaled into f16 copies, multiplied by `product` into an f32
+    /// scratch, scaled back by an epilogue ([`MatmulKernel::RescaledF16`]).
+    Rescaled { product: F16Product },
+}
+
+/// One kernel launch of a product: the kernel of a single-dispatch plan, or the f16
+/// kernel inside a [`MatmulPlan::Rescaled`] product. Mirrors the single-kernel plans
+/// field for field, so a rescaled product runs on any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F16Product {
+    Tiled(TiledConfig),
+    Coop {
+        subgroups: (u32, u32),
+        sg: u32,
+    },
+    CoopTile {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+    CoopDirect {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+    CoopCopied {
+        tile: CoopTile,
+        sg: u32,
+        sg_min: u32,
+        epilogue: CoopEpilogue,
+        group_m: u32,
+    },
+}
+
+impl F16Product {
+    /// The plan that runs this kernel on its own.
+    pub fn plan(self) -> MatmulPlan {
+        match self {
+            F16Product::Tiled(t) => MatmulPlan::Tiled(t),
+            F16Product::Coop { subgroups, sg } => MatmulPlan::Coop { subgroups, sg },
+            F16Product::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => MatmulPlan::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            F16Product::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => MatmulPlan::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            F16Product::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+        }
+    }
+
+    /// The kernel of a plan (a rescaled plan's inner kernel).
+    pub(super) fn of(plan: MatmulPlan) -> F16Product {
+        match plan {
+            MatmulPlan::Tiled(t) => F16Product::Tiled(t),
+            MatmulPlan::Coop { subgroups, sg } => F16Product::Coop { subgroups, sg },
+            MatmulPlan::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => F16Product::CoopTile {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            MatmulPlan::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => F16Product::CoopDirect {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            MatmulPlan::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            } => F16Product::CoopCopied {
+                tile,
+                sg,
+                sg_min,
+                epilogue,
+                group_m,
+            },
+            MatmulPlan::Rescaled { product } => product,
+        }
+    }
 }
 
 impl MatmulPlan {
     /// `"tiled"`, `"tiled_fast"`, `"coop"`, `"coop_tile"`, `"coop_direct"` or
-    /// `"coop_copied"` (benchmark tables, logs).
+    /// `"coop_copied"`, or `"rescaled+"` the f16 kernel inside (benchmark tables, logs).
     pub fn name(&self) -> &'static str {
         match self {
             MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
@@ -318,6 +473,14 @@ impl MatmulPlan {
             MatmulPlan::CoopTile { .. } => "coop_tile",
             MatmulPlan::CoopDirect { .. } => "coop_direct",
             MatmulPlan::CoopCopied { .. } => "coop_copied",
+            MatmulPlan::Rescaled { product } => match product {
+                F16Product::Tiled(t) if t.fast => "rescaled+tiled_fast",
+                F16Product::Tiled(_) => "rescaled+tiled",
+                F16Product::Coop { .. } => "rescaled+coop",
+                F16Product::CoopTile { .. } => "rescaled+coop_tile",
+                F16Product::CoopDirect { .. } => "rescaled+coop_direct",
+                F16Product::CoopCopied { .. } => "rescaled+coop_copied",
+            },
         }
     }
 
@@ -329,6 +492,7 @@ impl MatmulPlan {
             MatmulPlan::CoopTile { tile, .. }
             | MatmulPlan::CoopDirect { tile, .. }
             | MatmulPlan::CoopCopied { tile, .. } => tile.tile(),
+            MatmulPlan::Rescaled { product } => product.plan().output_tile(),
         }
     }
 
@@ -402,6 +566,7 @@ impl MatmulPlan {
                 ("EPI_SYNC", epi_sync(epilogue)),
                 ("GROUP_M", group_m.max(1) as u64),
             ],
+            MatmulPlan::Rescaled { product } => product.plan().overrides(opts),
         }
     }
 }
@@ -428,11 +593,98 @@ pub(super) struct PlanShape {
     /// C is f32 or N is even: its column pairs at even columns never straddle an output
     /// word, so the tiled_fast kernel can write it.
     pub fast_tiled: bool,
+    /// One product (no batch) into a C that is one dense matrix filling its tensor: the
+    /// rescaled path's layout (its copies and scratch are dense whatever A and B are).
+    pub rescalable: bool,
+    /// Dense f16 copies of A and B would be 16-byte aligned rows (stored columns of
+    /// both multiples of 8) and N is even: their product runs coop fragments from memory.
+    pub copies_direct: bool,
 }
 
 /// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
 /// tile kernel only for contiguous products that are whole tiles).
 pub(super) fn plan(
+    gpu: &Gpu,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Result<MatmulPlan> {
+    if let Some(product) = rescaled_product(gpu, (a_dtype, b_dtype), shape, opts, tuning)? {
+        return Ok(MatmulPlan::Rescaled { product });
+    }
+    product_plan(gpu, (a_dtype, b_dtype), shape, opts, tuning)
+}
+
+/// The f16 kernel of a rescaled product, or None where the product takes another path:
+/// `RescaledF16` forced by the options (errors where it does not apply) or by the
+/// environment (where it applies), else under `Auto` for bf16 operands when the f16
+/// copies' product runs on cooperative matrices straight from memory.
+fn rescaled_product(
+    gpu: &Gpu,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Result<Option<F16Product>> {
+    let bf16 = a_dtype == DType::BF16 && b_dtype == DType::BF16;
+    let applies = bf16 && shape.rescalable;
+    match opts.kernel {
+        MatmulKernel::RescaledF16 => {
+            if !bf16 {
+                return Err(Error::DTypeMismatch {
+                    op: "matmul (rescaled f16 path)",
+                    expected: "bf16 operands".into(),
+                    got: if a_dtype != DType::BF16 {
+                        a_dtype
+                    } else {
+                        b_dtype
+                    },
+                });
+            }
+            if !shape.rescalable {
+                return Err(Error::InvalidArgument(
+                    "matmul: the rescaled f16 path takes one unbatched product into a C that is one dense matrix filling its tensor".into(),
+                ));
+            }
+        }
+        MatmulKernel::Auto => {
+            let env = kernel_from_env()?;
+            let subgroups = MatmulTuning::default().coop_subgroups;
+            let from_env = env == MatmulKernel::RescaledF16;
+            let on_matrix_units = env == MatmulKernel::Auto
+                && shape.copies_direct
+                && coop_support(gpu, subgroups).is_ok();
+            if !(applies && (from_env || on_matrix_units)) {
+                return Ok(None);
+            }
+        }
+        MatmulKernel::Tiled | MatmulKernel::Coop => return Ok(None),
+    }
+    // The copies are dense (M, K) / (K, M) and (K, N) / (N, K) f16 matrices and the
+    // scratch one dense (M, N) f32 matrix without bias: the f16 product is contiguous
+    // and a coop epilogue may store straight into the scratch.
+    let copies = PlanShape {
+        direct: shape.copies_direct,
+        contiguous: true,
+        f32_store: true,
+        fast_tiled: true,
+        rescalable: false,
+        ..*shape
+    };
+    let inner = MatmulOptions {
+        kernel: MatmulKernel::Auto,
+        accumulate: false,
+        ..*opts
+    };
+    let f16 = (DType::F16, DType::F16);
+    Ok(Some(F16Product::of(product_plan(
+        gpu, f16, &copies, &inner, tuning,
+    )?)))
+}
+
+/// The plan of one kernel (no rescale) for a product.
+fn product_plan(
     gpu: &Gpu,
     (a_dtype, b_dtype): (DType, DType),
     shape: &PlanShape,
@@ -472,12 +724,19 @@ pub(super) fn plan(
         }
         if shape.contiguous && tuning.coop_tile == CoopTiles::Auto {
             let auto = auto_coop_from_env()?;
+            // The fragment-copy kernel only where it stores straight into C (f32, no bias):
+            // through its scratch epilogue it ran 19 TFLOP/s on the H200 against 50 for the
+            // staged kernel (4096^3, f16 C). Requested epilogues other than the default
+            // (scratch) keep their choice.
+            let store = CoopEpilogue::Store.resolve(shape.f32_store);
             let candidate = match auto {
-                AutoCoop::Copied => Some((true, AUTO_COPIED_TILE)),
-                AutoCoop::Direct => Some((false, AUTO_DIRECT_TILE)),
-                AutoCoop::Staged => None,
+                AutoCoop::Copied if store == CoopEpilogue::Store => {
+                    Some((true, AUTO_COPIED_TILE, store))
+                }
+                AutoCoop::Copied | AutoCoop::Staged => None,
+                AutoCoop::Direct => Some((false, AUTO_DIRECT_TILE, epilogue)),
             };
-            if let Some((copied, tile)) = candidate {
+            if let Some((copied, tile, epilogue)) = candidate {
                 let sg = coop_support(gpu, (1, 1))?;
                 if check_whole_tiles(gpu, copied, &tile, shape, sg, sg_min, epilogue).is_ok() {
                     return Ok(if copied {
