@@ -49,6 +49,11 @@ override FN: u32 = 2u;       // fragments per subgroup along N (1 to 4)
 override CBK: u32 = 32u;     // K per slice: 16, 32 or 64
 override EPI_SYNC: u32 = 1u; // scratch epilogue: 0 workgroup barriers, 1 subgroup barriers
 override GROUP_M: u32 = 1u;  // tile rows a workgroup group sweeps (1: row-major grid)
+// Split K over the grid's z (1: no split): workgroup layer z multiplies K range
+// [z K / SPLIT_K, (z + 1) K / SPLIT_K) and writes rows [z M, (z + 1) M) of C, then an f32
+// (SPLIT_K, M, N) scratch that a column sum adds up in a fixed order. Products with few
+// output tiles and a long K (weight gradients: K = tokens) fill the GPU this way.
+override SPLIT_K: u32 = 1u;
 override CBM: u32 = SG_M * FM * 16u;
 override CBN: u32 = SG_N * FN * 16u;
 override CWG: u32 = SG * SG_M * SG_N;
@@ -171,7 +176,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
     let n = n0 + (sub % SG_N) * (FN * 16u);
     let bm = m - m0; // the same, tile-local
     let bn = n - n0;
-    let slices = params.k / CBK;
+    let k_split = params.k / SPLIT_K;
+    let k_base = wg_id.z * k_split; // this layer's K range starts here
+    let slices = k_split / CBK;
+    let m_out = m + wg_id.z * params.m; // this layer's rows of C
 
     // This subgroup's share of a slice, in registers between the global loads and the
     // workgroup stores.
@@ -183,25 +191,25 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
     var q1 = coop_mat16x16<f16, B>();
     var q2 = coop_mat16x16<f16, B>();
     var q3 = coop_mat16x16<f16, B>();
-    r0 = copy_frag_a(0u, sub, m0, 0u);
+    r0 = copy_frag_a(0u, sub, m0, k_base);
     if (A_PER > 1u) {
-        r1 = copy_frag_a(1u, sub, m0, 0u);
+        r1 = copy_frag_a(1u, sub, m0, k_base);
     }
     if (A_PER > 2u) {
-        r2 = copy_frag_a(2u, sub, m0, 0u);
+        r2 = copy_frag_a(2u, sub, m0, k_base);
     }
     if (A_PER > 3u) {
-        r3 = copy_frag_a(3u, sub, m0, 0u);
+        r3 = copy_frag_a(3u, sub, m0, k_base);
     }
-    q0 = copy_frag_b(0u, sub, n0, 0u);
+    q0 = copy_frag_b(0u, sub, n0, k_base);
     if (B_PER > 1u) {
-        q1 = copy_frag_b(1u, sub, n0, 0u);
+        q1 = copy_frag_b(1u, sub, n0, k_base);
     }
     if (B_PER > 2u) {
-        q2 = copy_frag_b(2u, sub, n0, 0u);
+        q2 = copy_frag_b(2u, sub, n0, k_base);
     }
     if (B_PER > 3u) {
-        q3 = copy_frag_b(3u, sub, n0, 0u);
+        q3 = copy_frag_b(3u, sub, n0, k_base);
     }
     put_frag_a(0u, sub, 0u, r0);
     if (A_PER > 1u) {
@@ -226,7 +234,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
     workgroupBarrier();
 
     // Accumulators: zero, or the old C where the epilogue section loads it.
-    var c00 = init_acc(m, n);
+    var c00 = init_acc(m_out, n);
     var c01 = coop_mat16x16<f32, C>();
     var c02 = coop_mat16x16<f32, C>();
     var c03 = coop_mat16x16<f32, C>();
@@ -243,49 +251,49 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
     var c32 = coop_mat16x16<f32, C>();
     var c33 = coop_mat16x16<f32, C>();
     if (FN > 1u) {
-        c01 = init_acc(m, n + 16u);
+        c01 = init_acc(m_out, n + 16u);
     }
     if (FN > 2u) {
-        c02 = init_acc(m, n + 32u);
+        c02 = init_acc(m_out, n + 32u);
     }
     if (FN > 3u) {
-        c03 = init_acc(m, n + 48u);
+        c03 = init_acc(m_out, n + 48u);
     }
     if (FM > 1u) {
-        c10 = init_acc(m + 16u, n);
+        c10 = init_acc(m_out + 16u, n);
     }
     if ((FM > 1u) & (FN > 1u)) {
-        c11 = init_acc(m + 16u, n + 16u);
+        c11 = init_acc(m_out + 16u, n + 16u);
     }
     if ((FM > 1u) & (FN > 2u)) {
-        c12 = init_acc(m + 16u, n + 32u);
+        c12 = init_acc(m_out + 16u, n + 32u);
     }
     if ((FM > 1u) & (FN > 3u)) {
-        c13 = init_acc(m + 16u, n + 48u);
+        c13 = init_acc(m_out + 16u, n + 48u);
     }
     if (FM > 2u) {
-        c20 = init_acc(m + 32u, n);
+        c20 = init_acc(m_out + 32u, n);
     }
     if ((FM > 2u) & (FN > 1u)) {
-        c21 = init_acc(m + 32u, n + 16u);
+        c21 = init_acc(m_out + 32u, n + 16u);
     }
     if ((FM > 2u) & (FN > 2u)) {
-        c22 = init_acc(m + 32u, n + 32u);
+        c22 = init_acc(m_out + 32u, n + 32u);
     }
     if ((FM > 2u) & (FN > 3u)) {
-        c23 = init_acc(m + 32u, n + 48u);
+        c23 = init_acc(m_out + 32u, n + 48u);
     }
     if (FM > 3u) {
-        c30 = init_acc(m + 48u, n);
+        c30 = init_acc(m_out + 48u, n);
     }
     if ((FM > 3u) & (FN > 1u)) {
-        c31 = init_acc(m + 48u, n + 16u);
+        c31 = init_acc(m_out + 48u, n + 16u);
     }
     if ((FM > 3u) & (FN > 2u)) {
-        c32 = init_acc(m + 48u, n + 32u);
+        c32 = init_acc(m_out + 48u, n + 32u);
     }
     if ((FM > 3u) & (FN > 3u)) {
-        c33 = init_acc(m + 48u, n + 48u);
+        c33 = init_acc(m_out + 48u, n + 48u);
     }
 
     var x0 = coop_mat16x16<f16, A>();
@@ -301,7 +309,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
         let s = sl & 1u;
         // The next slice's share into registers, in flight during the products below
         // (the last slice reloads its own into the free half: in bounds, no branch).
-        let k1 = min(sl + 1u, slices - 1u) * CBK;
+        let k1 = k_base + min(sl + 1u, slices - 1u) * CBK;
         r0 = copy_frag_a(0u, sub, m0, k1);
         if (A_PER > 1u) {
             r1 = copy_frag_a(1u, sub, m0, k1);
@@ -414,51 +422,51 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
         workgroupBarrier();
     }
 
-    emit(c00, m, n, sg_id, lane, lanes);
+    emit(c00, m_out, n, sg_id, lane, lanes);
     if (FN > 1u) {
-        emit(c01, m, n + 16u, sg_id, lane, lanes);
+        emit(c01, m_out, n + 16u, sg_id, lane, lanes);
     }
     if (FN > 2u) {
-        emit(c02, m, n + 32u, sg_id, lane, lanes);
+        emit(c02, m_out, n + 32u, sg_id, lane, lanes);
     }
     if (FN > 3u) {
-        emit(c03, m, n + 48u, sg_id, lane, lanes);
+        emit(c03, m_out, n + 48u, sg_id, lane, lanes);
     }
     if (FM > 1u) {
-        emit(c10, m + 16u, n, sg_id, lane, lanes);
+        emit(c10, m_out + 16u, n, sg_id, lane, lanes);
     }
     if ((FM > 1u) & (FN > 1u)) {
-        emit(c11, m + 16u, n + 16u, sg_id, lane, lanes);
+        emit(c11, m_out + 16u, n + 16u, sg_id, lane, lanes);
     }
     if ((FM > 1u) & (FN > 2u)) {
-        emit(c12, m + 16u, n + 32u, sg_id, lane, lanes);
+        emit(c12, m_out + 16u, n + 32u, sg_id, lane, lanes);
     }
     if ((FM > 1u) & (FN > 3u)) {
-        emit(c13, m + 16u, n + 48u, sg_id, lane, lanes);
+        emit(c13, m_out + 16u, n + 48u, sg_id, lane, lanes);
     }
     if (FM > 2u) {
-        emit(c20, m + 32u, n, sg_id, lane, lanes);
+        emit(c20, m_out + 32u, n, sg_id, lane, lanes);
     }
     if ((FM > 2u) & (FN > 1u)) {
-        emit(c21, m + 32u, n + 16u, sg_id, lane, lanes);
+        emit(c21, m_out + 32u, n + 16u, sg_id, lane, lanes);
     }
     if ((FM > 2u) & (FN > 2u)) {
-        emit(c22, m + 32u, n + 32u, sg_id, lane, lanes);
+        emit(c22, m_out + 32u, n + 32u, sg_id, lane, lanes);
     }
     if ((FM > 2u) & (FN > 3u)) {
-        emit(c23, m + 32u, n + 48u, sg_id, lane, lanes);
+        emit(c23, m_out + 32u, n + 48u, sg_id, lane, lanes);
     }
     if (FM > 3u) {
-        emit(c30, m + 48u, n, sg_id, lane, lanes);
+        emit(c30, m_out + 48u, n, sg_id, lane, lanes);
     }
     if ((FM > 3u) & (FN > 1u)) {
-        emit(c31, m + 48u, n + 16u, sg_id, lane, lanes);
+        emit(c31, m_out + 48u, n + 16u, sg_id, lane, lanes);
     }
     if ((FM > 3u) & (FN > 2u)) {
-        emit(c32, m + 48u, n + 32u, sg_id, lane, lanes);
+        emit(c32, m_out + 48u, n + 32u, sg_id, lane, lanes);
     }
     if ((FM > 3u) & (FN > 3u)) {
-        emit(c33, m + 48u, n + 48u, sg_id, lane, lanes);
+        emit(c33, m_out + 48u, n + 48u, sg_id, lane, lanes);
     }
 }
 

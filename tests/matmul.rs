@@ -520,6 +520,42 @@ const EPILOGUES: [CoopEpilogue; 3] = [
     CoopEpilogue::Store,
 ];
 
+/// Split-K products (f32 C without bias on few output tiles over a long K: the weight
+/// gradients' shape): the K ranges into a scratch, then their column sum, every layout,
+/// with and without accumulation.
+#[test]
+fn coop_split_k_products_match_reference() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let (m, n, k) = (256, 384, 8192);
+    let a = Tensor::zeros(g, &[m, k], DType::F16).unwrap();
+    let b = Tensor::zeros(g, &[k, n], DType::F16).unwrap();
+    let c = Tensor::zeros(g, &[m, n], DType::F32).unwrap();
+    let args = halfgrad::ops::matmul::MatmulArgs::new(&a, &b, &c, (m, n, k));
+    let split = halfgrad::ops::matmul::split_k_scratch_shape(g, &args).unwrap();
+    assert_eq!(
+        split,
+        Some([16 * m, n]),
+        "6 output tiles over K = 8192 split 16 ways"
+    );
+    for (s, layout) in LAYOUTS.into_iter().enumerate() {
+        for accumulate in [false, true] {
+            let case = Case {
+                kernel: MatmulKernel::Coop,
+                accumulate,
+                ..Case::new((m, n, k), layout, DType::F16, DType::F16, DType::F32)
+            };
+            check(g, &case, 150 + s as u64);
+        }
+    }
+}
+
 /// The coop tile kernel's other epilogues (subgroup-barrier scratch, coopStore into an
 /// f32 C) and its 128 x 256 / 256 x 128 tiles, every layout and output dtype, with bias
 /// and accumulation.

@@ -6,7 +6,7 @@ use super::graph::{Backward, Graph, GraphBuilder, Op, ParamId, ParamStore, Value
 use super::init::{linear_bound, uniform_vec, SplitMix64};
 use super::{batch_width, one_op_graph, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
-use crate::ops::matmul::{matmul, MatmulOptions};
+use crate::ops::matmul::{matmul, matmul_with, split_k_scratch_shape, MatmulArgs, MatmulOptions};
 use crate::ops::reduce::{col_sum, partial_sums_shape};
 use crate::{DType, Error, Result, Tensor};
 
@@ -154,18 +154,24 @@ impl Op for LinearOp {
         };
         let gpu = b.gpu();
         // dW (out, in) += dy^T (out, B) @ x (B, in), f32
+        // (a long K = rows: on matrix units the product may split K over a scratch that
+        // every weight gradient of the graph shares, since they run one after another)
         let dw = b.param_grad(self.weight.0, true)?;
-        let d = matmul(
+        let opts = MatmulOptions {
+            trans_a: true,
+            accumulate: dw.accumulate,
+            ..Default::default()
+        };
+        let args = MatmulArgs::matrices(&dy, &self.x_value, &dw.tensor, &opts)?;
+        let scratch = match split_k_scratch_shape(gpu, &args)? {
+            Some(shape) => b.temporaries(&shape, DType::F32, 1)?.pop(),
+            None => None,
+        };
+        let d = matmul_with(
             gpu,
-            &dy,
-            &self.x_value,
-            &dw.tensor,
-            None,
-            None,
-            &MatmulOptions {
-                trans_a: true,
-                accumulate: dw.accumulate,
-                ..Default::default()
+            &MatmulArgs {
+                split_scratch: scratch.as_ref(),
+                ..args
             },
         )?;
         b.extend(d);

@@ -219,6 +219,10 @@ pub struct MatmulArgs<'a> {
     pub opts: MatmulOptions,
     /// Tile shapes (defaults for everything but benchmarks and tests).
     pub tuning: MatmulTuning,
+    /// The f32 scratch of a split-K product ([`split_k_scratch_shape`]), e.g. one that a
+    /// graph shares between the products it runs one after another; `None`: a split
+    /// product allocates its own.
+    pub split_scratch: Option<&'a Tensor>,
 }
 
 impl<'a> MatmulArgs<'a> {
@@ -245,6 +249,7 @@ impl<'a> MatmulArgs<'a> {
             found_inf: None,
             opts: MatmulOptions::default(),
             tuning: MatmulTuning::default(),
+            split_scratch: None,
         }
     }
 
@@ -630,13 +635,117 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Vec<Dispatch>> {
     let (plan, params) = check(gpu, args)?;
     match plan {
         MatmulPlan::Rescaled { product } => rescale::dispatches(gpu, args, product),
-        single => Ok(vec![product_dispatch(
-            gpu,
-            args,
-            F16Product::of(single),
-            &params,
-        )?]),
+        single => {
+            let split = split_k(&single, args);
+            if split > 1 {
+                return split_dispatches(gpu, args, single, &params, split);
+            }
+            Ok(vec![product_dispatch(
+                gpu,
+                args,
+                F16Product::of(single),
+                &params,
+                1,
+            )?])
+        }
     }
+}
+
+/// Output tiles below which a split-K product splits K further (about two workgroups per
+/// multiprocessor of a large GPU; WebGPU does not tell the count).
+const SPLIT_TARGET_WORKGROUPS: usize = 512;
+/// The shortest K range one split takes.
+const SPLIT_MIN_K: usize = 512;
+/// The most splits (the scratch holds this many f32 copies of C).
+const SPLIT_MAX: usize = 16;
+
+/// How many K ranges a product splits into (1: none). Only the fragment-copy kernel with
+/// its store epilogue (an f32 C without bias, whole tiles) splits, and only where its
+/// output tiles alone would leave most of the GPU idle: weight gradients (K = tokens,
+/// a (out, in) output) run on a few dozen workgroups otherwise. H200, GPT step
+/// (shakespeare-char, docs/PERFORMANCE.md): 384 x 1152 outputs over K = 16,384.
+fn split_k(plan: &MatmulPlan, args: &MatmulArgs) -> usize {
+    let MatmulPlan::CoopCopied {
+        tile,
+        epilogue: CoopEpilogue::Store,
+        ..
+    } = *plan
+    else {
+        return 1;
+    };
+    let (bm, bn) = tile.tile();
+    let tiles = (args.m / bm as usize) * (args.n / bn as usize);
+    let step = tile.bk as usize;
+    let mut split = 1;
+    while split < SPLIT_MAX
+        && tiles * split * 2 <= SPLIT_TARGET_WORKGROUPS
+        && args.k.is_multiple_of(2 * split * step)
+        && args.k / (2 * split) >= SPLIT_MIN_K
+    {
+        split *= 2;
+    }
+    split
+}
+
+/// The shape of the f32 scratch a split-K product writes, (splits x M, N), or None where
+/// the product does not split: a caller that runs several products one after another
+/// can give them one scratch ([`MatmulArgs::split_scratch`]).
+pub fn split_k_scratch_shape(gpu: &Gpu, args: &MatmulArgs) -> Result<Option<[usize; 2]>> {
+    let (plan, _) = check(gpu, args)?;
+    let split = split_k(&plan, args);
+    Ok((split > 1).then_some([split * args.m, args.n]))
+}
+
+/// A split-K product: the K ranges into rows of an f32 scratch (one workgroup layer
+/// each), then their column sum, in a fixed order, into C (added to the old C when
+/// accumulating). Deterministic: the same bits every run.
+fn split_dispatches(
+    gpu: &Gpu,
+    args: &MatmulArgs,
+    plan: MatmulPlan,
+    params: &Params,
+    split: usize,
+) -> Result<Vec<Dispatch>> {
+    let shape = [split * args.m, args.n];
+    let own;
+    let scratch = match args.split_scratch {
+        Some(t) if t.shape() == shape && t.dtype() == DType::F32 => t,
+        Some(t) => {
+            return Err(Error::shape(
+                "matmul split-K scratch",
+                format!("{shape:?} f32"),
+                format!("{:?} {}", t.shape(), t.dtype()),
+            ))
+        }
+        None => {
+            own = Tensor::empty_unpooled(gpu, &shape, DType::F32)?;
+            &own
+        }
+    };
+    let into_scratch = MatmulArgs {
+        c: scratch,
+        c_layout: MatrixLayout::default(),
+        opts: MatmulOptions {
+            accumulate: false,
+            ..args.opts
+        },
+        ..*args
+    };
+    let mut split_params = *params;
+    split_params.flags &= !FLAG_ACCUMULATE;
+    let product = product_dispatch(
+        gpu,
+        &into_scratch,
+        F16Product::of(plan),
+        &split_params,
+        split as u32,
+    )?;
+    let layers = scratch.reshape(&[split, args.m * args.n])?;
+    let c = args.c.reshape(&[args.m * args.n])?;
+    let sum = crate::ops::reduce::col_sum(gpu, &layers, &c, None, args.opts.accumulate)?;
+    let mut out = vec![product.holding(std::slice::from_ref(scratch))];
+    out.extend(sum);
+    Ok(out)
 }
 
 /// Buffers for unused bindings (no bias, no found_inf flag). These are the dispatch's own
@@ -661,11 +770,14 @@ fn product_dispatch(
     args: &MatmulArgs,
     kernel: F16Product,
     params: &Params,
+    split: u32,
 ) -> Result<Dispatch> {
     let plan = kernel.plan();
     let (m, n) = (args.m, args.n);
     let (bm, bn) = plan.output_tile();
-    let batches = (args.batch.0 as u64).saturating_mul(args.batch.1 as u64);
+    let batches = (args.batch.0 as u64)
+        .saturating_mul(args.batch.1 as u64)
+        .saturating_mul(split as u64);
     let grid = [
         (n as u64).div_ceil(bn as u64),
         (m as u64).div_ceil(bm as u64),
@@ -726,6 +838,10 @@ fn product_dispatch(
             bytemuck::bytes_of(params),
         ),
     };
+    let mut overrides = plan.overrides(&args.opts);
+    if split > 1 {
+        overrides.push(("SPLIT_K", split as u64));
+    }
     gpu.dispatch(
         def,
         &[
@@ -736,7 +852,7 @@ fn product_dispatch(
             Bind::Buffer(args.found_inf.map_or(&dummy_flag, |f| f.buffer())),
         ],
         params_bytes,
-        &plan.overrides(&args.opts),
+        &overrides,
         [grid[0] as u32, grid[1] as u32, grid[2] as u32],
     )
 }

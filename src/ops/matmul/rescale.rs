@@ -169,7 +169,7 @@ pub(super) fn dispatches(
         ..MatmulArgs::new(&a.copy, &b.copy, &acc, (m, n, k))
     };
     let (_, params) = super::check(gpu, &inner)?;
-    let product = super::product_dispatch(gpu, &inner, product, &params)?;
+    let product = super::product_dispatch(gpu, &inner, product, &params, 1)?;
 
     let (dummy_bias, dummy_flag) = super::dummy_bindings(gpu)?;
     let flags = [
