@@ -63,6 +63,7 @@ const state = {
   lastCheckpoint: null, // {bytes, step}
   errors: [],
   restarts: [],
+  timings: [], // {what, step, ms}: how long each evaluation, sample, checkpoint and stretch of steps took
 };
 window.halfgrad = {
   state,
@@ -99,6 +100,14 @@ const charts = {
     series: [{ name: 'skipped', color: '#f0645a', step: true }],
   }),
 };
+
+/** Runs `fn` and records how long it took in `state.timings` (the test prints them). */
+async function timed(what, fn) {
+  const t = performance.now();
+  const r = await fn();
+  state.timings.push({ what, step: state.step, ms: Math.round(performance.now() - t) });
+  return r;
+}
 
 // Every session call runs through this chain, one at a time.
 let chain = Promise.resolve();
@@ -369,7 +378,9 @@ async function readStats() {
   const s = JSON.parse(await state.session.stats());
   const now = performance.now();
   if (state.stats && state.lastStatsTime && s.step > state.stats.step && state.phase === 'running') {
-    const rate = ((s.step - state.stats.step) * s.tokens_per_step) / ((now - state.lastStatsTime) / 1000);
+    const ms = now - state.lastStatsTime;
+    const rate = ((s.step - state.stats.step) * s.tokens_per_step) / (ms / 1000);
+    state.timings.push({ what: `train ${s.step - state.stats.step} steps`, step: s.step, ms: Math.round(ms) });
     state.tokensPerSecond = state.tokensPerSecond ? 0.7 * state.tokensPerSecond + 0.3 * rate : rate;
     charts.speed.push(0, s.step, rate);
   }
@@ -383,7 +394,7 @@ async function readStats() {
 }
 
 async function evaluate() {
-  const e = JSON.parse(await state.session.evaluate());
+  const e = JSON.parse(await timed('evaluate', () => state.session.evaluate()));
   state.eval = { step: state.step, ...e };
   state.firstEval ??= state.eval;
   state.evals.push([state.step, e.loss]);
@@ -394,14 +405,14 @@ async function evaluate() {
 const decoder = new TextDecoder('utf-8');
 
 async function sample() {
-  const bytes = await state.session.sample(
-    new TextEncoder().encode(config.samplePrompt), config.sampleTokens, 0.8, state.step);
+  const bytes = await timed('sample', () => state.session.sample(
+    new TextEncoder().encode(config.samplePrompt), config.sampleTokens, 0.8, state.step));
   state.sample = { step: state.step, text: decoder.decode(bytes) };
   renderSample();
 }
 
 async function snapshot() {
-  const bytes = await state.session.checkpoint();
+  const bytes = await timed('checkpoint', () => state.session.checkpoint());
   state.lastCheckpoint = { bytes, step: state.step };
 }
 
@@ -426,8 +437,8 @@ function adoptRun(d) {
 }
 
 async function newTrainer() {
-  const d = JSON.parse(await state.session.newTrainer(
-    state.preset, state.precision, config.seed, config.batch, config.steps));
+  const d = JSON.parse(await timed('new trainer', () => state.session.newTrainer(
+    state.preset, state.precision, config.seed, config.batch, config.steps)));
   adoptRun(d);
   state.step = 0;
   state.firstEval = null;
@@ -475,6 +486,8 @@ async function trainLoop() {
           await snapshot();
         }
         if (crossed(config.sampleEvery) || atEnd) await sample();
+        // tokens/s counts the steps only, not the evaluations and samples between them.
+        state.lastStatsTime = performance.now();
         render();
       }
       if (atEnd) {
