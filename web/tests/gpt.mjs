@@ -35,6 +35,7 @@ const STEPS = 200;
 const BATCH = 4;
 const BF16_STEPS = 10; // natively 5.53 -> 3.96 by step 10 at batch 4
 const SAMPLE_TOKENS = 60; // each byte is a forward pass of the batch-1 graph
+const EVAL_WINDOWS = 32; // of 64 tokens, 8 forward passes at batch 4 (the CLI takes 64)
 const START_MIN = 5.0; // the untrained model: about ln(256) = 5.55
 // After STEPS steps: clearly below the start, past the unigram level (~3.08). The run
 // here (Chromium 156, SwiftShader) ends at 2.97; 3.2 leaves room for another Chromium's
@@ -171,7 +172,7 @@ function pausedAt(n) {
 
 async function runChecks(page, enterLossDrill) {
   await page.goto(`${url}gpt.html?preset=tiny&precision=f16&steps=${STEPS}&batch=${BATCH}` +
-    `&eval=100&sample=100&sample_tokens=${SAMPLE_TOKENS}`);
+    `&eval=100&sample=100&sample_tokens=${SAMPLE_TOKENS}&eval_windows=${EVAL_WINDOWS}`);
   await waitState(page, () => ['ready', 'failed'].includes(window.halfgrad?.state.phase), undefined, 60_000);
   const info = await page.evaluate(() => window.halfgrad.state.info);
   const shown = await page.textContent('#adapter');
@@ -218,8 +219,9 @@ async function runChecks(page, enterLossDrill) {
     `step ${s.step} in ${trainSeconds.toFixed(1)}s, ${Math.round(s.tps)} tokens/s`);
   check('page says which f16 path runs', /packed/.test(s.path), s.path);
   check(`validation loss falls from > ${START_MIN} to < ${VAL_MAX}`,
-    s.first.loss > START_MIN && s.eval.loss < VAL_MAX,
-    `${s.first.loss.toFixed(3)} -> ${s.eval.loss.toFixed(3)}, skipped ${s.stats.skipped_steps}`);
+    s.first.loss > START_MIN && s.eval.loss < VAL_MAX && s.eval.windows === EVAL_WINDOWS,
+    `${s.first.loss.toFixed(3)} -> ${s.eval.loss.toFixed(3)} on ${s.eval.windows} windows, ` +
+    `skipped ${s.stats.skipped_steps}`);
   check('a sample shows', s.sample.step === STEPS && s.sample.text.length > 0 &&
     (await page.textContent('#sample')).length > 20, JSON.stringify(s.sample.text.slice(0, 60)));
 

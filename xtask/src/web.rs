@@ -358,14 +358,15 @@ pub fn browser_test() -> Result {
         "    screenshot: {}",
         out.join("gpt-screenshot.png").display()
     );
-    // The GPT checkpoint the page downloaded continues natively on the embedded corpus.
+    // The GPT checkpoint the page downloaded (step 200, the end of gpt.mjs's 200-step
+    // schedule) continues natively on the embedded corpus, its schedule stretched by 10.
     let mut resume = cargo();
     resume
         .args([
             "run", "--quiet", "--bin", "halfgrad", "--", "gpt", "train", "--resume",
         ])
         .arg(out.join("gpt.safetensors"))
-        .args(["--stop-after", "10"]);
+        .args(["--steps", "210", "--extend-schedule"]);
     step(
         "native `halfgrad gpt train --resume` of the browser's GPT checkpoint (10 more steps)",
         resume,
