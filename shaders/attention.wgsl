@@ -20,8 +20,13 @@ struct Params {
     _pad: u32,
 }
 
-const ROW_WG: u32 = 256u; // invocations per pair of rows: T = 1024 is 4 elements each
-var<workgroup> scratch: array<vec2<f32>, 256>; // ROW_WG
+// Invocations per pair of rows, a power of two up to 256 (T = 1024 is 4 elements each).
+// The host picks the smallest one >= T below 256: each invocation then holds one element
+// j = li and the sums are those of 256 invocations bit for bit (the invocations past T
+// only add 0 and take the max with the lowest f32), without the idle invocations and
+// their barrier waits (a software adapter runs them all).
+override ROW_WG: u32 = 256u;
+var<workgroup> scratch: array<vec2<f32>, 256>; // ROW_WG at most
 
 // Sum and maximum over the workgroup, for both rows at once (uniform control flow).
 fn wg_sum2(v: vec2<f32>, li: u32) -> vec2<f32> {
@@ -75,7 +80,7 @@ fn words_of(len: vec2<u32>) -> u32 {
 //!kernel softmax_forward
 // scores: (BH, T, T) f32 s[i, j] = q_i . k_j
 // probs: (BH, T, T) any dtype, written: softmax_j(scale * s[i, j]) over j <= i, 0 for j > i
-@compute @workgroup_size(256)
+@compute @workgroup_size(ROW_WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let first = 2u * (wg_id.y * num_wg.x + wg_id.x); // uniform per workgroup
@@ -130,7 +135,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 //     for j <= i, 0 above the diagonal (the gradient of the scores s)
 // found_inf: (1) atomic flag raised by 16-bit stores of inf / NaN (ds carries the loss
 //     scale)
-@compute @workgroup_size(256)
+@compute @workgroup_size(ROW_WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let first = 2u * (wg_id.y * num_wg.x + wg_id.x);

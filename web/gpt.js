@@ -10,9 +10,10 @@
 // `precision=f16|bf16|f32`, `packed=1` (packed f16 even with shader-f16), `autostart=1`,
 // `max_steps=N` (pause at step N), `steps=N` (the schedule's length), `batch=N`,
 // `stats=N` (read statistics every N steps), `eval=N` (validation loss and checkpoint
-// every N steps), `sample=N` (a sample every N steps), `sample_tokens=N`,
-// `per_frame=N` (steps per frame; adaptive otherwise), `seed=N`, `text=URL` (another
-// text to fetch than data/kjv.txt).
+// every N steps), `eval_windows=N` (validation windows per evaluation; the CLI's 64),
+// `sample=N` (a sample every N steps), `sample_tokens=N`, `per_frame=N` (steps per
+// frame; adaptive otherwise), `seed=N`, `text=URL` (another text to fetch than
+// data/kjv.txt).
 
 import init, { GptSession } from './pkg/halfgrad.js';
 import { LineChart } from './chart.js';
@@ -31,6 +32,7 @@ const config = {
   maxSteps: intParam('max_steps', null),
   steps: intParam('steps', 0, 0), // 0: the preset's schedule
   batch: intParam('batch', 0, 0), // 0: the preset's batch
+  evalWindows: intParam('eval_windows', 0, 0), // 0: the CLI's 64
   seed: intParam('seed', 0, 0),
   textUrl: params.get('text') ?? 'data/kjv.txt',
   samplePrompt: '\n',
@@ -63,6 +65,9 @@ const state = {
   lastCheckpoint: null, // {bytes, step}
   errors: [],
   restarts: [],
+  // {what, step, ms}: how long each evaluation, sample, checkpoint and stretch of steps
+  // took (the test prints them; the last MAX_TIMINGS are kept).
+  timings: [],
 };
 window.halfgrad = {
   state,
@@ -99,6 +104,20 @@ const charts = {
     series: [{ name: 'skipped', color: '#f0645a', step: true }],
   }),
 };
+
+const MAX_TIMINGS = 10_000;
+function recordTiming(what, ms) {
+  state.timings.push({ what, step: state.step, ms: Math.round(ms) });
+  if (state.timings.length > MAX_TIMINGS) state.timings.shift();
+}
+
+/** Runs `fn` and records how long it took in `state.timings`. */
+async function timed(what, fn) {
+  const t = performance.now();
+  const r = await fn();
+  recordTiming(what, performance.now() - t);
+  return r;
+}
 
 // Every session call runs through this chain, one at a time.
 let chain = Promise.resolve();
@@ -219,7 +238,7 @@ function render() {
     parts.push(`loss scale ${formatScale(state.stats.loss_scale)}`);
     parts.push(`skipped ${state.stats.skipped_steps}`);
   }
-  if (state.eval) parts.push(`val loss ${state.eval.loss.toFixed(3)}`);
+  if (state.eval) parts.push(`val loss ${state.eval.loss.toFixed(3)} (${state.eval.windows} windows)`);
   parts.push(state.phase);
   $('status').textContent = parts.join(' \u00b7 ');
 }
@@ -369,7 +388,9 @@ async function readStats() {
   const s = JSON.parse(await state.session.stats());
   const now = performance.now();
   if (state.stats && state.lastStatsTime && s.step > state.stats.step && state.phase === 'running') {
-    const rate = ((s.step - state.stats.step) * s.tokens_per_step) / ((now - state.lastStatsTime) / 1000);
+    const ms = now - state.lastStatsTime;
+    const rate = ((s.step - state.stats.step) * s.tokens_per_step) / (ms / 1000);
+    recordTiming(`train ${s.step - state.stats.step} steps`, ms);
     state.tokensPerSecond = state.tokensPerSecond ? 0.7 * state.tokensPerSecond + 0.3 * rate : rate;
     charts.speed.push(0, s.step, rate);
   }
@@ -383,7 +404,7 @@ async function readStats() {
 }
 
 async function evaluate() {
-  const e = JSON.parse(await state.session.evaluate());
+  const e = JSON.parse(await timed('evaluate', () => state.session.evaluate()));
   state.eval = { step: state.step, ...e };
   state.firstEval ??= state.eval;
   state.evals.push([state.step, e.loss]);
@@ -394,14 +415,14 @@ async function evaluate() {
 const decoder = new TextDecoder('utf-8');
 
 async function sample() {
-  const bytes = await state.session.sample(
-    new TextEncoder().encode(config.samplePrompt), config.sampleTokens, 0.8, state.step);
+  const bytes = await timed('sample', () => state.session.sample(
+    new TextEncoder().encode(config.samplePrompt), config.sampleTokens, 0.8, state.step));
   state.sample = { step: state.step, text: decoder.decode(bytes) };
   renderSample();
 }
 
 async function snapshot() {
-  const bytes = await state.session.checkpoint();
+  const bytes = await timed('checkpoint', () => state.session.checkpoint());
   state.lastCheckpoint = { bytes, step: state.step };
 }
 
@@ -426,8 +447,8 @@ function adoptRun(d) {
 }
 
 async function newTrainer() {
-  const d = JSON.parse(await state.session.newTrainer(
-    state.preset, state.precision, config.seed, config.batch, config.steps));
+  const d = JSON.parse(await timed('new trainer', () => state.session.newTrainer(
+    state.preset, state.precision, config.seed, config.batch, config.steps, config.evalWindows)));
   adoptRun(d);
   state.step = 0;
   state.firstEval = null;
@@ -475,6 +496,8 @@ async function trainLoop() {
           await snapshot();
         }
         if (crossed(config.sampleEvery) || atEnd) await sample();
+        // tokens/s counts the steps only, not the evaluations and samples between them.
+        state.lastStatsTime = performance.now();
         render();
       }
       if (atEnd) {

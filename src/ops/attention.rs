@@ -88,6 +88,13 @@ fn grid(gpu: &Gpu, rows: u32) -> [u32; 3] {
     gpu.grid_1d((rows as u64).div_ceil(2), 1)
 }
 
+/// Invocations per workgroup for rows of `t`: the smallest power of two >= `t`, at most
+/// 256. Up to 256 the results equal a 256-wide workgroup's bit for bit (see
+/// attention.wgsl); beyond, every row is strided over 256 as before.
+fn row_workgroup(t: u32) -> u64 {
+    u64::from(t.clamp(1, 256).next_power_of_two())
+}
+
 /// Forward: `p = causal_softmax(scale * s)` row by row, in f32 with max subtraction.
 // s: (..., T, T) f32 scores
 // p: same shape, any dtype, written (0 above the diagonal)
@@ -113,7 +120,7 @@ pub fn softmax_forward(gpu: &Gpu, s: &Tensor, scale: f32, p: &Tensor) -> Result<
         &SOFTMAX_FORWARD,
         &[Bind::Tensor(s), Bind::Tensor(p)],
         bytemuck::bytes_of(&params),
-        &[],
+        &[("ROW_WG", row_workgroup(t))],
         grid(gpu, rows),
     )
 }
@@ -152,7 +159,22 @@ pub fn softmax_backward(
             Bind::Buffer(found_inf.buffer()),
         ],
         bytemuck::bytes_of(&params),
-        &[],
+        &[("ROW_WG", row_workgroup(t))],
         grid(gpu, rows),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_workgroup;
+
+    #[test]
+    fn row_workgroup_is_the_next_power_of_two_up_to_256() {
+        assert_eq!(row_workgroup(1), 1);
+        assert_eq!(row_workgroup(7), 8);
+        assert_eq!(row_workgroup(64), 64);
+        assert_eq!(row_workgroup(65), 128);
+        assert_eq!(row_workgroup(256), 256);
+        assert_eq!(row_workgroup(1024), 256);
+    }
 }

@@ -152,6 +152,7 @@ fn describe(run: &Run) -> JsValue {
         "params": t.num_params(),
         "batch": c.batch,
         "tokens_per_step": t.tokens_per_step(),
+        "eval_windows": c.eval_windows,
         "memory_bytes": m.total(),
         "memory": m.summary_line(),
         "schedule": c.schedule.to_string(),
@@ -300,7 +301,9 @@ impl GptSession {
     }
 
     /// Replaces any run with a fresh one: `preset` by name, `precision` `"f16"`, `"bf16"`
-    /// or `"f32"`, `batch` and `steps` 0 for the preset's. The model is checked against
+    /// or `"f32"`, `batch` and `steps` 0 for the preset's, `eval_windows` validation
+    /// windows per evaluation (0: the CLI's 64; fewer evaluate sooner on a software
+    /// adapter, each batch of windows being a forward pass). The model is checked against
     /// the adapter's buffer limits first (a refusal names the tensor and the limit) and
     /// the text against the block. Resolves to the run's description (JSON).
     #[wasm_bindgen(js_name = newTrainer)]
@@ -311,6 +314,7 @@ impl GptSession {
         seed: u32,
         batch: u32,
         steps: u32,
+        eval_windows: u32,
     ) -> Result<js_sys::Promise, JsError> {
         let p = preset(preset_name)?;
         let precision: Precision = precision.parse().map_err(js_error)?;
@@ -326,6 +330,9 @@ impl GptSession {
         config.batch = batch;
         config.lr = p.lr;
         config.seed = u64::from(seed);
+        if eval_windows > 0 {
+            config.eval_windows = eval_windows as usize;
+        }
         check_fits(
             &self.gpu,
             &config.model,

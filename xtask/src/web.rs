@@ -338,10 +338,10 @@ pub fn browser_test() -> Result {
         resume,
     )?;
 
-    // The GPT page: tiny preset in F16 (packed) and BF16, samples, checkpoints. Opt-in
-    // (HALFGRAD_GPT_BROWSER_TEST=1) until its time on an idle 2-core machine is measured.
-    if std::env::var_os("HALFGRAD_GPT_BROWSER_TEST").is_none() {
-        println!("==> GPT browser test skipped (set HALFGRAD_GPT_BROWSER_TEST=1 to run it)");
+    // The GPT page: tiny preset in F16 (packed) and BF16, samples, checkpoints (a few
+    // minutes on SwiftShader; HALFGRAD_SKIP_GPT_BROWSER_TEST=1 skips it locally, CI runs it).
+    if std::env::var_os("HALFGRAD_SKIP_GPT_BROWSER_TEST").is_some_and(|v| v == "1") {
+        println!("==> GPT browser test skipped (HALFGRAD_SKIP_GPT_BROWSER_TEST=1)");
         return Ok(());
     }
     let mut node = Command::new("node");
@@ -358,14 +358,15 @@ pub fn browser_test() -> Result {
         "    screenshot: {}",
         out.join("gpt-screenshot.png").display()
     );
-    // The GPT checkpoint the page downloaded continues natively on the embedded corpus.
+    // The GPT checkpoint the page downloaded (step 200, the end of gpt.mjs's 200-step
+    // schedule) continues natively on the embedded corpus, its schedule stretched by 10.
     let mut resume = cargo();
     resume
         .args([
             "run", "--quiet", "--bin", "halfgrad", "--", "gpt", "train", "--resume",
         ])
         .arg(out.join("gpt.safetensors"))
-        .args(["--stop-after", "10"]);
+        .args(["--steps", "210", "--extend-schedule"]);
     step(
         "native `halfgrad gpt train --resume` of the browser's GPT checkpoint (10 more steps)",
         resume,
