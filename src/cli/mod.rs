@@ -6,6 +6,7 @@ pub mod bench_step;
 pub mod bench_timing;
 pub mod data;
 pub mod gpt;
+pub mod gpt_train;
 pub mod info;
 pub mod interrupt;
 pub mod predict;
