@@ -288,21 +288,16 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
         single => single,
     };
     let (coop_tile_desc, epilogue) = match kernel_plan {
-        MatmulPlan::CoopTile {
-            tile: t, epilogue, ..
+        MatmulPlan::CoopTile(p) | MatmulPlan::CoopDirect(p) | MatmulPlan::CoopCopied(p) => {
+            let t = p.tile;
+            (
+                format!(
+                    "{}x{}:{}x{}:{}",
+                    t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
+                ),
+                p.epilogue.name(),
+            )
         }
-        | MatmulPlan::CoopDirect {
-            tile: t, epilogue, ..
-        }
-        | MatmulPlan::CoopCopied {
-            tile: t, epilogue, ..
-        } => (
-            format!(
-                "{}x{}:{}x{}:{}",
-                t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
-            ),
-            epilogue.name(),
-        ),
         _ => ("none".to_string(), "none"),
     };
 

@@ -139,8 +139,8 @@ pub mod tiled;
 
 pub use coop::{CoopEpilogue, CoopTile};
 pub use plan::{
-    chosen_kernel, coop_tile_for, kernel_for_shape, CoopTiles, F16Product, MatmulKernel,
-    MatmulOptions, MatmulPlan, MatmulTuning,
+    chosen_kernel, coop_tile_for, kernel_for_shape, CoopTilePlan, CoopTiles, F16Product,
+    MatmulKernel, MatmulOptions, MatmulPlan, MatmulTuning,
 };
 pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
@@ -665,11 +665,11 @@ const SPLIT_MAX: usize = 16;
 /// a (out, in) output) run on a few dozen workgroups otherwise. H200, GPT step
 /// (shakespeare-char, docs/PERFORMANCE.md): 384 x 1152 outputs over K = 16,384.
 fn split_k(plan: &MatmulPlan, args: &MatmulArgs) -> usize {
-    let MatmulPlan::CoopCopied {
+    let MatmulPlan::CoopCopied(CoopTilePlan {
         tile,
         epilogue: CoopEpilogue::Store,
         ..
-    } = *plan
+    }) = *plan
     else {
         return 1;
     };
@@ -795,7 +795,7 @@ fn product_dispatch(
     // ([`dummy_bindings`]).
     let (dummy_bias, dummy_flag) = dummy_bindings(gpu)?;
     let (def, bind_a, bind_b, params_bytes) = match kernel {
-        F16Product::CoopTile { epilogue, .. } => (
+        F16Product::CoopTile(CoopTilePlan { epilogue, .. }) => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_TILE_F32
             } else {
@@ -805,7 +805,7 @@ fn product_dispatch(
             Bind::Buffer(args.b.buffer()),
             &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
-        F16Product::CoopDirect { epilogue, .. } => (
+        F16Product::CoopDirect(CoopTilePlan { epilogue, .. }) => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_DIRECT_F32
             } else {
@@ -815,7 +815,7 @@ fn product_dispatch(
             Bind::Tensor(args.b),
             &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
-        F16Product::CoopCopied { epilogue, .. } => (
+        F16Product::CoopCopied(CoopTilePlan { epilogue, .. }) => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_COPIED_F32
             } else {

@@ -292,6 +292,43 @@ fn kernel_for(
     })
 }
 
+/// A launch of one of the whole-tile cooperative-matrix kernels (staged, direct,
+/// fragment-copy): the tile, the adapter's largest and smallest subgroup sizes, the
+/// epilogue that runs and the workgroup order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoopTilePlan {
+    pub tile: CoopTile,
+    pub sg: u32,
+    pub sg_min: u32,
+    pub epilogue: CoopEpilogue,
+    /// Tile rows a group of workgroups sweeps (1: row-major over the grid).
+    pub group_m: u32,
+}
+
+impl CoopTilePlan {
+    /// The pipeline constants the three kernels share; `k_step` is each one's own (the
+    /// staged and fragment-copy kernels' `CBK`, the direct kernel's `PIPE`).
+    fn overrides(
+        &self,
+        opts: &MatmulOptions,
+        k_step: (&'static str, u64),
+    ) -> Vec<(&'static str, u64)> {
+        vec![
+            ("TRANS_A", u64::from(opts.trans_a)),
+            ("TRANS_B", u64::from(opts.trans_b)),
+            ("SG", self.sg as u64),
+            ("SG_MIN", self.sg_min as u64),
+            ("SG_M", self.tile.subgroups.0 as u64),
+            ("SG_N", self.tile.subgroups.1 as u64),
+            ("FM", self.tile.frags.0 as u64),
+            ("FN", self.tile.frags.1 as u64),
+            k_step,
+            ("EPI_SYNC", epi_sync(self.epilogue)),
+            ("GROUP_M", self.group_m.max(1) as u64),
+        ]
+    }
+}
+
 /// The kernel and tile shape that run one (batched) product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatmulPlan {
@@ -300,33 +337,14 @@ pub enum MatmulPlan {
     /// The general cooperative-matrix kernel: `subgroups` (along M, along N) of `sg`
     /// lanes, each owning a 32 x 32 block.
     Coop { subgroups: (u32, u32), sg: u32 },
-    /// The cooperative-matrix tile kernel (whole tiles of one contiguous product), with
-    /// the adapter's largest and smallest subgroup sizes and the epilogue that runs.
-    CoopTile {
-        tile: CoopTile,
-        sg: u32,
-        sg_min: u32,
-        epilogue: CoopEpilogue,
-        group_m: u32,
-    },
+    /// The staged cooperative-matrix tile kernel (whole tiles of one contiguous product).
+    CoopTile(CoopTilePlan),
     /// The direct cooperative-matrix kernel (whole tiles of one contiguous product,
     /// fragments straight from global memory).
-    CoopDirect {
-        tile: CoopTile,
-        sg: u32,
-        sg_min: u32,
-        epilogue: CoopEpilogue,
-        group_m: u32,
-    },
+    CoopDirect(CoopTilePlan),
     /// The fragment-copy cooperative-matrix kernel (whole tiles of one contiguous
     /// product, slices staged by cooperative-matrix loads and stores).
-    CoopCopied {
-        tile: CoopTile,
-        sg: u32,
-        sg_min: u32,
-        epilogue: CoopEpilogue,
-        group_m: u32,
-    },
+    CoopCopied(CoopTilePlan),
     /// bf16 operands rescaled into f16 copies, multiplied by `product` into an f32
     /// scratch, scaled back by an epilogue ([`MatmulKernel::RescaledF16`]).
     Rescaled { product: F16Product },
@@ -338,31 +356,10 @@ pub enum MatmulPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F16Product {
     Tiled(TiledConfig),
-    Coop {
-        subgroups: (u32, u32),
-        sg: u32,
-    },
-    CoopTile {
-        tile: CoopTile,
-        sg: u32,
-        sg_min: u32,
-        epilogue: CoopEpilogue,
-        group_m: u32,
-    },
-    CoopDirect {
-        tile: CoopTile,
-        sg: u32,
-        sg_min: u32,
-        epilogue: CoopEpilogue,
-        group_m: u32,
-    },
-    CoopCopied {
-        tile: CoopTile,
-        sg: u32,
-        sg_min: u32,
-        epilogue: CoopEpilogue,
-        group_m: u32,
-    },
+    Coop { subgroups: (u32, u32), sg: u32 },
+    CoopTile(CoopTilePlan),
+    CoopDirect(CoopTilePlan),
+    CoopCopied(CoopTilePlan),
 }
 
 impl F16Product {
@@ -371,45 +368,9 @@ impl F16Product {
         match self {
             F16Product::Tiled(t) => MatmulPlan::Tiled(t),
             F16Product::Coop { subgroups, sg } => MatmulPlan::Coop { subgroups, sg },
-            F16Product::CoopTile {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => MatmulPlan::CoopTile {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            },
-            F16Product::CoopDirect {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => MatmulPlan::CoopDirect {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            },
-            F16Product::CoopCopied {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => MatmulPlan::CoopCopied {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            },
+            F16Product::CoopTile(p) => MatmulPlan::CoopTile(p),
+            F16Product::CoopDirect(p) => MatmulPlan::CoopDirect(p),
+            F16Product::CoopCopied(p) => MatmulPlan::CoopCopied(p),
         }
     }
 
@@ -418,45 +379,9 @@ impl F16Product {
         match plan {
             MatmulPlan::Tiled(t) => F16Product::Tiled(t),
             MatmulPlan::Coop { subgroups, sg } => F16Product::Coop { subgroups, sg },
-            MatmulPlan::CoopTile {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => F16Product::CoopTile {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            },
-            MatmulPlan::CoopDirect {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => F16Product::CoopDirect {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            },
-            MatmulPlan::CoopCopied {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => F16Product::CoopCopied {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            },
+            MatmulPlan::CoopTile(p) => F16Product::CoopTile(p),
+            MatmulPlan::CoopDirect(p) => F16Product::CoopDirect(p),
+            MatmulPlan::CoopCopied(p) => F16Product::CoopCopied(p),
             MatmulPlan::Rescaled { product } => product,
         }
     }
@@ -470,16 +395,16 @@ impl MatmulPlan {
             MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
             MatmulPlan::Tiled(_) => "tiled",
             MatmulPlan::Coop { .. } => "coop",
-            MatmulPlan::CoopTile { .. } => "coop_tile",
-            MatmulPlan::CoopDirect { .. } => "coop_direct",
-            MatmulPlan::CoopCopied { .. } => "coop_copied",
+            MatmulPlan::CoopTile(_) => "coop_tile",
+            MatmulPlan::CoopDirect(_) => "coop_direct",
+            MatmulPlan::CoopCopied(_) => "coop_copied",
             MatmulPlan::Rescaled { product } => match product {
                 F16Product::Tiled(t) if t.fast => "rescaled+tiled_fast",
                 F16Product::Tiled(_) => "rescaled+tiled",
                 F16Product::Coop { .. } => "rescaled+coop",
-                F16Product::CoopTile { .. } => "rescaled+coop_tile",
-                F16Product::CoopDirect { .. } => "rescaled+coop_direct",
-                F16Product::CoopCopied { .. } => "rescaled+coop_copied",
+                F16Product::CoopTile(_) => "rescaled+coop_tile",
+                F16Product::CoopDirect(_) => "rescaled+coop_direct",
+                F16Product::CoopCopied(_) => "rescaled+coop_copied",
             },
         }
     }
@@ -489,9 +414,9 @@ impl MatmulPlan {
         match self {
             MatmulPlan::Tiled(t) => (t.bm(), t.bn()),
             MatmulPlan::Coop { subgroups, .. } => (32 * subgroups.0, 32 * subgroups.1),
-            MatmulPlan::CoopTile { tile, .. }
-            | MatmulPlan::CoopDirect { tile, .. }
-            | MatmulPlan::CoopCopied { tile, .. } => tile.tile(),
+            MatmulPlan::CoopTile(p) | MatmulPlan::CoopDirect(p) | MatmulPlan::CoopCopied(p) => {
+                p.tile.tile()
+            }
             MatmulPlan::Rescaled { product } => product.plan().output_tile(),
         }
     }
@@ -509,63 +434,9 @@ impl MatmulPlan {
                 ("SG_N", subgroups.1 as u64),
                 ("CBK", COOP_BK as u64),
             ],
-            MatmulPlan::CoopTile {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => vec![
-                ("TRANS_A", trans(opts.trans_a)),
-                ("TRANS_B", trans(opts.trans_b)),
-                ("SG", sg as u64),
-                ("SG_MIN", sg_min as u64),
-                ("SG_M", tile.subgroups.0 as u64),
-                ("SG_N", tile.subgroups.1 as u64),
-                ("FM", tile.frags.0 as u64),
-                ("FN", tile.frags.1 as u64),
-                ("CBK", tile.bk as u64),
-                ("EPI_SYNC", epi_sync(epilogue)),
-                ("GROUP_M", group_m.max(1) as u64),
-            ],
-            MatmulPlan::CoopDirect {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => vec![
-                ("TRANS_A", trans(opts.trans_a)),
-                ("TRANS_B", trans(opts.trans_b)),
-                ("SG", sg as u64),
-                ("SG_MIN", sg_min as u64),
-                ("SG_M", tile.subgroups.0 as u64),
-                ("SG_N", tile.subgroups.1 as u64),
-                ("FM", tile.frags.0 as u64),
-                ("FN", tile.frags.1 as u64),
-                ("PIPE", u64::from(tile.bk == 32)),
-                ("EPI_SYNC", epi_sync(epilogue)),
-                ("GROUP_M", group_m.max(1) as u64),
-            ],
-            MatmulPlan::CoopCopied {
-                tile,
-                sg,
-                sg_min,
-                epilogue,
-                group_m,
-            } => vec![
-                ("TRANS_A", trans(opts.trans_a)),
-                ("TRANS_B", trans(opts.trans_b)),
-                ("SG", sg as u64),
-                ("SG_MIN", sg_min as u64),
-                ("SG_M", tile.subgroups.0 as u64),
-                ("SG_N", tile.subgroups.1 as u64),
-                ("FM", tile.frags.0 as u64),
-                ("FN", tile.frags.1 as u64),
-                ("CBK", tile.bk as u64),
-                ("EPI_SYNC", epi_sync(epilogue)),
-                ("GROUP_M", group_m.max(1) as u64),
-            ],
+            MatmulPlan::CoopTile(p) => p.overrides(opts, ("CBK", p.tile.bk as u64)),
+            MatmulPlan::CoopDirect(p) => p.overrides(opts, ("PIPE", u64::from(p.tile.bk == 32))),
+            MatmulPlan::CoopCopied(p) => p.overrides(opts, ("CBK", p.tile.bk as u64)),
             MatmulPlan::Rescaled { product } => product.plan().overrides(opts),
         }
     }
@@ -703,24 +574,24 @@ fn product_plan(
         if let CoopTiles::Direct(tile) = tuning.coop_tile {
             let sg = coop_support(gpu, (1, 1))?;
             check_whole_tiles(gpu, false, &tile, shape, sg, sg_min, epilogue)?;
-            return Ok(MatmulPlan::CoopDirect {
+            return Ok(MatmulPlan::CoopDirect(CoopTilePlan {
                 tile,
                 sg,
                 sg_min,
                 epilogue,
                 group_m,
-            });
+            }));
         }
         if let CoopTiles::Copied(tile) = tuning.coop_tile {
             let sg = coop_support(gpu, (1, 1))?;
             check_whole_tiles(gpu, true, &tile, shape, sg, sg_min, epilogue)?;
-            return Ok(MatmulPlan::CoopCopied {
+            return Ok(MatmulPlan::CoopCopied(CoopTilePlan {
                 tile,
                 sg,
                 sg_min,
                 epilogue,
                 group_m,
-            });
+            }));
         }
         if shape.contiguous && tuning.coop_tile == CoopTiles::Auto {
             let auto = auto_coop_from_env()?;
@@ -740,21 +611,21 @@ fn product_plan(
                 let sg = coop_support(gpu, (1, 1))?;
                 if check_whole_tiles(gpu, copied, &tile, shape, sg, sg_min, epilogue).is_ok() {
                     return Ok(if copied {
-                        MatmulPlan::CoopCopied {
+                        MatmulPlan::CoopCopied(CoopTilePlan {
                             tile,
                             sg,
                             sg_min,
                             epilogue,
                             group_m,
-                        }
+                        })
                     } else {
-                        MatmulPlan::CoopDirect {
+                        MatmulPlan::CoopDirect(CoopTilePlan {
                             tile,
                             sg,
                             sg_min,
                             epilogue,
                             group_m,
-                        }
+                        })
                     });
                 }
             }
@@ -762,13 +633,13 @@ fn product_plan(
         if shape.contiguous {
             if let Some(tile) = coop_tile_for(gpu, (m, n, k), opts, tuning) {
                 let sg = coop_support(gpu, (1, 1))?;
-                return Ok(MatmulPlan::CoopTile {
+                return Ok(MatmulPlan::CoopTile(CoopTilePlan {
                     tile,
                     sg,
                     sg_min,
                     epilogue,
                     group_m: tuning.coop_group_m,
-                });
+                }));
             }
         }
         let subgroups = tuning.coop_subgroups;
