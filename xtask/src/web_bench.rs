@@ -88,10 +88,16 @@ fn checkout(rev: &str, dir: &Path) -> Result {
     let hook = dir.join("src/web/bench.rs");
     if !hook.exists() {
         println!("    {rev} lacks src/web/bench.rs: adding its first version");
+        // Revisions older than the web/ submodules have no src/web/ folder at all.
+        std::fs::create_dir_all(dir.join("src/web")).map_err(|e| e.to_string())?;
         std::fs::write(&hook, first_hook()?).map_err(|e| e.to_string())?;
         let web_rs = dir.join("src/web.rs");
         let text = std::fs::read_to_string(&web_rs).map_err(|e| e.to_string())?;
-        let text = text.replacen("mod csv;", "mod bench;\nmod csv;", 1);
+        let text = if text.contains("mod csv;") {
+            text.replacen("mod csv;", "mod bench;\nmod csv;", 1)
+        } else {
+            format!("{text}\nmod bench;\n")
+        };
         std::fs::write(&web_rs, text).map_err(|e| e.to_string())?;
     }
     // node_modules is not tracked; the benchmark script runs from this tree anyway.
