@@ -42,21 +42,7 @@ struct Params {
     flags: u32, // FLAG_*
 }
 
-const FLAG_BIAS: u32 = 1u;       // add bias[n] to every row
-const FLAG_ACCUMULATE: u32 = 2u; // C += product (C is f32)
-
-// Writes the output word holding flat elements e (even) and e + 1 (columns nx, nx + 1 of
-// one row: N is a multiple of the tile here, so words never straddle rows).
-fn store_pair(e: u32, x: f32, y: f32, nx: u32) {
-    var v = vec2<f32>(x, y);
-    if ((params.flags & FLAG_BIAS) != 0u) {
-        v += vec2<f32>(bias[nx], bias[nx + 1u]);
-    }
-    if ((params.flags & FLAG_ACCUMULATE) != 0u) {
-        v += load2_c(e >> 1u);
-    }
-    store2_c(e >> 1u, v);
-}
+//!use coop_tiles
 
 override TRANS_A: u32 = 0u; // 1: A is stored (K, M)
 override TRANS_B: u32 = 0u; // 1: B is stored (N, K)
@@ -178,23 +164,6 @@ fn frag_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
     }
     let at = s * B_HALVES + kk * B_LD + n;
     return coopLoadT<coop_mat16x16<f16, B>>(&b_sh[at], ld);
-}
-
-// Tile (row, column) of C for workgroup wg: row-major over the grid when GROUP_M is 1;
-// else grouped: consecutive workgroups sweep GROUP_M tile rows before the next column,
-// so the A rows and B columns they read are still in L2 (the grid is (N / CBN, M / CBM)).
-fn tile_of(wg: vec3<u32>) -> vec2<u32> {
-    let tiles_n = params.n / CBN;
-    let tiles_m = params.m / CBM;
-    if (GROUP_M <= 1u) {
-        return vec2<u32>(wg.y, wg.x);
-    }
-    let id = wg.y * tiles_n + wg.x;
-    let per_group = GROUP_M * tiles_n;
-    let first_m = (id / per_group) * GROUP_M;
-    let rows = min(tiles_m - first_m, GROUP_M);
-    let within = id % per_group;
-    return vec2<u32>(first_m + within % rows, within / rows);
 }
 
 @compute @workgroup_size(CWG)
@@ -439,56 +408,8 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index
 
 //!kernel tile
 // Epilogue through a 16 x 16 f32 scratch a subgroup (any C dtype, bias, accumulate).
-
-// One 16 x 16 fragment per subgroup the driver may run (subgroup_id < CWG / SG_MIN).
-var<workgroup> scratch: array<f32, (CWG / SG_MIN) * 256u>;
-
-fn init_acc(m: u32, n: u32) -> coop_mat16x16<f32, C> {
-    return coop_mat16x16<f32, C>();
-}
-
-// Scratch barrier. Workgroup barriers (EPI_SYNC 0) need every subgroup to emit the same
-// fragments (they do); subgroup barriers (EPI_SYNC 1) suffice because a subgroup reads
-// only its own scratch slot, and let subgroups leave the epilogue independently.
-fn scratch_sync() {
-    if (EPI_SYNC != 0u) {
-        subgroupBarrier();
-    } else {
-        workgroupBarrier();
-    }
-}
-
-// Writes the 16 x 16 fragment at C (m, n) through subgroup `slot`'s scratch.
-fn emit(acc: coop_mat16x16<f32, C>, m: u32, n: u32, slot: u32, lane: u32, lanes: u32) {
-    let at = slot * 256u;
-    let ld = 16u;
-    coopStoreT(acc, &scratch[at], ld);
-    scratch_sync();
-    for (var w = lane; w < 128u; w += lanes) {
-        let r = w / 8u;
-        let c = 2u * (w % 8u);
-        let x = scratch[at + r * 16u + c];
-        let y = scratch[at + r * 16u + c + 1u];
-        store_pair((m + r) * params.n + n + c, x, y, n + c);
-    }
-    scratch_sync();
-}
+//!use coop_scratch_epilogue
 
 //!kernel tile_f32
-// Epilogue straight into an f32 C (no bias): each fragment is one coopStore; when
-// accumulating, the accumulators start from the old C (one coopLoad each).
-
-fn init_acc(m: u32, n: u32) -> coop_mat16x16<f32, C> {
-    if ((params.flags & FLAG_ACCUMULATE) != 0u) {
-        let at = m * params.n + n;
-        let ld = params.n;
-        return coopLoadT<coop_mat16x16<f32, C>>(&c[at], ld);
-    }
-    return coop_mat16x16<f32, C>();
-}
-
-fn emit(acc: coop_mat16x16<f32, C>, m: u32, n: u32, slot: u32, lane: u32, lanes: u32) {
-    let at = m * params.n + n;
-    let ld = params.n;
-    coopStoreT(acc, &c[at], ld);
-}
+// Epilogue straight into an f32 C without bias (one coopStore a fragment).
+//!use coop_store_epilogue

@@ -4,12 +4,15 @@
 //! A kernel file in `shaders/` holds a shared head and one or more sections, each opened
 //! by a line `//!kernel NAME` and holding one `main` entry point. Composition is the only
 //! string work: `enable` lines, `common.wgsl`, one storage prelude per tensor slot with
-//! the slot's name and binding substituted, the shared modules the shader asks for, the
-//! params uniform, then the shared head and the section.
+//! the slot's name and binding substituted, the params uniform, the shared head and the
+//! section, then the shared modules the shader asks for (last, so that they may read the
+//! kernel's overrides: naga wants an override declared before its first use).
 //!
 //! A shader asks for a shared module with a line `//!use NAME`, in its head (every
 //! section) or in one section: `reduce` (shaders/workgroup_reduce.wgsl: `wg_sum`,
-//! `wg_max` and their `var<workgroup>` scratch) or `state_words` (the scaler / optimizer
+//! `wg_max` and their `var<workgroup>` scratch), `coop_tiles`, `coop_scratch_epilogue` and
+//! `coop_store_epilogue` (what the whole-tile cooperative-matrix kernels share: their
+//! output-word store and tile order, and their two epilogues) or `state_words` (the scaler / optimizer
 //! word indices of [`crate::layout`] as WGSL constants). Kernels that do not ask get
 //! neither.
 //!
@@ -160,6 +163,9 @@ pub(crate) use declare_kernels;
 
 const COMMON: &str = include_str!("../shaders/common.wgsl");
 const REDUCE: &str = include_str!("../shaders/workgroup_reduce.wgsl");
+const COOP_TILES: &str = include_str!("../shaders/coop_tiles.wgsl");
+const COOP_SCRATCH_EPILOGUE: &str = include_str!("../shaders/coop_scratch_epilogue.wgsl");
+const COOP_STORE_EPILOGUE: &str = include_str!("../shaders/coop_store_epilogue.wgsl");
 const PRELUDE_F32: &str = include_str!("../shaders/dtype/f32.wgsl");
 const PRELUDE_F16: &str = include_str!("../shaders/dtype/f16.wgsl");
 const PRELUDE_F16_PACKED: &str = include_str!("../shaders/dtype/f16_packed.wgsl");
@@ -219,6 +225,9 @@ fn shared_modules(texts: &[&str]) -> std::result::Result<Vec<String>, String> {
         .into_iter()
         .map(|name| match name {
             "reduce" => Ok(REDUCE.to_string()),
+            "coop_tiles" => Ok(COOP_TILES.to_string()),
+            "coop_scratch_epilogue" => Ok(COOP_SCRATCH_EPILOGUE.to_string()),
+            "coop_store_epilogue" => Ok(COOP_STORE_EPILOGUE.to_string()),
             "state_words" => Ok(crate::layout::wgsl_constants()),
             other => Err(format!("`//!use {other}`: no such shared module")),
         })
@@ -319,9 +328,6 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
     } else {
         out.push_str("fn note_overflow() {}\n");
     }
-    for module in shared_modules(&[head, body]).map_err(bad)? {
-        out.push_str(&module);
-    }
     out.push_str(head);
     if def.params {
         out.push_str(&format!(
@@ -330,6 +336,11 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
         ));
     }
     out.push_str(body);
+    // Shared modules last: they may read the kernel's overrides, which naga's
+    // pipeline-constant pass wants declared before their first use.
+    for module in shared_modules(&[head, body]).map_err(bad)? {
+        out.push_str(&module);
+    }
     Ok(out)
 }
 
