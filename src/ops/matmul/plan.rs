@@ -158,55 +158,61 @@ enum AutoCoop {
     Direct,
 }
 
+/// The choice environment variable `name` names: `None` when unset, empty or `auto`
+/// (where `auto` is a choice), else the entry of `choices` it spells (case-insensitive),
+/// else a typed error listing them.
+pub(super) fn env_choice<T: Copy>(name: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let v = v.trim().to_ascii_lowercase();
+    if v.is_empty() || v == "auto" {
+        return Ok(None);
+    }
+    match choices.iter().find(|(key, _)| *key == v) {
+        Some(&(_, choice)) => Ok(Some(choice)),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(key, _)| *key).collect();
+            Err(Error::InvalidArgument(format!(
+                "{name}={v:?} (expected {} or auto)",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
 /// `HALFGRAD_COOP`: `copied` (or unset: the fragment-copy kernel for f32 outputs without
 /// bias, the staged one for the rest), `staged` (always staged) or `direct`: the kernel
 /// `CoopTiles::Auto` runs whole tiles on, so whole training steps can be measured with
 /// each.
 fn auto_coop_from_env() -> Result<AutoCoop> {
-    match std::env::var("HALFGRAD_COOP") {
-        Err(_) => Ok(AutoCoop::Copied),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "" | "copied" => Ok(AutoCoop::Copied),
-            "staged" => Ok(AutoCoop::Staged),
-            "direct" => Ok(AutoCoop::Direct),
-            other => Err(Error::InvalidArgument(format!(
-                "HALFGRAD_COOP={other:?} (expected copied, staged or direct)"
-            ))),
-        },
-    }
+    let choices = [
+        ("copied", AutoCoop::Copied),
+        ("staged", AutoCoop::Staged),
+        ("direct", AutoCoop::Direct),
+    ];
+    Ok(env_choice("HALFGRAD_COOP", &choices)?.unwrap_or(AutoCoop::Copied))
 }
 
 /// `HALFGRAD_COOP_EPILOGUE`: `scratch`, `subgroup` or `store`, for tunings that leave the
 /// coop epilogue at its default.
 fn epilogue_from_env() -> Result<Option<CoopEpilogue>> {
-    match std::env::var("HALFGRAD_COOP_EPILOGUE") {
-        Err(_) => Ok(None),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "" => Ok(None),
-            "scratch" => Ok(Some(CoopEpilogue::Scratch)),
-            "subgroup" => Ok(Some(CoopEpilogue::SubgroupScratch)),
-            "store" => Ok(Some(CoopEpilogue::Store)),
-            other => Err(Error::InvalidArgument(format!(
-                "HALFGRAD_COOP_EPILOGUE={other:?} (expected scratch, subgroup or store)"
-            ))),
-        },
-    }
+    let choices = [
+        ("scratch", CoopEpilogue::Scratch),
+        ("subgroup", CoopEpilogue::SubgroupScratch),
+        ("store", CoopEpilogue::Store),
+    ];
+    env_choice("HALFGRAD_COOP_EPILOGUE", &choices)
 }
 
 /// `HALFGRAD_MATMUL`: `tiled`, `coop`, `rescaled`, or unset / `auto`.
 fn kernel_from_env() -> Result<MatmulKernel> {
-    match std::env::var("HALFGRAD_MATMUL") {
-        Err(_) => Ok(MatmulKernel::Auto),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(MatmulKernel::Auto),
-            "tiled" => Ok(MatmulKernel::Tiled),
-            "coop" => Ok(MatmulKernel::Coop),
-            "rescaled" => Ok(MatmulKernel::RescaledF16),
-            other => Err(Error::InvalidArgument(format!(
-                "HALFGRAD_MATMUL={other:?} (expected tiled, coop, rescaled or auto)"
-            ))),
-        },
-    }
+    let choices = [
+        ("tiled", MatmulKernel::Tiled),
+        ("coop", MatmulKernel::Coop),
+        ("rescaled", MatmulKernel::RescaledF16),
+    ];
+    Ok(env_choice("HALFGRAD_MATMUL", &choices)?.unwrap_or(MatmulKernel::Auto))
 }
 
 /// The kernel [`matmul`](super::matmul) uses for these operand dtypes and options: `"tiled"` or `"coop"`.

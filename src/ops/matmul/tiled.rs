@@ -123,7 +123,8 @@ impl TiledTile {
                 }
                 _ => {
                     // Hardware adapters, large outputs: the double-buffered vec4 kernel
-                    // where it can write C (H200, 4096^3: 22.7 / 24.1 / 26.1 TFLOP/s for
+                    // where it can write C (H200, `halfgrad bench matmul --kernel tiled
+                    // --check`, 4096^3: 22.7 / 24.1 / 26.1 TFLOP/s for
                     // f16 / bf16 / f32 operands against 17.9 / 19.0 / 17.7 for LARGE).
                     // Software adapters keep the small tile (and their results' bits).
                     let software = gpu.adapter().device_type == "Cpu";
@@ -144,17 +145,11 @@ impl TiledTile {
 
 /// `HALFGRAD_TILED`: `small`, `large`, `fast`, `fast16`, or unset / `auto` (None).
 fn tile_from_env() -> Result<Option<TiledTile>> {
-    let Ok(v) = std::env::var("HALFGRAD_TILED") else {
-        return Ok(None);
-    };
-    match v.trim().to_ascii_lowercase().as_str() {
-        "" | "auto" => Ok(None),
-        "small" => Ok(Some(TiledTile::Small)),
-        "large" => Ok(Some(TiledTile::Large)),
-        "fast" => Ok(Some(TiledTile::Fast)),
-        "fast16" => Ok(Some(TiledTile::Fast16)),
-        other => Err(Error::InvalidArgument(format!(
-            "HALFGRAD_TILED={other:?} (expected small, large, fast, fast16 or auto)"
-        ))),
-    }
+    let choices = [
+        ("small", TiledTile::Small),
+        ("large", TiledTile::Large),
+        ("fast", TiledTile::Fast),
+        ("fast16", TiledTile::Fast16),
+    ];
+    super::plan::env_choice("HALFGRAD_TILED", &choices)
 }
