@@ -18,13 +18,17 @@ struct Params {
     rows: u32,   // stored rows of the operand (exponents, convert); M (epilogue)
     cols: u32,   // stored columns of the operand (exponents, convert); N (epilogue)
     ld: u32,     // elements between stored rows of the source (exponents, convert)
-    offset: u32, // element index of the source's (0, 0) (exponents, convert)
+    offset: u32, // element index of the source's (0, 0) (exponents, convert); of C's
+                 // first element (epilogue: even, a chunk of rows of a widened product)
     flags: u32,  // exponents, convert: FLAG_BY_COL; epilogue: FLAG_BIAS | FLAG_ACCUMULATE
+                 // | FLAG_UNSCALED
 }
 
 const FLAG_BY_COL: u32 = 1u;     // lines are stored columns (else stored rows)
 const FLAG_BIAS: u32 = 1u;       // epilogue: add bias[j]
 const FLAG_ACCUMULATE: u32 = 2u; // epilogue: add the old C
+const FLAG_UNSCALED: u32 = 4u;   // epilogue: no exponents (a widened f16 product:
+                                 // exps_a and exps_b are dummies)
 
 // 2^e as an f32, for e in [-126, 127].
 fn pow2(e: i32) -> f32 {
@@ -124,10 +128,12 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 }
 
 //!kernel epilogue
-// acc: (M, N) f32, the product of the scaled copies
+// acc: (M, N) f32, the product of the scaled copies (or, FLAG_UNSCALED, of the f16
+//      operands themselves: C = acc (+ bias) (+ old C))
 // exps_a: (M) i32 as u32 bits, rows of op(A)
 // exps_b: (N) i32 as u32 bits, columns of op(B)
-// c: (M, N) any dtype, dense: = acc * 2^(ea_i + eb_j) (+ bias) (+ old C, f32)
+// c: (M, N) any dtype, dense from element `offset`: = acc * 2^(ea_i + eb_j) (+ bias)
+//    (+ old C, f32)
 // bias: (N) f32 (FLAG_BIAS)
 // found_inf: raised when a 16-bit store of C overflows (or is NaN)
 override WG: u32 = 256;
@@ -139,14 +145,17 @@ fn unscaled(e: u32) -> f32 {
     // halves in [-126, 112] keep each factor a normal power of two; for a negative total
     // the intermediate is the larger, for a positive one the smaller, so neither
     // overflows or underflows where the result does not.
-    let t = max(bitcast<i32>(exps_a[i]) + bitcast<i32>(exps_b[j]), -252);
-    let t1 = t / 2;
-    var v = load_acc(e) * pow2(t1) * pow2(t - t1);
+    var v = load_acc(e);
+    if ((params.flags & FLAG_UNSCALED) == 0u) {
+        let t = max(bitcast<i32>(exps_a[i]) + bitcast<i32>(exps_b[j]), -252);
+        let t1 = t / 2;
+        v = v * pow2(t1) * pow2(t - t1);
+    }
     if ((params.flags & FLAG_BIAS) != 0u) {
         v += bias[j];
     }
     if ((params.flags & FLAG_ACCUMULATE) != 0u) {
-        v += load_c(e);
+        v += load_c(params.offset + e);
     }
     return v;
 }
@@ -160,10 +169,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         return;
     }
     if (2u * p + 1u < total) {
-        store2_c(p, vec2<f32>(unscaled(2u * p), unscaled(2u * p + 1u)));
+        store2_c(params.offset / 2u + p, vec2<f32>(unscaled(2u * p), unscaled(2u * p + 1u)));
     } else {
         // The last element of an odd count: its word's other half is padding that no
         // other invocation writes, so a single store is safe in every dtype.
-        store_c(2u * p, unscaled(2u * p));
+        store_c(params.offset + 2u * p, unscaled(2u * p));
     }
 }

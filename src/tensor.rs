@@ -298,6 +298,23 @@ impl Tensor {
         })
     }
 
+    /// The first `numel(shape)` elements of the same buffer seen with `shape` (scratch that
+    /// products of different sizes share: kernels address only the elements they are
+    /// told of).
+    pub fn prefix(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) > self.len() || numel(shape) == 0 {
+            return Err(Error::shape(
+                "prefix",
+                format!("1 to {} elements", self.len()),
+                format!("{shape:?}"),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
     /// Downloads the raw bytes. One readback.
     pub async fn read_bytes(&self) -> Result<Vec<u8>> {
         self.gpu

@@ -51,6 +51,8 @@ enum KernelArg {
     Coop,
     /// bf16 operands rescaled into f16 copies for the f16 kernels.
     Rescaled,
+    /// f16 operands into an f32 scratch, then an epilogue storing C.
+    Widened,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -202,6 +204,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             KernelArg::Tiled => MatmulKernel::Tiled,
             KernelArg::Coop => MatmulKernel::Coop,
             KernelArg::Rescaled => MatmulKernel::RescaledF16,
+            KernelArg::Widened => MatmulKernel::WidenedF16,
         },
     };
     let coop_tile = match (args.coop_variant, args.coop_tile) {
@@ -229,6 +232,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             CoopEpilogueArg::Store => CoopEpilogue::Store,
         },
         coop_group_m: args.coop_group_m,
+        ..MatmulTuning::default()
     };
     let batch = args.batch;
     if m == 0 || n == 0 || k == 0 || batch == 0 {
@@ -282,9 +286,9 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     }
     let plan = plan.expect("at least one input set");
     let kernel = plan.name();
-    // A rescaled product's tile and epilogue are its f16 kernel's.
+    // A rescaled or widened product's tile and epilogue are its f16 kernel's.
     let kernel_plan = match plan {
-        MatmulPlan::Rescaled { product } => product.plan(),
+        MatmulPlan::Rescaled { product } | MatmulPlan::Widened { product, .. } => product.plan(),
         single => single,
     };
     let (coop_tile_desc, epilogue) = match kernel_plan {

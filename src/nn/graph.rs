@@ -157,6 +157,38 @@ pub struct GraphBuilder<'a> {
     /// Another graph's forward buffers not yet taken
     /// ([`GraphBuilder::borrow_forward_buffers`]).
     donors: Vec<Tensor>,
+    /// The f32 scratch the graph's widened products share.
+    wide: WideScratch,
+}
+
+/// The f32 scratch that every widened matrix product of a graph shares
+/// (`ops::matmul::widen`): a product writes it and reads it back in two consecutive
+/// dispatches, and forward and backward dispatches run in order, so one buffer (the
+/// largest asked for) serves them all. Borrowed by a forward-only graph beside the
+/// training graph with its other buffers.
+#[derive(Debug, Default)]
+struct WideScratch {
+    /// Buffers this graph allocated (in its scratch), largest last.
+    own: Vec<Tensor>,
+    /// A donor graph's buffers (held by the donor too).
+    borrowed: Vec<Tensor>,
+}
+
+impl WideScratch {
+    /// A buffer of at least `len` f32 elements: one already here, else a new one.
+    fn get(&mut self, gpu: &Gpu, len: usize) -> Result<Tensor> {
+        let found = self
+            .own
+            .iter()
+            .chain(&self.borrowed)
+            .find(|t| t.len() >= len);
+        if let Some(t) = found {
+            return Ok(t.clone());
+        }
+        let t = Tensor::empty(gpu, &[len], DType::F32)?;
+        self.own.push(t.clone());
+        Ok(t)
+    }
 }
 
 impl<'a> GraphBuilder<'a> {
@@ -172,6 +204,7 @@ impl<'a> GraphBuilder<'a> {
             pending_outputs: Vec::new(),
             forward_buffers: Vec::new(),
             donors: Vec::new(),
+            wide: WideScratch::default(),
         }
     }
 
@@ -185,6 +218,15 @@ impl<'a> GraphBuilder<'a> {
     /// reads after a run (a loss) is overwritten by the other graph's next run.
     pub fn borrow_forward_buffers(&mut self, donor: &Graph) {
         self.donors.extend(donor.forward_buffers.iter().cloned());
+        self.wide
+            .borrowed
+            .extend(donor.wide_scratch.iter().cloned());
+    }
+
+    /// The graph's shared f32 scratch for widened matrix products, at least `len`
+    /// elements (`ops::matmul::widened_scratch_len`).
+    pub fn wide_scratch(&mut self, len: usize) -> Result<Tensor> {
+        self.wide.get(self.ctx.gpu, len)
     }
 
     /// A forward buffer: a donor's ([`GraphBuilder::borrow_forward_buffers`]) seen with
@@ -304,6 +346,7 @@ impl<'a> GraphBuilder<'a> {
             pending_outputs: _,
             forward_buffers,
             donors: _,
+            wide,
         } = self;
         let param_written = vec![ctx.grad_mode == GradMode::Accumulate; params.len()];
         let mut b = Backward {
@@ -323,19 +366,23 @@ impl<'a> GraphBuilder<'a> {
             scratch: Vec::new(),
             free_grads: Vec::new(),
             temporaries: Vec::new(),
+            wide,
             dispatches: Vec::new(),
         };
         for (op, outputs) in ops.iter().zip(&op_outputs).rev() {
             op.backward(&mut b)?;
             b.release(outputs);
         }
+        let mut scratch = b.scratch;
+        scratch.extend(b.wide.own.iter().cloned());
         Ok(Graph {
             values: b.values.into_iter().map(|s| s.into_graph_value()).collect(),
             ops,
             backward: b.dispatches,
-            scratch: b.scratch,
+            scratch,
             params_written: b.param_used,
             forward_buffers,
+            wide_scratch: b.wide.own,
         })
     }
 
@@ -353,9 +400,10 @@ impl<'a> GraphBuilder<'a> {
                 .collect(),
             ops: self.ops,
             backward: Vec::new(),
-            scratch: Vec::new(),
+            scratch: self.wide.own.clone(),
             params_written: vec![false; n_params],
             forward_buffers: self.forward_buffers,
+            wide_scratch: self.wide.own,
         }
     }
 }
@@ -426,6 +474,8 @@ pub struct Backward<'a> {
     free_grads: Vec<Tensor>,
     /// The buffers handed out by [`Backward::temporaries`] (also in `scratch`).
     temporaries: Vec<Tensor>,
+    /// The forward's shared widened-product scratch, shared on.
+    wide: WideScratch,
     dispatches: Vec<Dispatch>,
 }
 
@@ -568,6 +618,12 @@ impl<'a> Backward<'a> {
         Ok(out)
     }
 
+    /// The graph's shared f32 scratch for widened matrix products, at least `len`
+    /// elements (the forward's: see [`GraphBuilder::wide_scratch`]).
+    pub fn wide_scratch(&mut self, len: usize) -> Result<Tensor> {
+        self.wide.get(self.ctx.gpu, len)
+    }
+
     /// Appends a backward dispatch.
     pub fn push(&mut self, dispatch: Dispatch) {
         self.dispatches.push(dispatch);
@@ -607,6 +663,9 @@ pub struct Graph {
     params_written: Vec<bool>,
     /// Op outputs and saved buffers (what another graph may borrow).
     forward_buffers: Vec<Tensor>,
+    /// The widened products' shared scratch this graph allocated (also in `scratch`;
+    /// another graph may borrow it).
+    wide_scratch: Vec<Tensor>,
 }
 
 impl Graph {

@@ -6,7 +6,9 @@ use super::graph::{Backward, Graph, GraphBuilder, Op, ParamId, ParamStore, Value
 use super::init::{linear_bound, uniform_vec, SplitMix64};
 use super::{batch_width, one_op_graph, Layer, LayerCtx, Node, Param};
 use crate::kernels::Dispatch;
-use crate::ops::matmul::{matmul, matmul_with, split_k_scratch_shape, MatmulArgs, MatmulOptions};
+use crate::ops::matmul::{
+    matmul_with, split_k_scratch_shape, widened_scratch_len, MatmulArgs, MatmulOptions,
+};
 use crate::ops::reduce::{col_sum, partial_sums_shape};
 use crate::{DType, Error, Result, Tensor};
 
@@ -120,16 +122,30 @@ pub fn linear(
     }
     let y = g.output(&[b, out_features], g.ctx().policy.activation, true)?;
     // y (B, out) = x (B, in) @ W^T (in, out) + b
-    let forward = matmul(
+    // (a 16-bit y on matrix units may go through an f32 scratch the graph shares)
+    let y_value = g.value(y).clone();
+    let args = MatmulArgs {
+        bias: bias.map(|id| &g.param(id).master),
+        found_inf: Some(g.ctx().found_inf),
+        ..MatmulArgs::matrices(
+            &x_value,
+            w.compute(),
+            &y_value,
+            &MatmulOptions {
+                trans_b: true,
+                ..Default::default()
+            },
+        )?
+    };
+    let scratch = match widened_scratch_len(gpu, &args)? {
+        Some(len) => Some(g.wide_scratch(len)?),
+        None => None,
+    };
+    let forward = matmul_with(
         gpu,
-        &x_value,
-        w.compute(),
-        g.value(y),
-        bias.map(|id| &g.param(id).master),
-        Some(g.ctx().found_inf),
-        &MatmulOptions {
-            trans_b: true,
-            ..Default::default()
+        &MatmulArgs {
+            wide_scratch: scratch.as_ref(),
+            ..args
         },
     )?;
     g.push(LinearOp {
@@ -201,16 +217,27 @@ impl Op for LinearOp {
         let f32_grad = self.x_value.dtype() == DType::F32;
         if let Some(dx) = b.value_grad(self.x, f32_grad)? {
             let found_inf = b.ctx().found_inf;
-            let d = matmul(
+            let args = MatmulArgs {
+                found_inf: Some(found_inf),
+                ..MatmulArgs::matrices(
+                    &dy,
+                    self.weight.1.compute(),
+                    &dx.tensor,
+                    &MatmulOptions {
+                        accumulate: dx.accumulate,
+                        ..Default::default()
+                    },
+                )?
+            };
+            let scratch = match widened_scratch_len(gpu, &args)? {
+                Some(len) => Some(b.wide_scratch(len)?),
+                None => None,
+            };
+            let d = matmul_with(
                 gpu,
-                &dy,
-                self.weight.1.compute(),
-                &dx.tensor,
-                None,
-                Some(found_inf),
-                &MatmulOptions {
-                    accumulate: dx.accumulate,
-                    ..Default::default()
+                &MatmulArgs {
+                    wide_scratch: scratch.as_ref(),
+                    ..args
                 },
             )?;
             b.extend(d);

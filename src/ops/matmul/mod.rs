@@ -14,11 +14,13 @@
 //!   slices staged by cooperative-matrix loads and stores; both for benchmarks
 //!   (`MatmulTuning::coop_tile`);
 //! - `rescaled+...` ([`rescale`]): bf16 operands scaled by powers of two into f16 copies
-//!   and multiplied by one of those (on cooperative matrices where the adapter has them).
+//!   and multiplied by one of those (on cooperative matrices where the adapter has them);
+//! - `widened+...` ([`widen`]): f16 products into a 16-bit C (or with a bias) through an
+//!   f32 scratch and an epilogue, so they run on the fragment-copy kernel's store path.
 //!
 //! [`plan`] picks one ([`MatmulPlan`]); [`matmul_with`] checks a [`MatmulArgs`] and builds
 //! the dispatch; [`matmul`] is the rank-2 shorthand the layers use.
-//! `HALFGRAD_MATMUL=tiled|coop|rescaled` forces a kernel where the options say `Auto`.
+//! `HALFGRAD_MATMUL=tiled|coop|rescaled|widened` forces a kernel where the options say `Auto`.
 
 /// Bindings shared by the tiled, general coop and direct coop kernels (coop narrows a and
 /// b to f16; the direct kernel's coopStore epilogue narrows c to f32).
@@ -136,11 +138,12 @@ pub mod coop;
 pub mod plan;
 pub mod rescale;
 pub mod tiled;
+pub mod widen;
 
 pub use coop::{CoopEpilogue, CoopTile};
 pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, CoopTilePlan, CoopTiles, F16Product,
-    MatmulKernel, MatmulOptions, MatmulPlan, MatmulTuning,
+    MatmulKernel, MatmulOptions, MatmulPlan, MatmulTuning, WIDE_SCRATCH_MAX_ELEMS,
 };
 pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
@@ -223,6 +226,10 @@ pub struct MatmulArgs<'a> {
     /// graph shares between the products it runs one after another; `None`: a split
     /// product allocates its own.
     pub split_scratch: Option<&'a Tensor>,
+    /// The f32 scratch of a widened product ([`widened_scratch_len`]: at least that many
+    /// elements, any shape), e.g. one that a graph shares between the products it runs
+    /// one after another; `None`: a widened product allocates its own.
+    pub wide_scratch: Option<&'a Tensor>,
 }
 
 impl<'a> MatmulArgs<'a> {
@@ -250,6 +257,7 @@ impl<'a> MatmulArgs<'a> {
             opts: MatmulOptions::default(),
             tuning: MatmulTuning::default(),
             split_scratch: None,
+            wide_scratch: None,
         }
     }
 
@@ -635,6 +643,7 @@ pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Vec<Dispatch>> {
     let (plan, params) = check(gpu, args)?;
     match plan {
         MatmulPlan::Rescaled { product } => rescale::dispatches(gpu, args, product),
+        MatmulPlan::Widened { chunk_rows, .. } => widen::dispatches(gpu, args, chunk_rows),
         single => {
             let split = split_k(&single, args);
             if split > 1 {
@@ -694,6 +703,15 @@ pub fn split_k_scratch_shape(gpu: &Gpu, args: &MatmulArgs) -> Result<Option<[usi
     let (plan, _) = check(gpu, args)?;
     let split = split_k(&plan, args);
     Ok((split > 1).then_some([split * args.m, args.n]))
+}
+
+/// The f32 elements the scratch of a widened product holds ([`MatmulArgs::wide_scratch`]),
+/// or None where the product takes another path.
+pub fn widened_scratch_len(gpu: &Gpu, args: &MatmulArgs) -> Result<Option<usize>> {
+    Ok(match check(gpu, args)?.0 {
+        MatmulPlan::Widened { chunk_rows, .. } => Some(chunk_rows * args.n),
+        _ => None,
+    })
 }
 
 /// A split-K product: the K ranges into rows of an f32 scratch (one workgroup layer

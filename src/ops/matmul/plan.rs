@@ -26,7 +26,20 @@ pub enum MatmulKernel {
     /// one dense matrix filling its tensor. (Under `HALFGRAD_MATMUL=rescaled` such
     /// products keep `Auto`'s kernel instead.)
     RescaledF16,
+    /// f16 operands multiplied by the f16 kernel `Auto` picks into an f32 scratch, then an
+    /// epilogue adds the bias (and the old C) and stores C's dtype (see
+    /// [`widen`](super::widen)); in row chunks where the scratch would pass
+    /// [`WIDE_SCRATCH_MAX_ELEMS`]. `Auto` takes this path by itself for whole-tile
+    /// products into a 16-bit C (or with bias) where the product runs on the
+    /// fragment-copy kernel; forcing it tests the whole path anywhere.
+    /// `Error::DTypeMismatch` for operands other than f16, `Error::InvalidArgument` for a
+    /// batch or a C that is not one dense matrix filling its tensor.
+    WidenedF16,
 }
+
+/// The most f32 elements a widened product's scratch holds (32 MiB): larger products
+/// run in chunks of rows. A graph shares one scratch between all its products.
+pub const WIDE_SCRATCH_MAX_ELEMS: usize = 1 << 23;
 
 /// How [`matmul`](super::matmul) reads its operands and writes C.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +92,9 @@ pub struct MatmulTuning {
     /// Workgroup order of the coop tile and direct kernels: 0 or 1 row-major over the
     /// grid; G > 1 sweeps G tile rows before moving one tile column (L2 reuse).
     pub coop_group_m: u32,
+    /// The most f32 elements a widened product's scratch holds before it runs in row
+    /// chunks ([`WIDE_SCRATCH_MAX_ELEMS`]; tests lower it to exercise the chunks).
+    pub wide_scratch_elems: usize,
 }
 
 impl Default for MatmulTuning {
@@ -91,6 +107,7 @@ impl Default for MatmulTuning {
             coop_tile: CoopTiles::Auto,
             coop_epilogue: CoopEpilogue::Scratch,
             coop_group_m: 1,
+            wide_scratch_elems: WIDE_SCRATCH_MAX_ELEMS,
         }
     }
 }
@@ -205,19 +222,20 @@ fn epilogue_from_env() -> Result<Option<CoopEpilogue>> {
     env_choice("HALFGRAD_COOP_EPILOGUE", &choices)
 }
 
-/// `HALFGRAD_MATMUL`: `tiled`, `coop`, `rescaled`, or unset / `auto`.
+/// `HALFGRAD_MATMUL`: `tiled`, `coop`, `rescaled`, `widened`, or unset / `auto`.
 fn kernel_from_env() -> Result<MatmulKernel> {
     let choices = [
         ("tiled", MatmulKernel::Tiled),
         ("coop", MatmulKernel::Coop),
         ("rescaled", MatmulKernel::RescaledF16),
+        ("widened", MatmulKernel::WidenedF16),
     ];
     Ok(env_choice("HALFGRAD_MATMUL", &choices)?.unwrap_or(MatmulKernel::Auto))
 }
 
 /// The kernel [`matmul`](super::matmul) uses for these operand dtypes and options: `"tiled"` or `"coop"`.
-/// (`RescaledF16` is chosen per product by [`plan_for`](super::plan_for); here it reads
-/// as `Auto`.)
+/// (`RescaledF16` and `WidenedF16` are chosen per product by [`plan_for`](super::plan_for);
+/// here they read as `Auto`.)
 pub fn chosen_kernel(
     gpu: &Gpu,
     a_dtype: DType,
@@ -248,7 +266,7 @@ pub fn chosen_kernel(
             }
             Ok("coop")
         }
-        MatmulKernel::Auto | MatmulKernel::RescaledF16 => {
+        MatmulKernel::Auto | MatmulKernel::RescaledF16 | MatmulKernel::WidenedF16 => {
             Ok(if f16_operands && coop_support(gpu, subgroups).is_ok() {
                 "coop"
             } else {
@@ -354,6 +372,13 @@ pub enum MatmulPlan {
     /// bf16 operands rescaled into f16 copies, multiplied by `product` into an f32
     /// scratch, scaled back by an epilogue ([`MatmulKernel::RescaledF16`]).
     Rescaled { product: F16Product },
+    /// f16 operands multiplied by `product` into an f32 scratch of `chunk_rows` rows of
+    /// C at a time, each chunk then stored in C's dtype with the bias by an epilogue
+    /// ([`MatmulKernel::WidenedF16`]).
+    Widened {
+        product: F16Product,
+        chunk_rows: usize,
+    },
 }
 
 /// One kernel launch of a product: the kernel of a single-dispatch plan, or the f16
@@ -388,7 +413,7 @@ impl F16Product {
             MatmulPlan::CoopTile(p) => F16Product::CoopTile(p),
             MatmulPlan::CoopDirect(p) => F16Product::CoopDirect(p),
             MatmulPlan::CoopCopied(p) => F16Product::CoopCopied(p),
-            MatmulPlan::Rescaled { product } => product,
+            MatmulPlan::Rescaled { product } | MatmulPlan::Widened { product, .. } => product,
         }
     }
 }
@@ -412,6 +437,14 @@ impl MatmulPlan {
                 F16Product::CoopDirect(_) => "rescaled+coop_direct",
                 F16Product::CoopCopied(_) => "rescaled+coop_copied",
             },
+            MatmulPlan::Widened { product, .. } => match product {
+                F16Product::Tiled(t) if t.fast => "widened+tiled_fast",
+                F16Product::Tiled(_) => "widened+tiled",
+                F16Product::Coop { .. } => "widened+coop",
+                F16Product::CoopTile(_) => "widened+coop_tile",
+                F16Product::CoopDirect(_) => "widened+coop_direct",
+                F16Product::CoopCopied(_) => "widened+coop_copied",
+            },
         }
     }
 
@@ -423,7 +456,9 @@ impl MatmulPlan {
             MatmulPlan::CoopTile(p) | MatmulPlan::CoopDirect(p) | MatmulPlan::CoopCopied(p) => {
                 p.tile.tile()
             }
-            MatmulPlan::Rescaled { product } => product.plan().output_tile(),
+            MatmulPlan::Rescaled { product } | MatmulPlan::Widened { product, .. } => {
+                product.plan().output_tile()
+            }
         }
     }
 
@@ -443,7 +478,9 @@ impl MatmulPlan {
             MatmulPlan::CoopTile(p) => p.overrides(opts, ("CBK", p.tile.bk as u64)),
             MatmulPlan::CoopDirect(p) => p.overrides(opts, ("PIPE", u64::from(p.tile.bk == 32))),
             MatmulPlan::CoopCopied(p) => p.overrides(opts, ("CBK", p.tile.bk as u64)),
-            MatmulPlan::Rescaled { product } => product.plan().overrides(opts),
+            MatmulPlan::Rescaled { product } | MatmulPlan::Widened { product, .. } => {
+                product.plan().overrides(opts)
+            }
         }
     }
 }
@@ -490,7 +527,122 @@ pub(super) fn plan(
     if let Some(product) = rescaled_product(gpu, (a_dtype, b_dtype), shape, opts, tuning)? {
         return Ok(MatmulPlan::Rescaled { product });
     }
+    if let Some((product, chunk_rows)) =
+        widened_product(gpu, (a_dtype, b_dtype), shape, opts, tuning)?
+    {
+        return Ok(MatmulPlan::Widened {
+            product,
+            chunk_rows,
+        });
+    }
     product_plan(gpu, (a_dtype, b_dtype), shape, opts, tuning)
+}
+
+/// Whether `Auto` runs a widened product in several row chunks. Off while the
+/// fragment-copy kernel reads its operands only from element 0: a chunk's A starts at
+/// an offset, which would send it to the general coop kernel.
+const AUTO_WIDENED_CHUNKS: bool = false;
+
+/// The f16 kernel and chunk rows of a widened product, or None where the product takes
+/// another path: `WidenedF16` forced by the options (errors where it does not apply) or
+/// by the environment (where it applies and C is not an f32 C without bias), else under `Auto` for f16 operands whose
+/// product would not store straight into C (a 16-bit C or a bias) when the f32 product
+/// runs on the fragment-copy kernel. H200 (`bench matmul --m 4096 --n 4096 --k 4096
+/// --out-dtype f16`, docs/PERFORMANCE.md): 51 TFLOP/s on the staged kernel's scratch
+/// epilogue, 19 on the fragment-copy kernel's, 109 for the same product into f32.
+fn widened_product(
+    gpu: &Gpu,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+    opts: &MatmulOptions,
+    tuning: &MatmulTuning,
+) -> Result<Option<(F16Product, usize)>> {
+    let f16 = a_dtype == DType::F16 && b_dtype == DType::F16;
+    let applies = f16 && shape.rescalable;
+    let forced = match opts.kernel {
+        MatmulKernel::WidenedF16 => {
+            if !f16 {
+                return Err(Error::DTypeMismatch {
+                    op: "matmul (widened f16 path)",
+                    expected: "f16 operands".into(),
+                    got: if a_dtype != DType::F16 {
+                        a_dtype
+                    } else {
+                        b_dtype
+                    },
+                });
+            }
+            if !shape.rescalable {
+                return Err(Error::InvalidArgument(
+                    "matmul: the widened f16 path takes one unbatched product into a C that is one dense matrix filling its tensor".into(),
+                ));
+            }
+            true
+        }
+        MatmulKernel::Auto => {
+            let env = kernel_from_env()?;
+            if env == MatmulKernel::WidenedF16 {
+                // Not where the product already stores straight into an f32 C (the
+                // widened product's own inner product is such a one).
+                if !applies || shape.f32_store {
+                    return Ok(None);
+                }
+                true
+            } else {
+                let default_coop = tuning.coop_tile == CoopTiles::Auto
+                    && tuning.coop_epilogue == CoopEpilogue::Scratch
+                    && epilogue_from_env()?.is_none()
+                    && auto_coop_from_env()? == AutoCoop::Copied;
+                if !(env == MatmulKernel::Auto
+                    && applies
+                    && !shape.f32_store
+                    && default_coop
+                    && coop_support(gpu, MatmulTuning::default().coop_subgroups).is_ok())
+                {
+                    return Ok(None);
+                }
+                false
+            }
+        }
+        MatmulKernel::Tiled | MatmulKernel::Coop | MatmulKernel::RescaledF16 => return Ok(None),
+    };
+    // The scratch is one dense f32 matrix without bias: the product stores straight
+    // into it (chunk 0 reads A from element 0, like the whole product).
+    let inner_shape = |m: usize| PlanShape {
+        m,
+        f32_store: true,
+        rescalable: false,
+        ..*shape
+    };
+    let inner = MatmulOptions {
+        kernel: MatmulKernel::Auto,
+        accumulate: false,
+        ..*opts
+    };
+    let f16_pair = (DType::F16, DType::F16);
+    let whole = product_plan(gpu, f16_pair, &inner_shape(shape.m), &inner, tuning)?;
+    let (bm, _) = whole.output_tile();
+    let cap = tuning.wide_scratch_elems;
+    let chunk_rows = if shape.m * shape.n <= cap {
+        shape.m
+    } else {
+        // Whole tiles of rows (a chunk of a whole-tile product is whole tiles too); at
+        // least one tile, whatever N.
+        let rows = cap / shape.n / bm as usize * bm as usize;
+        rows.max(bm as usize).min(shape.m)
+    };
+    let product = if chunk_rows == shape.m {
+        whole
+    } else {
+        product_plan(gpu, f16_pair, &inner_shape(chunk_rows), &inner, tuning)?
+    };
+    if !forced {
+        let copied = matches!(product, MatmulPlan::CoopCopied(_));
+        if !copied || (chunk_rows < shape.m && !AUTO_WIDENED_CHUNKS) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((F16Product::of(product), chunk_rows)))
 }
 
 /// The f16 kernel of a rescaled product, or None where the product takes another path:
@@ -536,7 +688,7 @@ fn rescaled_product(
                 return Ok(None);
             }
         }
-        MatmulKernel::Tiled | MatmulKernel::Coop => return Ok(None),
+        MatmulKernel::Tiled | MatmulKernel::Coop | MatmulKernel::WidenedF16 => return Ok(None),
     }
     // The copies are dense (M, K) / (K, M) and (K, N) / (N, K) f16 matrices and the
     // scratch one dense (M, N) f32 matrix without bias: the f16 product is contiguous

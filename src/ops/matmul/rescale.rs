@@ -64,6 +64,7 @@ struct Params {
 const FLAG_BY_COL: u32 = 1;
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_UNSCALED: u32 = 4;
 /// Invocations of the convert and epilogue workgroups.
 const WG: u32 = 256;
 /// Lines per exponents workgroup (`SPAN` in the shader).
@@ -171,35 +172,7 @@ pub(super) fn dispatches(
     let (_, params) = super::check(gpu, &inner)?;
     let product = super::product_dispatch(gpu, &inner, product, &params, 1)?;
 
-    let (dummy_bias, dummy_flag) = super::dummy_bindings(gpu)?;
-    let flags = [
-        (args.bias.is_some(), FLAG_BIAS),
-        (opts.accumulate, FLAG_ACCUMULATE),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .fold(0, |f, (_, bit)| f | bit);
-    let params = Params {
-        rows: m as u32,
-        cols: n as u32,
-        ld: n as u32,
-        offset: 0,
-        flags,
-    };
-    let epilogue = gpu.dispatch(
-        &EPILOGUE,
-        &[
-            Bind::Tensor(&acc),
-            Bind::Buffer(a.exps.buffer()),
-            Bind::Buffer(b.exps.buffer()),
-            Bind::Tensor(args.c),
-            Bind::Buffer(args.bias.map_or(&dummy_bias, |t| t.buffer())),
-            Bind::Buffer(args.found_inf.map_or(&dummy_flag, |f| f.buffer())),
-        ],
-        bytemuck::bytes_of(&params),
-        &[("WG", WG as u64)],
-        gpu.grid_1d(((m * n) as u64).div_ceil(2), WG),
-    )?;
+    let epilogue = epilogue(gpu, &acc, Some((&a.exps, &b.exps)), args, (m, n), 0)?;
 
     let scratch = [a.exps, a.copy, b.exps, b.copy, acc];
     let [find_a, convert_a] = a.dispatches;
@@ -208,4 +181,53 @@ pub(super) fn dispatches(
         .into_iter()
         .map(|d| d.holding(&scratch))
         .collect())
+}
+
+/// The epilogue dispatch: rows `rows` of C from element `offset` (a multiple of `cols`,
+/// even) = acc (rows, cols) f32 * 2^(ea_i + eb_j) (+ bias) (+ old C when `args` say
+/// accumulate), in C's dtype. Without `exps` (a widened f16 product) acc is not scaled.
+pub(super) fn epilogue(
+    gpu: &Gpu,
+    acc: &Tensor,
+    exps: Option<(&Tensor, &Tensor)>,
+    args: &MatmulArgs,
+    (rows, cols): (usize, usize),
+    offset: usize,
+) -> Result<Dispatch> {
+    let (dummy_bias, dummy_flag) = super::dummy_bindings(gpu)?;
+    let flags = [
+        (args.bias.is_some(), FLAG_BIAS),
+        (args.opts.accumulate, FLAG_ACCUMULATE),
+        (exps.is_none(), FLAG_UNSCALED),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |f, (_, bit)| f | bit);
+    // The caller's view was checked by `matmul`'s `check`: every index fits in u32.
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        ld: cols as u32,
+        offset: offset as u32,
+        flags,
+    };
+    // Unscaled: the exponent slots read nothing; the bias dummy stands in.
+    let (exps_a, exps_b) = match exps {
+        Some((a, b)) => (a.buffer(), b.buffer()),
+        None => (&dummy_bias, &dummy_bias),
+    };
+    gpu.dispatch(
+        &EPILOGUE,
+        &[
+            Bind::Tensor(acc),
+            Bind::Buffer(exps_a),
+            Bind::Buffer(exps_b),
+            Bind::Tensor(args.c),
+            Bind::Buffer(args.bias.map_or(&dummy_bias, |t| t.buffer())),
+            Bind::Buffer(args.found_inf.map_or(&dummy_flag, |f| f.buffer())),
+        ],
+        bytemuck::bytes_of(&params),
+        &[("WG", WG as u64)],
+        gpu.grid_1d(((rows * cols) as u64).div_ceil(2), WG),
+    )
 }
