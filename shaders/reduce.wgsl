@@ -82,3 +82,28 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
         store_partials(at.y * params.cols + col, total);
     }
 }
+
+//!kernel sum_layers
+// layers: (R, C) f32 as 16-byte words (C a multiple of 4): R layers of the same C values
+//         (a split-K product's K ranges)
+// out: (C) f32 as 16-byte words: out = sum over r of layers[r] in order r = 0, 1, ...
+//      (+ out when accumulating)
+// A few long rows: one invocation sums one 16-byte word down the layers (col_sum's
+// workgroup a 32 columns would leave most of its row lanes idle and read 4 bytes a load).
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let w = flat_index(wg_id, num_wg, li, 256u);
+    let words = params.cols / 4u;
+    if (w >= words) {
+        return;
+    }
+    var s = bitcast<vec4<f32>>(layers[w]);
+    for (var r = 1u; r < params.rows; r++) {
+        s += bitcast<vec4<f32>>(layers[r * words + w]);
+    }
+    if (params.accumulate != 0u) {
+        s += bitcast<vec4<f32>>(out[w]);
+    }
+    out[w] = bitcast<vec4<u32>>(s);
+}

@@ -228,3 +228,73 @@ fn layernorm_partial_sums_must_fit_the_rows_and_be_two_buffers() {
         assert!(matches!(e, halfgrad::Error::InvalidArgument(_)), "{e:?}");
     }
 }
+
+/// `sum_layers` (a split-K product's K ranges): a few layers of long f32 rows, in layer
+/// order, accumulate on and off, output poisoned; bit for bit the sequential f32 sum; and
+/// its typed errors.
+#[test]
+fn sum_layers_match_f64_and_the_sequential_f32_sum() {
+    let g = gpu();
+    for (i, &(layers, cols)) in [(1usize, 4usize), (2, 4 * 1037), (5, 4 * 263), (16, 8)]
+        .iter()
+        .enumerate()
+    {
+        for accumulate in [false, true] {
+            let mut r = rng(800 + i as u64);
+            let x_host = random_vec(&mut r, layers * cols, 1.0);
+            let start_host = random_vec(&mut r, cols, 10.0);
+            let x = Tensor::from_f32(g, &[layers, cols], &x_host, DType::F32).unwrap();
+            let out = match accumulate {
+                true => Tensor::from_f32(g, &[cols], &start_host, DType::F32).unwrap(),
+                false => nan(g, &[cols]),
+            };
+            let d = reduce::sum_layers(g, &x, &out, accumulate).unwrap();
+            submit(g, |p| d.encode(p));
+            let got = read(&out);
+            let start = accumulate.then_some(&start_host[..]);
+            let what = format!("sum_layers {layers}x{cols} accumulate={accumulate}");
+            assert_close(
+                &what,
+                &got,
+                &col_sum_ref(&x_host, layers, cols, start),
+                TOL_F32,
+            );
+            let sequential: Vec<u32> = (0..cols)
+                .map(|c| {
+                    let mut s = x_host[c];
+                    for l in 1..layers {
+                        s += x_host[l * cols + c];
+                    }
+                    if accumulate {
+                        s += start_host[c];
+                    }
+                    s.to_bits()
+                })
+                .collect();
+            let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(bits, sequential, "{what}: not the sequential sum");
+        }
+    }
+    let x = Tensor::zeros(g, &[2, 6], DType::F32).unwrap();
+    let out = Tensor::zeros(g, &[6], DType::F32).unwrap();
+    assert!(matches!(
+        reduce::sum_layers(g, &x, &out, false),
+        Err(halfgrad::Error::InvalidArgument(_))
+    ));
+    let x = Tensor::zeros(g, &[2, 8], DType::F16).unwrap();
+    let out = Tensor::zeros(g, &[8], DType::F32).unwrap();
+    assert!(matches!(
+        reduce::sum_layers(g, &x, &out, false),
+        Err(halfgrad::Error::DTypeMismatch { .. })
+    ));
+    let x = Tensor::zeros(g, &[2, 8], DType::F32).unwrap();
+    assert!(matches!(
+        reduce::sum_layers(
+            g,
+            &x,
+            &out.reshape(&[8]).unwrap().prefix(&[4]).unwrap(),
+            false
+        ),
+        Err(halfgrad::Error::ShapeMismatch { .. })
+    ));
+}

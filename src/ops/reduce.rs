@@ -1,7 +1,7 @@
 //! Reductions in f32: column sums (bias gradients), in one pass for short matrices and
 //! in two (partial sums of row chunks, then their sum) for tall ones.
 
-use crate::kernels::{declare_kernels, Bind, Dispatch, Slot, ANY, F32_ONLY};
+use crate::kernels::{declare_kernels, Access, Bind, Dispatch, Slot, SlotKind, ANY, F32_ONLY};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 declare_kernels! {
@@ -9,6 +9,11 @@ declare_kernels! {
     COL_SUM = "col_sum", slots: &[Slot::read("x", ANY), Slot::write("out", F32_ONLY)];
     COL_SUM_CHUNKS = "col_sum_chunks",
         slots: &[Slot::read("x", ANY), Slot::write("partials", F32_ONLY)];
+    SUM_LAYERS = "sum_layers",
+        slots: &[
+            Slot::raw("layers", SlotKind::U32x4, Access::Read),
+            Slot::raw("out", SlotKind::U32x4, Access::ReadWrite),
+        ];
 }
 
 #[repr(C)]
@@ -24,12 +29,13 @@ pub(crate) const COLS_PER_GROUP: u32 = 32;
 
 /// Rows up to which the column sums (bias, LayerNorm gamma / beta gradients) run in one
 /// pass, where a workgroup per 32 columns walks every row (a 384-wide matrix runs on 12
-/// workgroups: fine for a few thousand rows, a sliver of a big GPU for 16k). Past it, two
+/// workgroups: fine for a thousand rows, a sliver of a big GPU for 16k; on the H200 the
+/// MLP benchmark's three bias sums over 2,048 rows took 0.27 ms in one pass). Past it, two
 /// passes that spread the rows over many workgroups. Small models keep the one-pass
 /// kernel and so their exact bits (the digits MLP at batch 64, the tiny GPT's 1024 rows:
 /// `halfgrad train`'s figures in tests/train.rs), and at that size a second dispatch
 /// would cost more than it saves.
-pub const ONE_PASS_MAX_ROWS: usize = 2048;
+pub const ONE_PASS_MAX_ROWS: usize = 1024;
 /// Rows per chunk of the two-pass column sums (`CHUNK_ROWS` in reduce.wgsl and
 /// layernorm.wgsl): 16384 x 384 gives 256 chunks x 6 column groups = 1536 workgroups of
 /// pass 1, and (256, C) f32 partial sums, 1/32 of an f16 input's bytes, for pass 2.
@@ -189,4 +195,47 @@ pub(crate) fn row_grid(gpu: &Gpu, rows: u32, cols: u32) -> ([(&'static str, u64)
 pub(crate) fn column_grid(gpu: &Gpu, cols: u32) -> [u32; 3] {
     let groups = cols.div_ceil(COLS_PER_GROUP) as u64;
     gpu.grid_1d(groups, 1)
+}
+
+/// `out (C) = sum over r of layers (R, C)`, layer by layer in order (+ the old `out` when
+/// `accumulate`): the sum of a split-K product's K ranges. f32 only, C a multiple of 4
+/// (16-byte words); one invocation a word, so a few layers of millions of values stream
+/// at the copy's speed. Other shapes: `col_sum`.
+// layers: (R, C) f32
+// out: (C) f32
+pub fn sum_layers(gpu: &Gpu, layers: &Tensor, out: &Tensor, accumulate: bool) -> Result<Dispatch> {
+    let (rows, cols) = matrix_dims("sum_layers", layers)?;
+    if out.shape() != [cols as usize] {
+        return Err(Error::shape(
+            "sum_layers",
+            format!("[{cols}]"),
+            format!("{:?}", out.shape()),
+        ));
+    }
+    for t in [layers, out] {
+        if t.dtype() != DType::F32 {
+            return Err(Error::DTypeMismatch {
+                op: "sum_layers",
+                expected: "f32 layers and output".into(),
+                got: t.dtype(),
+            });
+        }
+    }
+    if cols % 4 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "sum_layers: {cols} columns are not whole 16-byte words (a multiple of 4)"
+        )));
+    }
+    let params = Params {
+        rows,
+        cols,
+        accumulate: accumulate as u32,
+    };
+    gpu.dispatch(
+        &SUM_LAYERS,
+        &[Bind::Buffer(layers.buffer()), Bind::Buffer(out.buffer())],
+        bytemuck::bytes_of(&params),
+        &[],
+        gpu.grid_1d((cols / 4) as u64, 256),
+    )
 }

@@ -760,9 +760,20 @@ fn split_dispatches(
     )?;
     let layers = scratch.reshape(&[split, args.m * args.n])?;
     let c = args.c.reshape(&[args.m * args.n])?;
-    let sum = crate::ops::reduce::col_sum(gpu, &layers, &c, None, args.opts.accumulate)?;
+    // Whole 16-byte words (a whole-tile product's M x N is) stream through `sum_layers`;
+    // `col_sum` (a workgroup per 32 columns) ran the MLP benchmark's two (2, 4 Mi) sums
+    // at 0.2 ms each on the H200.
+    let accumulate = args.opts.accumulate;
     let mut out = vec![product.holding(std::slice::from_ref(scratch))];
-    out.extend(sum);
+    if (args.m * args.n) % 4 == 0 {
+        out.push(crate::ops::reduce::sum_layers(
+            gpu, &layers, &c, accumulate,
+        )?);
+    } else {
+        out.extend(crate::ops::reduce::col_sum(
+            gpu, &layers, &c, None, accumulate,
+        )?);
+    }
     Ok(out)
 }
 
