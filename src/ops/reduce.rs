@@ -221,7 +221,7 @@ pub fn sum_layers(gpu: &Gpu, layers: &Tensor, out: &Tensor, accumulate: bool) ->
             });
         }
     }
-    if cols % 4 != 0 {
+    if !cols.is_multiple_of(4) {
         return Err(Error::InvalidArgument(format!(
             "sum_layers: {cols} columns are not whole 16-byte words (a multiple of 4)"
         )));

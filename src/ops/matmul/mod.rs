@@ -765,7 +765,7 @@ fn split_dispatches(
     // at 0.2 ms each on the H200.
     let accumulate = args.opts.accumulate;
     let mut out = vec![product.holding(std::slice::from_ref(scratch))];
-    if (args.m * args.n) % 4 == 0 {
+    if (args.m * args.n).is_multiple_of(4) {
         out.push(crate::ops::reduce::sum_layers(
             gpu, &layers, &c, accumulate,
         )?);
