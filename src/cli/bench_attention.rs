@@ -249,7 +249,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
                 None => "-".into(),
             };
             println!(
-                "{:<12} {:>18}  {:<12} {:<11} {:<9} {ms:>9.4} {tflops:>9.2}  {check_desc}",
+                "{:<12} {:>18}  {:<12} {:<11} {:<9} {ms:>9.4} {tflops:>9.3}  {check_desc}",
                 pr.name,
                 format!("{m} x {n} x {k}"),
                 plan.name(),
@@ -280,7 +280,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
         println!("{obj}");
     } else {
         println!(
-            "total    {total_ms:.4} ms for the six products, {total_tflops:.2} TFLOP/s (medians of {} runs each)",
+            "total    {total_ms:.4} ms for the six products, {total_tflops:.3} TFLOP/s (medians of {} runs each)",
             bench.iters.max(1)
         );
     }
