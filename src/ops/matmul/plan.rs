@@ -693,9 +693,10 @@ fn product_plan(
             && auto_coop_from_env()? == AutoCoop::Copied
         {
             if let Some(tile) = strided_copied_tile(m, n, k) {
-                let epilogue = match CoopEpilogue::Store.resolve(shape.f32_store) {
-                    CoopEpilogue::Store => CoopEpilogue::Store,
-                    _ => epilogue,
+                let epilogue = if shape.f32_store {
+                    CoopEpilogue::Store
+                } else {
+                    epilogue
                 };
                 let sg = coop_support(gpu, (1, 1))?;
                 if check_whole_tiles(gpu, true, &tile, shape, sg, sg_min, epilogue).is_ok() {
