@@ -1,6 +1,7 @@
 // The scratch epilogue of the whole-tile cooperative-matrix kernels (`//!use
 // coop_scratch_epilogue` in a kernel section): any C dtype, bias, accumulate. Each kernel
-// defines CWG, SG_MIN and EPI_SYNC; `store_pair` comes from coop_tiles.
+// defines CWG, SG_MIN, EPI_SYNC and `c_at` (C's element index of a row and column);
+// `store_pair` comes from coop_tiles.
 
 // One 16 x 16 fragment per subgroup the driver may run (subgroup_id < CWG / SG_MIN).
 var<workgroup> scratch: array<f32, (CWG / SG_MIN) * 256u>;
@@ -31,7 +32,7 @@ fn emit(acc: coop_mat16x16<f32, C>, m: u32, n: u32, slot: u32, lane: u32, lanes:
         let col = 2u * (w % 8u);
         let x = scratch[at + r * 16u + col];
         let y = scratch[at + r * 16u + col + 1u];
-        store_pair((m + r) * params.n + n + col, x, y, n + col);
+        store_pair(c_at(m + r, n + col), x, y, n + col);
     }
     scratch_sync();
 }

@@ -1,13 +1,14 @@
 // Shared by the whole-tile cooperative-matrix kernels (matmul_coop*.wgsl, `//!use
 // coop_tiles`): the flags of their `Params`, the 16-bit-aware output-word store and the
 // workgroup-to-tile order. Each kernel defines Params, CBM, CBN, GROUP_M and the c/bias
-// bindings.
+// bindings, and `c_at` / `c_ld` (where C's rows lie) for the epilogues.
 
 const FLAG_BIAS: u32 = 1u;       // add bias[n] to every row
 const FLAG_ACCUMULATE: u32 = 2u; // C += product (C is f32)
 
 // Writes the output word holding flat elements e (even) and e + 1 (columns nx, nx + 1 of
-// one row: N is a multiple of the tile here, so words never straddle rows).
+// one row: N is a multiple of the tile here, so words never straddle rows; a strided C
+// has even offsets, row and batch strides).
 fn store_pair(e: u32, x: f32, y: f32, nx: u32) {
     var v = vec2<f32>(x, y);
     if ((params.flags & FLAG_BIAS) != 0u) {

@@ -166,6 +166,15 @@ fn frag_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
     return coopLoadT<coop_mat16x16<f16, B>>(&b_sh[at], ld);
 }
 
+// C is one dense (M, N) matrix from element 0 here: where the shared epilogues write.
+fn c_at(m: u32, n: u32) -> u32 {
+    return m * params.n + n;
+}
+
+fn c_ld() -> u32 {
+    return params.n;
+}
+
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) lane: u32,

@@ -1,19 +1,26 @@
 // Fragment-copy cooperative-matrix kernel: C = op(A) @ op(B) (+ bias row) (+ old C) for
-// shapes that are whole workgroup tiles, with op(A) and op(B) slices staged through
-// workgroup memory by the cooperative-matrix loads and stores themselves: each subgroup
-// coopLoads its A_PER + B_PER 16 x 16 fragments of the next slice straight from global
-// memory into registers (in flight during the current slice's products) and coopStores
-// them into the other half of a double-buffered slice, one barrier a slice. No
-// per-element copies: the tile kernel (matmul_coop.wgsl) stores each 16-byte word as 8
-// scalar halves because naga 30 has neither a u32 -> vec2<f16> bitcast nor the address
-// of a vector component to coopLoad from; here each lane stores its own fragment
-// elements as the driver lays them out.
+// shapes that are whole workgroup tiles (one product or a batch of strided views), with
+// op(A) and op(B) slices staged through workgroup memory by the cooperative-matrix loads
+// and stores themselves: each subgroup coopLoads its A_PER + B_PER 16 x 16 fragments of
+// the next slice straight from global memory into registers (in flight during the
+// current slice's products) and coopStores them into the other half of a double-buffered
+// slice, one barrier a slice. No per-element copies: the tile kernel (matmul_coop.wgsl)
+// stores each 16-byte word as 8 scalar halves because naga 30 has neither a u32 ->
+// vec2<f16> bitcast nor the address of a vector component to coopLoad from; here each
+// lane stores its own fragment elements as the driver lays them out.
 //
-// a: (M, K) or (K, M) if TRANS_A, f16 (array<f16>: shader-f16)
-// b: (K, N) or (N, K) if TRANS_B, f16
-// c: (M, N) any dtype (f32 when accumulating; f32 only in the `copied_f32` section)
-// bias: (N) f32 (a dummy unless FLAG_BIAS)
+// a: (batch, M, K) or (batch, K, M) if TRANS_A, f16 (array<f16>: shader-f16)
+// b: (batch, K, N) or (batch, N, K) if TRANS_B, f16
+// c: (batch, M, N) any dtype (f32 when accumulating; f32 only in the `copied_f32` section)
+// bias: (N) f32 (a dummy unless FLAG_BIAS; unbatched products only)
 // found_inf: (1) flag raised by an overflowing 16-bit store
+//
+// Batches and strides as in matmul.wgsl (the same Params): each operand's matrix of batch
+// z = outer * batch_inner + inner starts at offset + outer * outer_stride + inner *
+// inner_stride, stored rows ld apart (attention's heads in a fused QKV activation). The
+// host passes only views whose offsets, row and batch strides are multiples of 8 elements,
+// so every fragment row is 16-byte aligned for coopLoad / coopStore. The grid's z is
+// batch * SPLIT_K + split layer (the host splits only unbatched products).
 //
 // A workgroup of SG_M x SG_N subgroups computes a CBM x CBN tile of C; each subgroup owns
 // an (FM * 16) x (FN * 16) block held as FM x FN f32 accumulator fragments. Slices are
@@ -29,10 +36,26 @@
 // conditions use `&`, not `&&`.
 
 struct Params {
-    m: u32,     // rows of op(A) and C
-    n: u32,     // columns of op(B) and C
-    k: u32,     // inner dimension (a multiple of CBK)
-    flags: u32, // FLAG_*
+    m: u32,           // rows of op(A) and C
+    n: u32,           // columns of op(B) and C
+    k: u32,           // inner dimension (a multiple of CBK)
+    flags: u32,       // FLAG_* (coop_tiles; the transposes are TRANS_A / TRANS_B here)
+    lda: u32,         // elements between stored rows of A (>= its stored columns)
+    ldb: u32,         // ... of B
+    ldc: u32,         // ... of C (>= N)
+    batch_inner: u32, // inner batch count (>= 1)
+    offset_a: u32,    // element offset of batch (0, 0) in a
+    offset_b: u32,
+    offset_c: u32,
+    pad0: u32,
+    outer_a: u32,     // elements between consecutive outer batch indices in a
+    outer_b: u32,
+    outer_c: u32,
+    pad1: u32,
+    inner_a: u32,     // elements between consecutive inner batch indices in a
+    inner_b: u32,
+    inner_c: u32,
+    pad2: u32,
 }
 
 //!use coop_tiles
@@ -48,10 +71,10 @@ override FN: u32 = 2u;       // fragments per subgroup along N (1 to 4)
 override CBK: u32 = 32u;     // K per slice: 16, 32 or 64
 override EPI_SYNC: u32 = 1u; // scratch epilogue: 0 workgroup barriers, 1 subgroup barriers
 override GROUP_M: u32 = 1u;  // tile rows a workgroup group sweeps (1: row-major grid)
-// Split K over the grid's z (1: no split): workgroup layer z multiplies K range
-// [z K / SPLIT_K, (z + 1) K / SPLIT_K) and writes rows [z M, (z + 1) M) of C, then an f32
-// (SPLIT_K, M, N) scratch that a column sum adds up in a fixed order. Products with few
-// output tiles and a long K (weight gradients: K = tokens) fill the GPU this way.
+// Split K over the grid's z (1: no split): workgroup layer l = z % SPLIT_K multiplies K
+// range [l K / SPLIT_K, (l + 1) K / SPLIT_K) and writes rows [l M, (l + 1) M) of C, then
+// an f32 (SPLIT_K, M, N) scratch that a column sum adds up in a fixed order. Products
+// with few output tiles and a long K (weight gradients: K = tokens) fill the GPU this way.
 override SPLIT_K: u32 = 1u;
 override CBM: u32 = SG_M * FM * 16u;
 override CBN: u32 = SG_N * FN * 16u;
@@ -68,27 +91,48 @@ override B_SL: u32 = CBK * B_LD;
 var<workgroup> a_sh: array<f16, 2u * A_SL>; // two slices of op(A)
 var<workgroup> b_sh: array<f16, 2u * B_SL>; // two slices of op(B)
 
+// First element of this workgroup's matrices (set_batch, from the grid's z).
+var<private> a_base: u32;
+var<private> b_base: u32;
+var<private> c_base: u32;
+
+fn set_batch(batch: u32) {
+    let outer = batch / params.batch_inner;
+    let inner = batch % params.batch_inner;
+    a_base = params.offset_a + outer * params.outer_a + inner * params.inner_a;
+    b_base = params.offset_b + outer * params.outer_b + inner * params.inner_b;
+    c_base = params.offset_c + outer * params.outer_c + inner * params.inner_c;
+}
+
+// Element of C (row m, column n) of this workgroup's matrix, and the elements between
+// its rows: where the shared epilogues write.
+fn c_at(m: u32, n: u32) -> u32 {
+    return c_base + m * params.ldc + n;
+}
+
+fn c_ld() -> u32 {
+    return params.ldc;
+}
+
 // Fragment (rows m .. m + 16, columns k .. k + 16) of op(A), straight from A.
 fn frag_a(m: u32, k: u32) -> coop_mat16x16<f16, A> {
+    let ld = params.lda;
     if (TRANS_A != 0u) {
-        let ld = params.m;
-        let at = k * ld + m;
+        let at = a_base + k * ld + m;
         return coopLoad<coop_mat16x16<f16, A>>(&a[at], ld);
     }
-    let ld = params.k;
-    let at = m * ld + k;
+    let at = a_base + m * ld + k;
     return coopLoadT<coop_mat16x16<f16, A>>(&a[at], ld);
 }
 
 // Fragment (rows k .. k + 16, columns n .. n + 16) of op(B), straight from B.
 fn frag_b(k: u32, n: u32) -> coop_mat16x16<f16, B> {
+    let ld = params.ldb;
     if (TRANS_B != 0u) {
-        let ld = params.k;
-        let at = n * ld + k;
+        let at = b_base + n * ld + k;
         return coopLoad<coop_mat16x16<f16, B>>(&b[at], ld);
     }
-    let ld = params.n;
-    let at = k * ld + n;
+    let at = b_base + k * ld + n;
     return coopLoadT<coop_mat16x16<f16, B>>(&b[at], ld);
 }
 
@@ -137,6 +181,9 @@ fn slice_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u32,
         @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) lanes: u32) {
+    // Batches are uniform over the workgroup: z = batch * SPLIT_K + split layer.
+    let layer = wg_id.z % SPLIT_K;
+    set_batch(wg_id.z / SPLIT_K);
     let tile = tile_of(wg_id);
     let m0 = tile.x * CBM;
     let n0 = tile.y * CBN;
@@ -146,9 +193,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
     let bm = m - m0; // the same, tile-local
     let bn = n - n0;
     let k_split = params.k / SPLIT_K;
-    let k_base = wg_id.z * k_split; // this layer's K range starts here
+    let k_base = layer * k_split; // this layer's K range starts here
     let slices = k_split / CBK;
-    let m_out = m + wg_id.z * params.m; // this layer's rows of C
+    let m_out = m + layer * params.m; // this layer's rows of C (of the split scratch)
 
     // This subgroup's share of a slice, in registers between the global loads and the
     // workgroup stores.

@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol};
+use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol, TOL_F16};
 use halfgrad::amp::OverflowFlag;
 use halfgrad::ops::matmul::{
-    chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, CoopEpilogue, CoopTile,
-    CoopTiles, MatmulKernel, MatmulOptions, MatmulTuning, TiledTile,
+    chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, matmul_with, plan_for,
+    strided_copied_tile, CoopEpilogue, CoopTile, CoopTiles, MatmulArgs, MatmulKernel,
+    MatmulOptions, MatmulPlan, MatmulTuning, MatrixLayout, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Tensor};
 
@@ -800,6 +801,461 @@ fn coop_copied_kernel_matches_reference() {
     }
 }
 
+/// One operand of a batched, strided product: its tensor's dtype and length and where its
+/// matrices lie in it.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    dtype: DType,
+    layout: MatrixLayout,
+    len: usize,
+}
+
+impl View {
+    /// Element index of stored (r, c) of batch (o, i), for matrices of `cols` columns.
+    fn at(&self, (o, i): (usize, usize), r: usize, c: usize, cols: usize) -> usize {
+        let l = &self.layout;
+        let ld = if l.ld == 0 { cols } else { l.ld };
+        l.offset + o * l.outer_stride + i * l.inner_stride + r * ld + c
+    }
+}
+
+/// A batched, strided product C[o, i] = op(A[o, i]) @ op(B[o, i]) (+ old C).
+#[derive(Debug, Clone, Copy)]
+struct Strided {
+    what: &'static str,
+    mnk: (usize, usize, usize),
+    batch: (usize, usize),
+    trans: (bool, bool),
+    a: View,
+    b: View,
+    c: View,
+    /// A and B are one tensor (a's), as Q and K in a fused QKV activation.
+    same_ab: bool,
+    accumulate: bool,
+}
+
+/// Attention's six per-head products over a batch of `bsz` sequences of `t` tokens and
+/// `heads` heads of width `hd` (src/nn/gpt/attention.rs): Q, K and V are column blocks of
+/// a fused (B*T, 3C) activation, y and dY (B*T, C) with head h at column h*hd, P, dS and
+/// the scores dense (B, H, T, T); C of dtype `out` (dV, dQ, dK into dqkv's column blocks).
+fn attention_products(
+    (bsz, heads, t, hd): (usize, usize, usize, usize),
+    out: DType,
+) -> Vec<Strided> {
+    let c = heads * hd;
+    let f16 = DType::F16;
+    let qkv = |dtype, part: usize| View {
+        dtype,
+        layout: MatrixLayout {
+            offset: part * c,
+            ld: 3 * c,
+            outer_stride: t * 3 * c,
+            inner_stride: hd,
+        },
+        len: bsz * t * 3 * c,
+    };
+    let heads_of = |dtype| View {
+        dtype,
+        layout: MatrixLayout {
+            offset: 0,
+            ld: c,
+            outer_stride: t * c,
+            inner_stride: hd,
+        },
+        len: bsz * t * c,
+    };
+    let square = |dtype| View {
+        dtype,
+        layout: MatrixLayout::dense_batch(t, t, heads),
+        len: bsz * heads * t * t,
+    };
+    let product = |what, mnk, trans, a, b, c, same_ab| Strided {
+        what,
+        mnk,
+        batch: (bsz, heads),
+        trans,
+        a,
+        b,
+        c,
+        same_ab,
+        accumulate: false,
+    };
+    vec![
+        product(
+            "S = Q K^T",
+            (t, t, hd),
+            (false, true),
+            qkv(f16, 0),
+            qkv(f16, 1),
+            square(out),
+            true,
+        ),
+        product(
+            "Y = P V",
+            (t, hd, t),
+            (false, false),
+            square(f16),
+            qkv(f16, 2),
+            heads_of(out),
+            false,
+        ),
+        product(
+            "dV = P^T dY",
+            (t, hd, t),
+            (true, false),
+            square(f16),
+            heads_of(f16),
+            qkv(out, 2),
+            false,
+        ),
+        product(
+            "dP = dY V^T",
+            (t, t, hd),
+            (false, true),
+            heads_of(f16),
+            qkv(f16, 2),
+            square(out),
+            false,
+        ),
+        product(
+            "dQ = dS K",
+            (t, hd, t),
+            (false, false),
+            square(f16),
+            qkv(f16, 1),
+            qkv(out, 0),
+            false,
+        ),
+        product(
+            "dK = dS^T Q",
+            (t, hd, t),
+            (true, false),
+            square(f16),
+            qkv(f16, 0),
+            qkv(out, 1),
+            false,
+        ),
+    ]
+}
+
+/// Runs a strided product on random data with C poisoned (NaN, or random old values when
+/// accumulating); checks that every element of C outside its views kept its value and
+/// returns the plan and ||C - ref|| / ||ref|| over the views (f64 reference, rounded to a
+/// 16-bit C's dtype).
+fn run_strided(
+    g: &Gpu,
+    s: &Strided,
+    opts: MatmulOptions,
+    tuning: MatmulTuning,
+    seed: u64,
+) -> Result<(MatmulPlan, f64), Error> {
+    let (m, n, k) = s.mnk;
+    let mut r = rng(seed);
+    let a_vals = rounded(&random_vec(&mut r, s.a.len, 1.0), s.a.dtype);
+    let b_vals = if s.same_ab {
+        a_vals.clone()
+    } else {
+        rounded(&random_vec(&mut r, s.b.len, 1.0), s.b.dtype)
+    };
+    let c_old = if s.accumulate {
+        random_vec(&mut r, s.c.len, 1.0)
+    } else {
+        vec![f32::NAN; s.c.len]
+    };
+    let a = Tensor::from_f32(g, &[s.a.len], &a_vals, s.a.dtype).unwrap();
+    let b_own = (!s.same_ab).then(|| Tensor::from_f32(g, &[s.b.len], &b_vals, s.b.dtype).unwrap());
+    let b = b_own.as_ref().unwrap_or(&a);
+    let c = Tensor::from_f32(g, &[s.c.len], &c_old, s.c.dtype).unwrap();
+    let args = MatmulArgs {
+        a_layout: s.a.layout,
+        b_layout: s.b.layout,
+        c_layout: s.c.layout,
+        batch: s.batch,
+        opts: MatmulOptions {
+            trans_a: s.trans.0,
+            trans_b: s.trans.1,
+            accumulate: s.accumulate,
+            ..opts
+        },
+        tuning,
+        ..MatmulArgs::new(&a, b, &c, s.mnk)
+    };
+    let plan = plan_for(g, &args)?;
+    let d = matmul_with(g, &args)?;
+    g.run_all(&d).unwrap();
+    let out = c.to_f32_vec().unwrap();
+
+    let (a_cols, b_cols) = (if s.trans.0 { m } else { k }, if s.trans.1 { k } else { n });
+    let mut inside = vec![false; s.c.len];
+    let mut got = Vec::new();
+    let mut reference = Vec::new();
+    for o in 0..s.batch.0 {
+        for i in 0..s.batch.1 {
+            for row in 0..m {
+                for col in 0..n {
+                    let mut sum = 0.0f64;
+                    for p in 0..k {
+                        let ai = if s.trans.0 {
+                            s.a.at((o, i), p, row, a_cols)
+                        } else {
+                            s.a.at((o, i), row, p, a_cols)
+                        };
+                        let bi = if s.trans.1 {
+                            s.b.at((o, i), col, p, b_cols)
+                        } else {
+                            s.b.at((o, i), p, col, b_cols)
+                        };
+                        sum += f64::from(a_vals[ai]) * f64::from(b_vals[bi]);
+                    }
+                    let ci = s.c.at((o, i), row, col, n);
+                    assert!(!inside[ci], "{}: C's views overlap at {ci}", s.what);
+                    inside[ci] = true;
+                    if s.accumulate {
+                        sum += f64::from(s.c.dtype.round(c_old[ci]));
+                    }
+                    if s.c.dtype != DType::F32 {
+                        sum = f64::from(s.c.dtype.round(sum as f32));
+                    }
+                    got.push(out[ci]);
+                    reference.push(sum);
+                }
+            }
+        }
+    }
+    for (e, (&was, &now)) in c_old.iter().zip(&out).enumerate() {
+        if !inside[e] {
+            let was = s.c.dtype.round(was);
+            assert!(
+                was.to_bits() == now.to_bits() || (was.is_nan() && now.is_nan()),
+                "{} ({}): element {e} outside C's views changed from {was} to {now}",
+                s.what,
+                plan.name()
+            );
+        }
+    }
+    Ok((plan, rel_err(&got, &reference)))
+}
+
+/// Attention's products (batch (2, 3), T = 128, head width 64) with f16 and f32 C, and
+/// accumulating into f32, in every operand layout they use: batch (2, 3) of (128 x 128)
+/// and (128 x 64) outputs, A and B from one fused QKV tensor. Where the adapter has
+/// cooperative matrices: `Auto` must plan the fragment-copy kernel (the 128 x 128 tile for
+/// the (T, T) outputs, 128 x 64 for the (T, hd) ones; the store epilogue into f32), and
+/// forced fragment-copy tiles and epilogues must match too. Elsewhere (lavapipe) the same
+/// products run on the tiled kernel, which checks the harness and the layouts.
+#[test]
+fn coop_copied_attention_products_match_reference() {
+    let g = gpu();
+    let coop = g.caps().cooperative_matrix.is_some();
+    let env_set = |name| std::env::var(name).is_ok_and(|v: String| !v.is_empty());
+    let check_auto_plan = coop && !env_set("HALFGRAD_MATMUL") && !env_set("HALFGRAD_COOP");
+    let tile = |subgroups, frags, bk| CoopTile {
+        subgroups,
+        frags,
+        bk,
+    };
+    let copied = |t, epilogue, group_m| MatmulTuning {
+        coop_tile: CoopTiles::Copied(t),
+        coop_epilogue: epilogue,
+        coop_group_m: group_m,
+        ..MatmulTuning::default()
+    };
+    // (kernel, tuning): Auto first, then forced tiles that divide every product.
+    let mut runs = vec![(MatmulKernel::Auto, MatmulTuning::default())];
+    if coop {
+        runs.extend([
+            (
+                MatmulKernel::Coop,
+                copied(tile((2, 2), (2, 2), 32), CoopEpilogue::Scratch, 1),
+            ),
+            (
+                MatmulKernel::Coop,
+                copied(tile((1, 1), (4, 4), 16), CoopEpilogue::SubgroupScratch, 2),
+            ),
+            (
+                MatmulKernel::Coop,
+                copied(tile((2, 2), (2, 2), 64), CoopEpilogue::Store, 3),
+            ),
+            (
+                MatmulKernel::Coop,
+                copied(tile((2, 2), (4, 2), 16), CoopEpilogue::Store, 1),
+            ),
+        ]);
+    } else {
+        eprintln!(
+            "adapter {} has no cooperative matrices: attention's products on the tiled kernel",
+            g.adapter().name
+        );
+        runs[0].0 = MatmulKernel::Tiled;
+    }
+    let dims = (2, 3, 128, 64);
+    let mut seed = 300;
+    for (r, &(kernel, tuning)) in runs.iter().enumerate() {
+        let opts = MatmulOptions {
+            kernel,
+            ..MatmulOptions::default()
+        };
+        for out in [DType::F16, DType::F32] {
+            for mut s in attention_products(dims, out) {
+                for accumulate in if out == DType::F32 {
+                    vec![false, true]
+                } else {
+                    vec![false]
+                } {
+                    // The forced 128 x 64 tile does not divide the (T, T) outputs.
+                    if r == 4 && s.mnk.1 != 64 {
+                        continue;
+                    }
+                    s.accumulate = accumulate;
+                    seed += 1;
+                    let (plan, err) = run_strided(g, &s, opts, tuning, seed).unwrap_or_else(|e| {
+                        panic!("{} {out} acc {accumulate} run {r}: {e}", s.what)
+                    });
+                    let label = format!(
+                        "{} into {out} (accumulate {accumulate}), run {r}, {}",
+                        s.what,
+                        plan.name()
+                    );
+                    assert!(
+                        err <= TOL_F16,
+                        "{label}: relative error {err:.3e} > {TOL_F16:.0e}"
+                    );
+                    if coop && (r > 0 || check_auto_plan) {
+                        let MatmulPlan::CoopCopied(p) = plan else {
+                            panic!("{label}: expected the fragment-copy kernel, planned {plan:?}");
+                        };
+                        if r == 0 {
+                            let expected = strided_copied_tile(s.mnk.0, s.mnk.1, s.mnk.2);
+                            assert_eq!(Some(p.tile), expected, "{label}");
+                            let store = out == DType::F32;
+                            assert_eq!(p.epilogue == CoopEpilogue::Store, store, "{label}: {p:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Batched and strided products the fragment-copy kernel refuses (a view whose offset or
+/// strides are not multiples of 8 elements) are typed errors when it is forced and run on
+/// the general coop kernel under `Auto`; an unbatched product with a strided A still
+/// splits K (the split writes a dense C) and matches the reference.
+#[test]
+fn coop_copied_strided_views_refusals_and_split() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let f16 = DType::F16;
+    let base = attention_products((2, 3, 128, 64), DType::F32);
+    // Y = P V with V's columns 4 elements off (ld 3C + 4): fragments not 16-byte aligned.
+    let mut s = base[1];
+    s.b.layout.ld += 4;
+    s.b.layout.outer_stride = 128 * s.b.layout.ld;
+    s.b.len = 2 * 128 * s.b.layout.ld;
+    let forced = MatmulOptions {
+        kernel: MatmulKernel::Coop,
+        ..MatmulOptions::default()
+    };
+    let copied = MatmulTuning {
+        coop_tile: CoopTiles::Copied(CoopTile {
+            subgroups: (2, 2),
+            frags: (2, 2),
+            bk: 32,
+        }),
+        ..MatmulTuning::default()
+    };
+    let got = run_strided(g, &s, forced, copied, 400);
+    assert!(
+        matches!(got, Err(Error::InvalidArgument(_))),
+        "misaligned V: {:?}",
+        got.map(|(p, _)| p)
+    );
+    let (plan, err) = run_strided(g, &s, forced, MatmulTuning::default(), 401).unwrap();
+    assert!(matches!(plan, MatmulPlan::Coop { .. }), "{plan:?}");
+    assert!(err <= TOL_F16, "misaligned V on {}: {err:.3e}", plan.name());
+
+    // One (128 x 128) product over K = 2048 with A a strided view (offset 8, rows K + 8
+    // apart) into a dense f32 C: whole tiles, the store epilogue, split 4 ways.
+    let (m, n, k) = (128, 128, 2048);
+    let split = Strided {
+        what: "split-K, strided A",
+        mnk: (m, n, k),
+        batch: (1, 1),
+        trans: (false, false),
+        a: View {
+            dtype: f16,
+            layout: MatrixLayout {
+                offset: 8,
+                ld: k + 8,
+                ..MatrixLayout::default()
+            },
+            len: 8 + m * (k + 8),
+        },
+        b: View {
+            dtype: f16,
+            layout: MatrixLayout::default(),
+            len: k * n,
+        },
+        c: View {
+            dtype: DType::F32,
+            layout: MatrixLayout::default(),
+            len: m * n,
+        },
+        same_ab: false,
+        accumulate: false,
+    };
+    for accumulate in [false, true] {
+        let s = Strided {
+            accumulate,
+            ..split
+        };
+        let (plan, err) = run_strided(g, &s, forced, MatmulTuning::default(), 410).unwrap();
+        assert!(matches!(plan, MatmulPlan::CoopCopied(_)), "{plan:?}");
+        assert!(
+            err <= TOL_F16,
+            "split-K strided A (accumulate {accumulate}): {err:.3e}"
+        );
+    }
+    let a = Tensor::zeros(g, &[split.a.len], f16).unwrap();
+    let b = Tensor::zeros(g, &[k * n], f16).unwrap();
+    let c = Tensor::zeros(g, &[m * n], DType::F32).unwrap();
+    let args = MatmulArgs {
+        a_layout: split.a.layout,
+        ..MatmulArgs::new(&a, &b, &c, (m, n, k))
+    };
+    assert_eq!(
+        halfgrad::ops::matmul::split_k_scratch_shape(g, &args).unwrap(),
+        Some([4 * m, n])
+    );
+}
+
+/// GPU-free: the tile `Auto` gives batched or strided whole-tile products, for attention's
+/// shapes in GPT-2 small (T 1024) and shakespeare-char (T 256), head width 64.
+#[test]
+fn strided_auto_tiles_for_attention_shapes() {
+    let t = |subgroups, frags| CoopTile {
+        subgroups,
+        frags,
+        bk: 16,
+    };
+    for seq in [128, 256, 1024] {
+        // S = Q K^T and dP = dY V^T: (T, T) outputs over K = 64.
+        assert_eq!(strided_copied_tile(seq, seq, 64), Some(t((2, 2), (4, 4))));
+        // Y = P V, dV, dQ, dK: (T, 64) outputs over K = T.
+        assert_eq!(strided_copied_tile(seq, 64, seq), Some(t((2, 2), (4, 2))));
+    }
+    assert_eq!(strided_copied_tile(64, 256, 128), Some(t((2, 2), (2, 4))));
+    assert_eq!(strided_copied_tile(64, 64, 64), Some(t((2, 2), (2, 2))));
+    assert_eq!(strided_copied_tile(96, 64, 64), None);
+    assert_eq!(strided_copied_tile(128, 128, 40), None);
+}
+
 #[test]
 fn kernel_choice_follows_adapter_and_dtypes() {
     if std::env::var("HALFGRAD_MATMUL").is_ok_and(|v| !v.is_empty()) {
@@ -1065,11 +1521,17 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
             let copied = compose(def, &Variant::new(&[DType::F16, DType::F16, c], true)).unwrap();
             for (ta, tb) in LAYOUTS {
                 let (ta, tb) = (f64::from(u8::from(ta)), f64::from(u8::from(tb)));
+                // The Auto tiles of batched / strided products (2x2:4x4, 4x2, 2x4, 2x2 with
+                // K slices of 16) among them.
                 for (sgm, sgn, fm, f_n, bk, sync) in [
                     (2.0, 4.0, 4.0, 2.0, 16.0, 1.0),
                     (2.0, 2.0, 4.0, 4.0, 32.0, 0.0),
                     (2.0, 2.0, 2.0, 2.0, 64.0, 1.0),
                     (1.0, 1.0, 1.0, 1.0, 16.0, 0.0),
+                    (2.0, 2.0, 4.0, 4.0, 16.0, 0.0),
+                    (2.0, 2.0, 4.0, 2.0, 16.0, 0.0),
+                    (2.0, 2.0, 2.0, 4.0, 16.0, 1.0),
+                    (2.0, 2.0, 2.0, 2.0, 16.0, 0.0),
                 ] {
                     let constants = [
                         ("TRANS_A", ta),
@@ -1082,6 +1544,7 @@ fn every_matmul_pipeline_form_translates_to_spirv() {
                         ("EPI_SYNC", sync),
                         ("SG_MIN", 16.0),
                         ("GROUP_M", 1.0 + sync * 3.0),
+                        ("SPLIT_K", if name == "coop_copied_f32" { 4.0 } else { 1.0 }),
                     ];
                     if let Err(e) = translate(&copied, &constants) {
                         failures.push(format!("{name} {c} {constants:?}: {e}"));

@@ -99,6 +99,14 @@ pub struct MatmulBenchArgs {
     /// another); FLOPs count all of them.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Instead of one product: attention's six batched, strided per-head products for
+    /// B,H,T,HD (batch, heads, tokens, head width; e.g. 8,12,1024,64 for GPT-2 small,
+    /// 64,6,256,64 for shakespeare-char) in the layouts of training (Q, K, V column blocks
+    /// of a fused (B*T, 3C) activation; S and dP into f32, Y, dV, dQ, dK into --dtype),
+    /// each timed on its own; --m, --n, --k, --batch, --out-dtype and the transposes are
+    /// ignored.
+    #[arg(long, value_parser = super::bench_attention::parse_attention)]
+    attention: Option<(usize, usize, usize, usize)>,
     /// Operand dtype (A and B): f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     dtype: DType,
@@ -181,6 +189,29 @@ fn parse_coop_tile(s: &str) -> std::result::Result<CoopTiles, String> {
     }))
 }
 
+/// The whole-tile coop kernel's tile (`SGMxSGN:FMxFN:BK`) and epilogue of a plan, or
+/// "none" for the other kernels.
+pub(super) fn plan_desc(plan: &MatmulPlan) -> (String, &'static str) {
+    // A rescaled or widened product's tile and epilogue are its f16 kernel's.
+    let kernel_plan = match *plan {
+        MatmulPlan::Rescaled { product } | MatmulPlan::Widened { product, .. } => product.plan(),
+        single => single,
+    };
+    match kernel_plan {
+        MatmulPlan::CoopTile(p) | MatmulPlan::CoopDirect(p) | MatmulPlan::CoopCopied(p) => {
+            let t = p.tile;
+            (
+                format!(
+                    "{}x{}:{}x{}:{}",
+                    t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
+                ),
+                p.epilogue.name(),
+            )
+        }
+        _ => ("none".to_string(), "none"),
+    }
+}
+
 /// Relative-error bound for --check: f16 operands ~1e-3, bf16 ~1e-2, f32 ~1e-5, and
 /// the rounding of a 16-bit output (these are the test suite's presets).
 fn tolerance(dtype: DType) -> f64 {
@@ -234,6 +265,20 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
         coop_group_m: args.coop_group_m,
         ..MatmulTuning::default()
     };
+    if let Some(dims) = args.attention {
+        let bench = super::bench_attention::AttentionBench {
+            dims,
+            dtype: args.dtype,
+            kernel: opts.kernel,
+            tuning,
+            warmup: args.warmup,
+            iters: args.iters,
+            check: args.check,
+            json: args.json,
+            tolerance: tolerance(args.dtype),
+        };
+        return super::bench_attention::run_attention(&gpu, &bench);
+    }
     let batch = args.batch;
     if m == 0 || n == 0 || k == 0 || batch == 0 {
         return Err(Error::InvalidArgument(
@@ -286,24 +331,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
     }
     let plan = plan.expect("at least one input set");
     let kernel = plan.name();
-    // A rescaled or widened product's tile and epilogue are its f16 kernel's.
-    let kernel_plan = match plan {
-        MatmulPlan::Rescaled { product } | MatmulPlan::Widened { product, .. } => product.plan(),
-        single => single,
-    };
-    let (coop_tile_desc, epilogue) = match kernel_plan {
-        MatmulPlan::CoopTile(p) | MatmulPlan::CoopDirect(p) | MatmulPlan::CoopCopied(p) => {
-            let t = p.tile;
-            (
-                format!(
-                    "{}x{}:{}x{}:{}",
-                    t.subgroups.0, t.subgroups.1, t.frags.0, t.frags.1, t.bk
-                ),
-                p.epilogue.name(),
-            )
-        }
-        _ => ("none".to_string(), "none"),
-    };
+    let (coop_tile_desc, epilogue) = plan_desc(&plan);
 
     let timing = time_passes(&gpu, args.warmup, args.iters, |pass, i| {
         dispatches[i % sets].iter().for_each(|d| d.encode(pass))

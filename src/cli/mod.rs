@@ -1,6 +1,7 @@
 //! Subcommands of the `halfgrad` binary, one module each.
 
 pub mod bench;
+pub mod bench_attention;
 pub mod bench_gpt;
 pub mod bench_step;
 pub mod bench_timing;

@@ -11,8 +11,9 @@
 //!   chosen automatically for f16 operands on adapters that offer them;
 //! - `coop_direct` (`shaders/matmul_coop_direct.wgsl`): cooperative matrices loaded
 //!   straight from global memory, and `coop_copied` (`shaders/matmul_coop_copied.wgsl`):
-//!   slices staged by cooperative-matrix loads and stores; both for benchmarks
-//!   (`MatmulTuning::coop_tile`);
+//!   slices staged by cooperative-matrix loads and stores (`Auto`'s kernel for whole
+//!   tiles into an f32 C without bias and for batched, strided whole tiles; the direct
+//!   one for benchmarks, `MatmulTuning::coop_tile`);
 //! - `rescaled+...` ([`rescale`]): bf16 operands scaled by powers of two into f16 copies
 //!   and multiplied by one of those (on cooperative matrices where the adapter has them);
 //! - `widened+...` ([`widen`]): f16 products into a 16-bit C (or with a bias) through an
@@ -142,8 +143,8 @@ pub mod widen;
 
 pub use coop::{CoopEpilogue, CoopTile};
 pub use plan::{
-    chosen_kernel, coop_tile_for, kernel_for_shape, CoopTilePlan, CoopTiles, F16Product,
-    MatmulKernel, MatmulOptions, MatmulPlan, MatmulTuning, WIDE_SCRATCH_MAX_ELEMS,
+    chosen_kernel, coop_tile_for, kernel_for_shape, strided_copied_tile, CoopTilePlan, CoopTiles,
+    F16Product, MatmulKernel, MatmulOptions, MatmulPlan, MatmulTuning, WIDE_SCRATCH_MAX_ELEMS,
 };
 pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
@@ -295,8 +296,9 @@ impl<'a> MatmulArgs<'a> {
     }
 }
 
-/// The uniform of the tiled and general coop kernels (`Params` in `shaders/matmul.wgsl`;
-/// the coop tile kernel reads the first four fields).
+/// The uniform of the tiled, general coop and fragment-copy coop kernels (`Params` in
+/// `shaders/matmul.wgsl` and `shaders/matmul_coop_copied.wgsl`; the staged and direct coop
+/// tile kernels read the first four fields).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -586,6 +588,7 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         k,
         direct: (n % 2 == 0 || strided_c) && va.aligned8 && vb.aligned8,
         contiguous: !batched && va.dense_start && vb.dense_start && vc.dense_whole,
+        aligned: va.aligned8 && vb.aligned8 && vc.aligned8,
         f32_store: c.dtype() == DType::F32 && args.bias.is_none(),
         // A 16-bit C of even N has even ld, offset and strides too (checked above for a
         // strided one; a plain one has ld = N and even bases).
@@ -673,6 +676,8 @@ const SPLIT_MAX: usize = 16;
 /// output tiles alone would leave most of the GPU idle: weight gradients (K = tokens,
 /// a (out, in) output) run on a few dozen workgroups otherwise. H200, GPT step
 /// (shakespeare-char, docs/PERFORMANCE.md): 384 x 1152 outputs over K = 16,384.
+/// Unbatched products into one dense C filling its tensor only (the column sum writes
+/// C as one dense matrix; A and B may be strided views).
 fn split_k(plan: &MatmulPlan, args: &MatmulArgs) -> usize {
     let MatmulPlan::CoopCopied(CoopTilePlan {
         tile,
@@ -682,6 +687,12 @@ fn split_k(plan: &MatmulPlan, args: &MatmulArgs) -> usize {
     else {
         return 1;
     };
+    let dense_c = args.c_layout.offset == 0
+        && (args.c_layout.ld == 0 || args.c_layout.ld == args.n)
+        && args.c.len() == args.m * args.n;
+    if args.batch != (1, 1) || !dense_c {
+        return 1;
+    }
     let (bm, bn) = tile.tile();
     let tiles = (args.m / bm as usize) * (args.n / bn as usize);
     let step = tile.bk as usize;
@@ -844,6 +855,7 @@ fn product_dispatch(
             Bind::Tensor(args.b),
             &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
         ),
+        // Offsets, leading dimensions and batch strides: the whole uniform.
         F16Product::CoopCopied(CoopTilePlan { epilogue, .. }) => (
             if epilogue == CoopEpilogue::Store {
                 &COOP_COPIED_F32
@@ -852,7 +864,7 @@ fn product_dispatch(
             },
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
-            &bytemuck::bytes_of(params)[..COOP_TILE_PARAMS],
+            bytemuck::bytes_of(params),
         ),
         F16Product::Coop { .. } => (
             &COOP,

@@ -59,8 +59,10 @@ pub enum CoopTiles {
     /// Whole tiles of one contiguous product into an f32 C without bias: the
     /// fragment-copy kernel with [`AUTO_COPIED_TILE`] and its store epilogue
     /// (`HALFGRAD_COOP=staged|direct` picks another kernel); other whole tiles: the largest
-    /// of the staged [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product; the
-    /// general coop kernel otherwise.
+    /// of the staged [`CoopTile::LARGE`], `MEDIUM`, `SMALL` that divides the product;
+    /// whole tiles of a batched or strided product (16-byte-aligned views): the
+    /// fragment-copy kernel with the first of [`AUTO_STRIDED_COPIED_TILES`] that divides
+    /// it (unless `HALFGRAD_COOP=staged|direct`); the general coop kernel otherwise.
     #[default]
     Auto,
     /// Never: always the general coop kernel.
@@ -73,8 +75,10 @@ pub enum CoopTiles {
     /// `HALFGRAD_COOP=direct`).
     Direct(CoopTile),
     /// The fragment-copy coop kernel (slices staged by coopLoad / coopStore) with this
-    /// shape (`bk` 16, 32 or 64): whole tiles of one contiguous product, else
-    /// `Error::InvalidArgument` (`Auto` picks it with [`AUTO_COPIED_TILE`]).
+    /// shape (`bk` 16, 32 or 64): whole tiles of one contiguous product, or of batched,
+    /// strided views whose offsets and strides are multiples of 8 elements, else
+    /// `Error::InvalidArgument` (`Auto` picks it with [`AUTO_COPIED_TILE`], and for
+    /// batched or strided products with [`AUTO_STRIDED_COPIED_TILES`]).
     Copied(CoopTile),
 }
 
@@ -159,6 +163,45 @@ pub const AUTO_COPIED_TILE: CoopTile = CoopTile {
     bk: 16,
 };
 
+/// The fragment-copy kernel's tiles that `CoopTiles::Auto` tries, in order, for whole
+/// tiles of a batched or strided product (attention's per-head products: N or M is the
+/// head width, 64 in GPT-2 small and shakespeare-char): [`AUTO_COPIED_TILE`], then 128 x
+/// 64 (2 x 2 subgroups of 4 x 2 fragments), 64 x 128 (2 x 4) and 64 x 64 (2 x 2), K
+/// slices of 16. Not measured yet: chosen as the 128 x 128 tile's halves (the same
+/// subgroups, half the fragments along one side) so each subgroup still copies whole
+/// fragments of both operands. The store epilogue for f32 C without bias, the requested
+/// scratch epilogue otherwise (those products had only the general coop kernel).
+pub const AUTO_STRIDED_COPIED_TILES: [CoopTile; 4] = [
+    AUTO_COPIED_TILE,
+    CoopTile {
+        subgroups: (2, 2),
+        frags: (4, 2),
+        bk: 16,
+    },
+    CoopTile {
+        subgroups: (2, 2),
+        frags: (2, 4),
+        bk: 16,
+    },
+    CoopTile {
+        subgroups: (2, 2),
+        frags: (2, 2),
+        bk: 16,
+    },
+];
+
+/// The first of [`AUTO_STRIDED_COPIED_TILES`] whose tiles divide an (M, N, K) product:
+/// the tile `CoopTiles::Auto` gives a batched or strided product (the adapter's limits
+/// and the views' alignment are checked after; no device needed).
+pub fn strided_copied_tile(m: usize, n: usize, k: usize) -> Option<CoopTile> {
+    AUTO_STRIDED_COPIED_TILES.into_iter().find(|t| {
+        let (bm, bn) = t.tile();
+        m.is_multiple_of(bm as usize)
+            && n.is_multiple_of(bn as usize)
+            && k.is_multiple_of(t.bk as usize)
+    })
+}
+
 /// The direct kernel's tile for `HALFGRAD_COOP=direct` (H200, 4096^3 with --trans-a:
 /// 109 TFLOP/s; plain layout 76).
 const AUTO_DIRECT_TILE: CoopTile = CoopTile {
@@ -199,9 +242,10 @@ pub(super) fn env_choice<T: Copy>(name: &str, choices: &[(&str, T)]) -> Result<O
 }
 
 /// `HALFGRAD_COOP`: `copied` (or unset: the fragment-copy kernel for f32 outputs without
-/// bias, the staged one for the rest), `staged` (always staged) or `direct`: the kernel
-/// `CoopTiles::Auto` runs whole tiles on, so whole training steps can be measured with
-/// each.
+/// bias and for batched or strided products, the staged one for the rest), `staged`
+/// (always staged; batched products on the general kernel, as before) or `direct`: the
+/// kernel `CoopTiles::Auto` runs whole tiles on, so whole training steps can be measured
+/// with each.
 fn auto_coop_from_env() -> Result<AutoCoop> {
     let choices = [
         ("copied", AutoCoop::Copied),
@@ -366,8 +410,8 @@ pub enum MatmulPlan {
     /// The direct cooperative-matrix kernel (whole tiles of one contiguous product,
     /// fragments straight from global memory).
     CoopDirect(CoopTilePlan),
-    /// The fragment-copy cooperative-matrix kernel (whole tiles of one contiguous
-    /// product, slices staged by cooperative-matrix loads and stores).
+    /// The fragment-copy cooperative-matrix kernel (whole tiles of one product or a batch
+    /// of strided views, slices staged by cooperative-matrix loads and stores).
     CoopCopied(CoopTilePlan),
     /// bf16 operands rescaled into f16 copies, multiplied by `product` into an f32
     /// scratch, scaled back by an epilogue ([`MatmulKernel::RescaledF16`]).
@@ -502,6 +546,10 @@ pub(super) struct PlanShape {
     /// One dense product filling C from element 0, A and B dense from element 0: the
     /// coop tile kernel's only layout.
     pub contiguous: bool,
+    /// Every operand's offset, row stride and used batch strides (C's too) are multiples
+    /// of 8 elements: the fragment-copy kernel's fragment rows are 16-byte aligned in any
+    /// (batched, strided) layout.
+    pub aligned: bool,
     /// C is f32 and there is no bias: the coop epilogue may coopStore straight into C.
     pub f32_store: bool,
     /// C is f32 or N is even: its column pairs at even columns never straddle an output
@@ -537,11 +585,6 @@ pub(super) fn plan(
     }
     product_plan(gpu, (a_dtype, b_dtype), shape, opts, tuning)
 }
-
-/// Whether `Auto` runs a widened product in several row chunks. Off while the
-/// fragment-copy kernel reads its operands only from element 0: a chunk's A starts at
-/// an offset, which would send it to the general coop kernel.
-const AUTO_WIDENED_CHUNKS: bool = false;
 
 /// The f16 kernel and chunk rows of a widened product, or None where the product takes
 /// another path: `WidenedF16` forced by the options (errors where it does not apply) or
@@ -636,11 +679,11 @@ fn widened_product(
     } else {
         product_plan(gpu, f16_pair, &inner_shape(chunk_rows), &inner, tuning)?
     };
-    if !forced {
-        let copied = matches!(product, MatmulPlan::CoopCopied(_));
-        if !copied || (chunk_rows < shape.m && !AUTO_WIDENED_CHUNKS) {
-            return Ok(None);
-        }
+    // Chunks after the first read A from an offset (whole row tiles of a K that is whole
+    // slices: a multiple of 8 elements), which the fragment-copy kernel takes as a
+    // strided view.
+    if !forced && !matches!(product, MatmulPlan::CoopCopied(_)) {
+        return Ok(None);
     }
     Ok(Some((F16Product::of(product), chunk_rows)))
 }
@@ -696,6 +739,7 @@ fn rescaled_product(
     let copies = PlanShape {
         direct: shape.copies_direct,
         contiguous: true,
+        aligned: shape.copies_direct,
         f32_store: true,
         fast_tiled: true,
         rescalable: false,
@@ -788,6 +832,31 @@ fn product_plan(
                 }
             }
         }
+        // Batched or strided whole tiles (attention's products): the fragment-copy kernel
+        // reads any layout whose rows are 16-byte aligned; the staged and direct kernels
+        // take one contiguous product only, so these ran on the general coop kernel.
+        if !shape.contiguous
+            && tuning.coop_tile == CoopTiles::Auto
+            && auto_coop_from_env()? == AutoCoop::Copied
+        {
+            if let Some(tile) = strided_copied_tile(m, n, k) {
+                let epilogue = if shape.f32_store {
+                    CoopEpilogue::Store
+                } else {
+                    epilogue
+                };
+                let sg = coop_support(gpu, (1, 1))?;
+                if check_whole_tiles(gpu, true, &tile, shape, sg, sg_min, epilogue).is_ok() {
+                    return Ok(MatmulPlan::CoopCopied(CoopTilePlan {
+                        tile,
+                        sg,
+                        sg_min,
+                        epilogue,
+                        group_m,
+                    }));
+                }
+            }
+        }
         if shape.contiguous {
             if let Some(tile) = coop_tile_for(gpu, (m, n, k), opts, tuning) {
                 let sg = coop_support(gpu, (1, 1))?;
@@ -820,7 +889,8 @@ fn product_plan(
 
 /// Ok where the direct (or, `copied`, the fragment-copy) coop kernel can run this product
 /// with `tile`: a valid shape, whole tiles, K a multiple of its step, one contiguous
-/// product, and the adapter's limits.
+/// product (the fragment-copy kernel: or any batched, strided views whose offsets and
+/// strides are multiples of 8 elements), and the adapter's limits.
 fn check_whole_tiles(
     gpu: &Gpu,
     copied: bool,
@@ -851,8 +921,11 @@ fn check_whole_tiles(
     if m % bm as usize != 0 || n % bn as usize != 0 || k % k_step != 0 {
         return refuse("M and N must be multiples of the tile and K of the K step");
     }
-    if !shape.contiguous {
+    if !copied && !shape.contiguous {
         return refuse("it takes one dense product from element 0 of each tensor");
+    }
+    if copied && !shape.contiguous && !shape.aligned {
+        return refuse("a batched or strided view needs offsets, leading dimensions and batch strides that are multiples of 8 elements (16-byte-aligned fragment rows)");
     }
     let caps = gpu.caps();
     let threads = sg * tile.subgroups.0 * tile.subgroups.1;
