@@ -307,8 +307,9 @@ pub struct CopyBenchArgs {
 }
 
 /// Device-to-device copy bandwidth (read + write bytes per second): `copy_buffer_to_buffer`
-/// timed on the host over many copies, and an f32 -> f16 cast kernel (a memory-bound
-/// kernel of ours, 6 bytes an element) timed with timestamps.
+/// timed on the host over many copies, copy kernels in 16-byte words, and our memory-bound
+/// kernels (casts, add_into, GELU, AdamW) timed with timestamps, each as GB/s and as a
+/// ratio to the copies.
 pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     let gpu = Gpu::new_blocking()?;
     let bytes = (args.mb << 20).min(gpu.caps().max_storage_buffer_binding_size / 16 * 16);
@@ -333,8 +334,8 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     let copy_ms = t.elapsed().as_secs_f64() * 1e3 / args.iters.max(1) as f64;
     let copy_gbs = 2.0 * bytes as f64 / (copy_ms * 1e-3) / 1e9;
 
-    // The copy ceiling: the same cast kernel f32 -> f32 (8 bytes an element), a plain
-    // streaming copy, timed like every kernel.
+    // The copy ceiling: the cast kernel f32 -> f32 (8 bytes an element; 16-byte accesses
+    // since the //!words16 preludes, 4-byte ones before), timed like every kernel.
     let copy_kernel = halfgrad::ops::cast::cast(&gpu, &x, &y)?;
     let copy_timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| copy_kernel.encode(pass))?;
     let kcopy_gbs = 8.0 * n as f64 / (copy_timing.median_ms() * 1e-3) / 1e9;

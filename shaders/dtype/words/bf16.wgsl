@@ -16,9 +16,9 @@ fn load_$N(i: u32) -> f32 {
 }
 
 fn load8_$N(o: u32) -> Vec8 {
-    let w = $N[o];
-    return Vec8(bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xFFFF0000u, w.y << 16u, w.y & 0xFFFF0000u)),
-                bitcast<vec4<f32>>(vec4<u32>(w.z << 16u, w.z & 0xFFFF0000u, w.w << 16u, w.w & 0xFFFF0000u)));
+    let word4 = $N[o];
+    return Vec8(bitcast<vec4<f32>>(vec4<u32>(word4.x << 16u, word4.x & 0xFFFF0000u, word4.y << 16u, word4.y & 0xFFFF0000u)),
+                bitcast<vec4<f32>>(vec4<u32>(word4.z << 16u, word4.z & 0xFFFF0000u, word4.w << 16u, word4.w & 0xFFFF0000u)));
 }
 //! write
 fn store2_$N(p: u32, v: vec2<f32>) {
@@ -48,12 +48,12 @@ fn bf16_bits4_$N(v: vec4<f32>) -> vec4<u32> {
 }
 
 fn store8_$N(o: u32, v: Vec8) {
-    let a = bf16_bits4_$N(v.a);
-    let b = bf16_bits4_$N(v.b);
-    let inf = vec4<u32>(0x7F80u);
-    if (any((a & inf) == inf) || any((b & inf) == inf)) {
+    let first4 = bf16_bits4_$N(v.a);
+    let second4 = bf16_bits4_$N(v.b);
+    let exp_mask = vec4<u32>(0x7F80u);
+    if (any((first4 & exp_mask) == exp_mask) || any((second4 & exp_mask) == exp_mask)) {
         note_overflow();
     }
-    $N[o] = vec4<u32>(a.x | (a.y << 16u), a.z | (a.w << 16u), b.x | (b.y << 16u),
-                      b.z | (b.w << 16u));
+    $N[o] = vec4<u32>(first4.x | (first4.y << 16u), first4.z | (first4.w << 16u),
+                      second4.x | (second4.y << 16u), second4.z | (second4.w << 16u));
 }

@@ -15,9 +15,9 @@ fn load_$N(i: u32) -> f32 {
 }
 
 fn load8_$N(o: u32) -> Vec8 {
-    let w = $N[o];
-    return Vec8(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-                vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+    let word4 = $N[o];
+    return Vec8(vec4<f32>(unpack2x16float(word4.x), unpack2x16float(word4.y)),
+                vec4<f32>(unpack2x16float(word4.z), unpack2x16float(word4.w)));
 }
 //! write
 fn store2_$N(p: u32, v: vec2<f32>) {
@@ -48,12 +48,12 @@ fn f16_bits4_$N(v: vec4<f32>) -> vec4<u32> {
 }
 
 fn store8_$N(o: u32, v: Vec8) {
-    let a = f16_bits4_$N(v.a);
-    let b = f16_bits4_$N(v.b);
-    let inf = vec4<u32>(0x7C00u);
-    if (any((a & inf) == inf) || any((b & inf) == inf)) {
+    let first4 = f16_bits4_$N(v.a);
+    let second4 = f16_bits4_$N(v.b);
+    let exp_mask = vec4<u32>(0x7C00u);
+    if (any((first4 & exp_mask) == exp_mask) || any((second4 & exp_mask) == exp_mask)) {
         note_overflow();
     }
-    $N[o] = vec4<u32>(a.x | (a.y << 16u), a.z | (a.w << 16u), b.x | (b.y << 16u),
-                      b.z | (b.w << 16u));
+    $N[o] = vec4<u32>(first4.x | (first4.y << 16u), first4.z | (first4.w << 16u),
+                      second4.x | (second4.y << 16u), second4.z | (second4.w << 16u));
 }

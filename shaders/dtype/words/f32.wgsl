@@ -7,8 +7,8 @@ fn load_$N(i: u32) -> f32 {
 }
 
 fn load2_$N(p: u32) -> vec2<f32> {
-    let w = $N[p >> 1u];
-    return select(w.xy, w.zw, (p & 1u) == 1u);
+    let word4 = $N[p >> 1u];
+    return select(word4.xy, word4.zw, (p & 1u) == 1u);
 }
 
 fn load8_$N(o: u32) -> Vec8 {
