@@ -407,7 +407,7 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
             sum_gbs / kcopy_gbs
         );
         println!(
-            "16-byte kernels, {}M elements each; GB/s = (bytes read + written) / median GPU time; \
+            "memory-bound kernels (16-byte accesses unless named), {}M elements each; GB/s = (bytes read + written) / median GPU time; \
              ratios to copy_buffer_to_buffer ({copy_gbs:.0}) and to the best 16-byte-word copy \
              kernel ({best_words_gbs:.0}); the issue's target is 0.8x PyTorch's copy (torch_copy.py):",
             kernels.first().map_or(0, |k| k.elements >> 20)
@@ -415,7 +415,7 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
         for k in &kernels {
             let gbs = k.gb_s();
             println!(
-                "  {:<34} {:>2} B/element: {:.3} ms, {gbs:>5.0} GB/s = {:.2}x copy, {:.2}x word copy",
+                "  {:<36} {:>2} B/element: {:.3} ms, {gbs:>5.0} GB/s = {:.2}x copy, {:.2}x word copy",
                 k.name,
                 k.bytes_per_element,
                 k.ms,
@@ -450,7 +450,7 @@ impl KernelFigure {
 /// Times each kernel moved onto the 16-byte storage preludes on `n`-element tensors
 /// (contents are whatever fresh buffers hold: the kernels' speed does not depend on it).
 fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<KernelFigure>> {
-    use halfgrad::ops::{accumulate, activation, adam, cast};
+    use halfgrad::ops::{accumulate, activation, adam, cast, loss_scale};
     use halfgrad::{DType, Tensor};
     let tensor = |dtype| Tensor::empty(gpu, &[n], dtype);
     let (a32, b32) = (tensor(DType::F32)?, tensor(DType::F32)?);
@@ -465,6 +465,7 @@ fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<Ke
     // Optimizer state words, zeroed: work[SKIP] = 0, so every element is updated.
     let words = || Tensor::zeros(gpu, &[64], DType::U32);
     let (scaler, work, hyper) = (words()?, words()?, words()?);
+    let partials = Tensor::zeros(gpu, &[loss_scale::check_groups(n) as usize], DType::F32)?;
     let state = adam::StateBuffers {
         scaler: scaler.buffer(),
         work: work.buffer(),
@@ -513,6 +514,12 @@ fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<Ke
             "adamw f32 state",
             32,
             adam::update(gpu, &update(None), state)?,
+        ),
+        // Not on the 16-byte path (ARCHITECTURE.md says why): for comparison. Reads only.
+        (
+            "loss_scale/check f32 (4-byte reads)",
+            4,
+            loss_scale::check(gpu, &a32, scaler.buffer(), partials.buffer(), 0, &flag)?,
         ),
     ];
     let mut out = Vec::new();
