@@ -450,7 +450,7 @@ impl KernelFigure {
 /// Times each kernel moved onto the 16-byte storage preludes on `n`-element tensors
 /// (contents are whatever fresh buffers hold: the kernels' speed does not depend on it).
 fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<KernelFigure>> {
-    use halfgrad::ops::{accumulate, activation, adam, cast, loss_scale};
+    use halfgrad::ops::{accumulate, activation, adam, cast, embedding, loss_scale};
     use halfgrad::{DType, Tensor};
     let tensor = |dtype| Tensor::empty(gpu, &[n], dtype);
     let (a32, b32) = (tensor(DType::F32)?, tensor(DType::F32)?);
@@ -478,6 +478,16 @@ fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<Ke
         exp_avg_sq: &d32,
         low,
     };
+    // C 1024 divides n (a multiple of 2^18), so x has the n elements the figure counts.
+    let (channels, vocab, block) = (1024, 50304, 1024);
+    let rows = (n / channels).max(1);
+    let token_ids: Vec<u32> = (0..rows).map(|p| (p * 7919 % vocab) as u32).collect();
+    let emb = (
+        Tensor::from_u32(gpu, &[rows], &token_ids)?,
+        Tensor::empty(gpu, &[vocab, channels], DType::F32)?,
+        Tensor::empty(gpu, &[block, channels], DType::F32)?,
+        Tensor::empty(gpu, &[rows, channels], DType::F32)?,
+    );
     let cases: Vec<(&'static str, usize, halfgrad::kernels::Dispatch)> = vec![
         ("cast f32 -> f32", 8, cast::cast(gpu, &a32, &b32)?),
         ("cast f32 -> f16", 6, cast::cast(gpu, &a32, &a16)?),
@@ -514,6 +524,13 @@ fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<Ke
             "adamw f32 state",
             32,
             adam::update(gpu, &update(None), state)?,
+        ),
+        // GPT-2's vocabulary and block (V 50,304, T 1,024), C 1024, tokens spread over the
+        // table; counted: the wte and wpe reads and the x write, 4 bytes each.
+        (
+            "embedding forward f32, C 1024",
+            12,
+            embedding::forward(gpu, &emb.0, 1024, &emb.1, &emb.2, &emb.3)?,
         ),
         // Not on the 16-byte path (ARCHITECTURE.md says why): for comparison. Reads only.
         (
