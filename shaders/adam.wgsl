@@ -18,6 +18,10 @@
 // WORK_BC2 persist across steps (checkpointed); the other work words are written by
 // `finalize` for this step's update kernels.
 //!use state_words
+// The update kernels take one octet (eight elements) an invocation in 16-byte accesses
+// (shaders/dtype/words/); the last, partial octet goes element by element (pair by pair
+// for the 16-bit copy). The vec4 math is the scalar math lane for lane.
+//!words16
 
 const WG: u32 = 256u; // = REDUCE_WG: `finalize` reduces over its whole workgroup
 
@@ -55,6 +59,23 @@ fn adamw_math(c: StepConsts, grad: f32, master: f32, m_old: f32, v_old: f32) -> 
     let denom = sqrt(v) / c.bc2_sqrt + c.eps;
     let p = master * c.decay - c.step_size * (m / denom);
     return vec3<f32>(p, m, v);
+}
+
+struct Adam4 {
+    p: vec4<f32>,
+    m: vec4<f32>,
+    v: vec4<f32>,
+}
+
+// `adamw_math` on four elements: the same operations in the same order on each.
+fn adamw_math4(c: StepConsts, grad: vec4<f32>, master: vec4<f32>, m_old: vec4<f32>,
+               v_old: vec4<f32>) -> Adam4 {
+    let g = (grad * c.inv_scale) * c.clip_coef;
+    let m = m_old + (g - m_old) * (1.0 - c.beta1);
+    let v = v_old * c.beta2 + (1.0 - c.beta2) * g * g;
+    let denom = sqrt(v) / c.bc2_sqrt + c.eps;
+    let p = master * c.decay - c.step_size * (m / denom);
+    return Adam4(p, m, v);
 }
 
 //!kernel finalize
@@ -139,6 +160,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
 // master: (n) f32; grad: (n) f32 scaled gradient (cleared when clear_grad);
 // exp_avg, exp_avg_sq: (n) f32
 // scaler: scaler state words (reads SCALER_SCALE); work: this step's words; hyper: hyperparameters
+//!use adam_update
 struct Params {
     n: u32,          // elements of the parameter
     clear_grad: u32, // 1: zero the gradient (backward accumulates); 0: backward overwrites it
@@ -147,31 +169,29 @@ struct Params {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let i = flat_index(wg_id, num_wg, li, WG);
-    if (i >= params.n) {
+    let o = flat_index(wg_id, num_wg, li, WG);
+    let whole = params.n / 8u;
+    if (o > whole || 8u * o >= params.n) {
         return;
     }
     if (work[WORK_SKIP] != 0u) {
-        // Skipped step: parameters and moments untouched; the gradient is still cleared
-        // (when backward accumulates) so the next step starts from zero.
-        if (params.clear_grad != 0u) {
-            store_grad(i, 0.0);
-        }
+        clear_grad8(o, whole);
         return;
     }
-    let r = adamw_math(step_consts(), load_grad(i), load_master(i), load_exp_avg(i),
-                       load_exp_avg_sq(i));
-    store_master(i, r.x);
-    store_exp_avg(i, r.y);
-    store_exp_avg_sq(i, r.z);
-    if (params.clear_grad != 0u) {
-        store_grad(i, 0.0);
+    let c = step_consts();
+    if (o < whole) {
+        update8(c, o);
+        return;
+    }
+    for (var j = 8u * o; j < params.n; j += 1u) {
+        update1(c, j);
     }
 }
 
 //!kernel adamw_low
 // As `adamw`, plus low: (n) f16 / bf16 copy of p, rounded to nearest even. Each
-// invocation owns one pair of elements (2q, 2q + 1) so packed 16-bit words never race.
+// invocation owns one octet (four u32 words of low) so packed 16-bit words never race.
+//!use adam_update
 struct Params {
     n: u32,          // elements of the parameter
     clear_grad: u32, // as `adamw`
@@ -180,37 +200,27 @@ struct Params {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let q = flat_index(wg_id, num_wg, li, WG);
-    let i = 2u * q;
-    if (i >= params.n) {
+    let o = flat_index(wg_id, num_wg, li, WG);
+    let whole = params.n / 8u;
+    if (o > whole || 8u * o >= params.n) {
         return;
     }
-    let has_second = i + 1u < params.n;
     if (work[WORK_SKIP] != 0u) {
-        if (params.clear_grad != 0u) {
-            store_grad(i, 0.0);
-            if (has_second) {
-                store_grad(i + 1u, 0.0);
-            }
-        }
+        clear_grad8(o, whole);
         return;
     }
     let c = step_consts();
-    // The padding half of an odd-length tensor gets 0, never a stale value.
-    var pair = vec2<f32>(0.0, 0.0);
-    for (var k = 0u; k < 2u; k++) {
-        let j = i + k;
-        if (k == 1u && !has_second) {
-            break;
-        }
-        let r = adamw_math(c, load_grad(j), load_master(j), load_exp_avg(j), load_exp_avg_sq(j));
-        store_master(j, r.x);
-        store_exp_avg(j, r.y);
-        store_exp_avg_sq(j, r.z);
-        if (params.clear_grad != 0u) {
-            store_grad(j, 0.0);
-        }
-        pair[k] = r.x;
+    if (o < whole) {
+        store8_low(o, update8(c, o));
+        return;
     }
-    store2_low(q, pair);
+    // The tail pair by pair; the padding half of an odd-length tensor gets 0, never a
+    // stale value.
+    for (var q = 4u * o; 2u * q < params.n; q += 1u) {
+        var pair = vec2<f32>(update1(c, 2u * q), 0.0);
+        if (2u * q + 1u < params.n) {
+            pair.y = update1(c, 2u * q + 1u);
+        }
+        store2_low(q, pair);
+    }
 }

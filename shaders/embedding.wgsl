@@ -22,14 +22,19 @@ const CHANNEL_BLOCK: u32 = 64u; // channels per workgroup of backward_tokens
 const F32_QUIET_NAN: u32 = 0x7FC00000u;
 
 //!kernel forward
+//!words16
 // tokens: (N) u32, each < V (checked on the host; a bad one gives a NaN row)
 // wte: (V, C) f32
 // wpe: (T_max, C) f32, T_max >= T
 // x: (N, C) f32, written: wte[tokens[p]] + wpe[p % T]
+// When C is a multiple of 8 each invocation writes one octet of x (it lies in one row)
+// in 16-byte accesses; otherwise one element, as before.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let i = flat_index(wg_id, num_wg, li, WG);
+    let g = flat_index(wg_id, num_wg, li, WG);
+    let octets = params.channels % 8u == 0u;
+    let i = select(g, 8u * g, octets); // first element written
     if (i >= params.rows * params.channels) {
         return;
     }
@@ -39,11 +44,24 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     if (token >= params.vocab) {
         // Through a `let`: a NaN-valued constant expression is a shader-creation error.
         let nan_bits = F32_QUIET_NAN;
-        store_x(i, bitcast<f32>(nan_bits));
+        let nan = bitcast<f32>(nan_bits);
+        if (octets) {
+            store8_x(g, Vec8(vec4<f32>(nan), vec4<f32>(nan)));
+        } else {
+            store_x(i, nan);
+        }
         return;
     }
     let t = p % params.block;
-    store_x(i, load_wte(token * params.channels + c) + load_wpe(t * params.channels + c));
+    let e = token * params.channels + c;
+    let q = t * params.channels + c;
+    if (octets) {
+        let ev = load8_wte(e / 8u);
+        let qv = load8_wpe(q / 8u);
+        store8_x(g, Vec8(ev.a + qv.a, ev.b + qv.b));
+    } else {
+        store_x(i, load_wte(e) + load_wpe(q));
+    }
 }
 
 //!kernel backward_tokens

@@ -12,9 +12,14 @@
 //! section) or in one section: `reduce` (shaders/workgroup_reduce.wgsl: `wg_sum`,
 //! `wg_max` and their `var<workgroup>` scratch), `coop_tiles`, `coop_scratch_epilogue` and
 //! `coop_store_epilogue` (what the whole-tile cooperative-matrix kernels share: their
-//! output-word store and tile order, and their two epilogues) or `state_words` (the scaler / optimizer
+//! output-word store and tile order, and their two epilogues), `adam_update` (the AdamW
+//! update kernels' octet and element updates) or `state_words` (the scaler / optimizer
 //! word indices of [`crate::layout`] as WGSL constants). Kernels that do not ask get
 //! neither.
+//!
+//! A line `//!words16` in a kernel's head or section swaps its float preludes for the
+//! 16-byte ones (shaders/dtype/words/: `array<vec4<..>>` bindings, `load8_` / `store8_`
+//! moving eight elements in 16-byte accesses); see ARCHITECTURE.md "16-byte accesses".
 //!
 //! An ops module declares its kernels with [`declare_kernels!`]: one line per section,
 //! and the module's `KERNELS` list, which [`crate::ops::all_kernels`] chains.
@@ -166,11 +171,26 @@ const REDUCE: &str = include_str!("../shaders/workgroup_reduce.wgsl");
 const COOP_TILES: &str = include_str!("../shaders/coop_tiles.wgsl");
 const COOP_SCRATCH_EPILOGUE: &str = include_str!("../shaders/coop_scratch_epilogue.wgsl");
 const COOP_STORE_EPILOGUE: &str = include_str!("../shaders/coop_store_epilogue.wgsl");
+const ADAM_UPDATE: &str = include_str!("../shaders/adam_update.wgsl");
 const PRELUDE_F32: &str = include_str!("../shaders/dtype/f32.wgsl");
 const PRELUDE_F16: &str = include_str!("../shaders/dtype/f16.wgsl");
 const PRELUDE_F16_PACKED: &str = include_str!("../shaders/dtype/f16_packed.wgsl");
 const PRELUDE_BF16: &str = include_str!("../shaders/dtype/bf16.wgsl");
 const PRELUDE_U32: &str = include_str!("../shaders/dtype/u32.wgsl");
+const WORDS_COMMON: &str = include_str!("../shaders/dtype/words/common.wgsl");
+const WORDS_F32: &str = include_str!("../shaders/dtype/words/f32.wgsl");
+const WORDS_F16: &str = include_str!("../shaders/dtype/words/f16.wgsl");
+const WORDS_BF16: &str = include_str!("../shaders/dtype/words/bf16.wgsl");
+
+/// Whether a kernel asks for the 16-byte storage preludes (a line `//!words16` in its
+/// head or section): its float tensors are `array<vec4<..>>` with `load8_` / `store8_`
+/// besides the element and pair accessors (shaders/dtype/words/common.wgsl).
+fn wants_words16(texts: &[&str]) -> bool {
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .any(|line| line.trim() == "//!words16")
+}
 
 /// Which concrete storage format each tensor slot has, and whether F16 slots use native
 /// `array<f16>` (shader-f16) or the packed-u32 path.
@@ -229,6 +249,7 @@ fn shared_modules(texts: &[&str]) -> std::result::Result<Vec<String>, String> {
             "coop_scratch_epilogue" => Ok(COOP_SCRATCH_EPILOGUE.to_string()),
             "coop_store_epilogue" => Ok(COOP_STORE_EPILOGUE.to_string()),
             "state_words" => Ok(crate::layout::wgsl_constants()),
+            "adam_update" => Ok(ADAM_UPDATE.to_string()),
             other => Err(format!("`//!use {other}`: no such shared module")),
         })
         .collect()
@@ -279,6 +300,10 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
     }
     out.push_str(&format!("// kernel {} variant {:?}\n", def.name, variant));
     out.push_str(COMMON);
+    let words16 = wants_words16(&[head, body]);
+    if words16 {
+        out.push_str(WORDS_COMMON);
+    }
 
     let mut dtypes = variant.dtypes.iter();
     let mut has_found_inf = false;
@@ -292,6 +317,9 @@ pub fn compose(def: &KernelDef, variant: &Variant) -> Result<String> {
                     return Err(bad(format!("slot `{}` does not accept {dt}", slot.name)));
                 }
                 let template = match (dt, native && variant.f16_native && !writable) {
+                    (DType::F32, _) if words16 => WORDS_F32,
+                    (DType::F16, _) if words16 => WORDS_F16,
+                    (DType::BF16, _) if words16 => WORDS_BF16,
                     (DType::F32, _) => PRELUDE_F32,
                     (DType::F16, true) => PRELUDE_F16,
                     (DType::F16, false) => PRELUDE_F16_PACKED,

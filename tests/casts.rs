@@ -73,21 +73,80 @@ fn f32_to_bf16_matches_half_on_edge_cases_and_a_million_random_values() {
 
 #[test]
 fn odd_lengths_cast_every_element() {
-    let g = gpu_packed();
-    for n in [1usize, 7, 33, 129] {
-        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.37 - 3.0).collect();
-        for from in DType::ALL {
-            for to in DType::ALL {
-                let x = Tensor::from_f32(g, &[n], &values, from).unwrap();
-                let y = Tensor::full(g, &[n], to, f32::NAN).unwrap(); // poisoned
-                g.run(&[&halfgrad::ops::cast::cast(g, &x, &y).unwrap()])
-                    .unwrap();
-                let got = y.to_f32_vec().unwrap();
-                for i in 0..n {
-                    let want = to.round(from.round(values[i]));
-                    assert_eq!(got[i].to_bits(), want.to_bits(), "{from}->{to} n={n} i={i}");
+    // Whole octets (the 16-byte path), partial ones (the pair tail) and both together.
+    for (path, g) in gpus_for_f16() {
+        for n in [1usize, 7, 8, 9, 16, 33, 129, 1031] {
+            let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.37 - 3.0).collect();
+            for from in DType::ALL {
+                for to in DType::ALL {
+                    let x = Tensor::from_f32(g, &[n], &values, from).unwrap();
+                    let y = Tensor::full(g, &[n], to, f32::NAN).unwrap(); // poisoned
+                    g.run(&[&halfgrad::ops::cast::cast(g, &x, &y).unwrap()])
+                        .unwrap();
+                    let got = y.to_f32_vec().unwrap();
+                    for i in 0..n {
+                        let want = to.round(from.round(values[i]));
+                        assert_eq!(
+                            got[i].to_bits(),
+                            want.to_bits(),
+                            "{path} {from}->{to} n={n} i={i}"
+                        );
+                    }
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn add_into_matches_f64_on_whole_and_partial_octets() {
+    use halfgrad::flag::OverflowFlag;
+    let mut r = common::rng(5);
+    for (path, g) in gpus_for_f16() {
+        for n in [1usize, 5, 8, 13, 64, 1035] {
+            for dx in DType::ALL {
+                for dy in DType::ALL {
+                    let xs = common::random_vec(&mut r, n, 3.0);
+                    let ys = common::random_vec(&mut r, n, 3.0);
+                    let x = Tensor::from_f32(g, &[n], &xs, dx).unwrap();
+                    let y = Tensor::from_f32(g, &[n], &ys, dy).unwrap();
+                    let flag = OverflowFlag::new(g).unwrap();
+                    g.run(&[&halfgrad::ops::accumulate::add_into(g, &x, &y, &flag).unwrap()])
+                        .unwrap();
+                    let got = y.to_f32_vec().unwrap();
+                    for i in 0..n {
+                        // The sum is taken in f32, then rounded once to y's dtype.
+                        let sum = dx.round(xs[i]) + dy.round(ys[i]);
+                        let want = dy.round(sum);
+                        assert_eq!(
+                            got[i].to_bits(),
+                            want.to_bits(),
+                            "{path} {dx}+={dy} n={n} i={i}"
+                        );
+                        let exact = dx.round(xs[i]) as f64 + dy.round(ys[i]) as f64;
+                        let tol = match dy {
+                            DType::F32 => common::TOL_F32,
+                            DType::F16 => common::TOL_F16,
+                            _ => common::TOL_BF16,
+                        };
+                        assert!((got[i] as f64 - exact).abs() <= tol * (1.0 + exact.abs()));
+                    }
+                    assert!(!flag.is_raised_blocking(g).unwrap(), "{path} n={n}");
+                }
+            }
+        }
+    }
+    // An overflow in the 16-bit store of a whole octet and of a tail pair raises the flag.
+    for (path, g) in gpus_for_f16() {
+        for n in [8usize, 9] {
+            let mut xs = vec![1.0f32; n];
+            xs[n - 1] = 60000.0;
+            let x = Tensor::from_f32(g, &[n], &xs, DType::F16).unwrap();
+            let y = Tensor::from_f32(g, &[n], &xs, DType::F16).unwrap();
+            let flag = halfgrad::flag::OverflowFlag::new(g).unwrap();
+            g.run(&[&halfgrad::ops::accumulate::add_into(g, &x, &y, &flag).unwrap()])
+                .unwrap();
+            assert!(flag.is_raised_blocking(g).unwrap(), "{path} n={n}");
         }
     }
 }

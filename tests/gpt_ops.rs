@@ -74,7 +74,7 @@ struct EmbCase {
     t_max: usize,
 }
 
-const EMB_CASES: [EmbCase; 4] = [
+const EMB_CASES: [EmbCase; 5] = [
     EmbCase {
         b: 1,
         t: 1,
@@ -102,6 +102,14 @@ const EMB_CASES: [EmbCase; 4] = [
         c: 129,
         v: 3,
         t_max: 20,
+    },
+    // C a multiple of 8: the forward's 16-byte octet path.
+    EmbCase {
+        b: 2,
+        t: 9,
+        c: 64,
+        v: 7,
+        t_max: 12,
     },
 ];
 
@@ -203,18 +211,21 @@ fn embedding_forward_writes_nan_rows_for_out_of_range_tokens() {
     // The host refuses such tokens; a raw buffer that bypasses the check still reads
     // nothing out of bounds and shows the bad row as NaN.
     let g = gpu();
-    let (v, c, t) = (4, 5, 3);
-    let wte = Tensor::full(g, &[v, c], DType::F32, 1.0).unwrap();
-    let wpe = Tensor::full(g, &[t, c], DType::F32, 0.5).unwrap();
-    let x = Tensor::empty(g, &[t, c], DType::F32).unwrap();
-    poison(&x);
-    let tokens = u32_tensor(g, &[0, 4, 3]);
-    g.run(&[&embedding::forward(g, &tokens, t, &wte, &wpe, &x).unwrap()])
-        .unwrap();
-    let got = read(&x);
-    assert!(got[..c].iter().all(|&e| e == 1.5));
-    assert!(got[c..2 * c].iter().all(|e| e.is_nan()), "{got:?}");
-    assert!(got[2 * c..].iter().all(|&e| e == 1.5));
+    // C = 5: one element an invocation; C = 16: octets (16-byte accesses).
+    for c in [5, 16] {
+        let (v, t) = (4, 3);
+        let wte = Tensor::full(g, &[v, c], DType::F32, 1.0).unwrap();
+        let wpe = Tensor::full(g, &[t, c], DType::F32, 0.5).unwrap();
+        let x = Tensor::empty(g, &[t, c], DType::F32).unwrap();
+        poison(&x);
+        let tokens = u32_tensor(g, &[0, 4, 3]);
+        g.run(&[&embedding::forward(g, &tokens, t, &wte, &wpe, &x).unwrap()])
+            .unwrap();
+        let got = read(&x);
+        assert!(got[..c].iter().all(|&e| e == 1.5));
+        assert!(got[c..2 * c].iter().all(|e| e.is_nan()), "{got:?}");
+        assert!(got[2 * c..].iter().all(|&e| e == 1.5));
+    }
 }
 
 /// Runs the embedding backward of case `k` into fresh (poisoned or `old`) gradients.

@@ -173,7 +173,8 @@ fn linear_accumulate_mode_adds_into_param_grads() {
 
 #[test]
 fn activations_forward_and_backward_match_f64() {
-    let cases = [(1, 5), (3, 33), (17, 130), (17, 5)];
+    // n = 5 (a partial octet only), 99 and 2,210 (octets and a tail), 128 (octets only).
+    let cases = [(1, 5), (3, 33), (17, 130), (17, 5), (2, 64)];
     for mode in MODES {
         for (path, g) in devices(mode) {
             for kind in [Activation::Gelu, Activation::Relu] {

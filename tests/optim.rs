@@ -510,19 +510,37 @@ impl RefAdam {
 
 #[test]
 fn adamw_matches_an_f64_reference_over_ten_steps_with_decay_and_clipping() {
-    let g = gpu();
-    let shapes: [(&str, &[usize], DType); 5] = [
+    // Both f16 paths; sizes with whole octets only (16, 64, 8 x 131), a partial octet only
+    // (1, 7) and both (33, 129, 65, 9 x 131), the 16-bit copies poisoned before the steps.
+    for (path, g) in gpus_for_f16() {
+        println!("path {path}");
+        check_adamw_against_f64(g);
+    }
+}
+
+fn check_adamw_against_f64(g: &Gpu) {
+    let shapes: [(&str, &[usize], DType); 10] = [
         ("0.weight", &[1], DType::F32),
         ("0.bias", &[7], DType::F16),
         ("1.weight", &[33], DType::BF16),
         ("1.bias", &[129], DType::F16),
         ("2.weight", &[5, 13], DType::F32),
+        ("2.bias", &[16], DType::BF16),
+        ("3.weight", &[8, 131], DType::F16),
+        ("3.bias", &[64], DType::F32),
+        ("4.weight", &[9, 131], DType::BF16),
+        ("4.bias", &[9, 131], DType::F32),
     ];
     let params: Vec<Param> = shapes
         .iter()
         .enumerate()
         .map(|(i, (name, shape, low))| param(g, name, shape, 20 + i as u64, *low))
         .collect();
+    for p in &params {
+        if let Some(low) = &p.low {
+            low.write_f32(&vec![f32::NAN; p.len()]).unwrap(); // poisoned
+        }
+    }
     let refs: Vec<&Param> = params.iter().collect();
     let cfg = AdamConfig {
         lr: 1e-2,
@@ -567,7 +585,10 @@ fn adamw_matches_an_f64_reference_over_ten_steps_with_decay_and_clipping() {
     let mut clipped = 0;
     for t in 0..10 {
         // Alternate large and small gradients: some steps clip (norm > 4), some do not.
-        let amplitude = if t % 2 == 0 { 1.0 } else { 0.2 };
+        // Amplitudes scaled so the norms stay those of the first five tensors (235
+        // elements) at amplitudes 1 and 0.2: about 8.9 and 1.8.
+        let total: usize = params.iter().map(|p| p.len()).sum();
+        let amplitude = if t % 2 == 0 { 1.0 } else { 0.2 } * (235.0 / total as f32).sqrt();
         let grads: Vec<Vec<f32>> = params
             .iter()
             .map(|p| random_vec(&mut r, p.len(), amplitude))

@@ -307,8 +307,9 @@ pub struct CopyBenchArgs {
 }
 
 /// Device-to-device copy bandwidth (read + write bytes per second): `copy_buffer_to_buffer`
-/// timed on the host over many copies, and an f32 -> f16 cast kernel (a memory-bound
-/// kernel of ours, 6 bytes an element) timed with timestamps.
+/// timed on the host over many copies, copy kernels in 16-byte words, and our memory-bound
+/// kernels (casts, add_into, GELU, AdamW) timed with timestamps, each as GB/s and as a
+/// ratio to the copies.
 pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     let gpu = Gpu::new_blocking()?;
     let bytes = (args.mb << 20).min(gpu.caps().max_storage_buffer_binding_size / 16 * 16);
@@ -333,8 +334,8 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     let copy_ms = t.elapsed().as_secs_f64() * 1e3 / args.iters.max(1) as f64;
     let copy_gbs = 2.0 * bytes as f64 / (copy_ms * 1e-3) / 1e9;
 
-    // The copy ceiling: the same cast kernel f32 -> f32 (8 bytes an element), a plain
-    // streaming copy, timed like every kernel.
+    // The copy ceiling: the cast kernel f32 -> f32 (8 bytes an element; 16-byte accesses
+    // since the //!words16 preludes, 4-byte ones before), timed like every kernel.
     let copy_kernel = halfgrad::ops::cast::cast(&gpu, &x, &y)?;
     let copy_timing: Timing = time_passes(&gpu, 3, args.iters, |pass, _| copy_kernel.encode(pass))?;
     let kcopy_gbs = 8.0 * n as f64 / (copy_timing.median_ms() * 1e-3) / 1e9;
@@ -368,10 +369,18 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
     })?;
     let sum_ms = sum_timing.median_ms();
     let sum_gbs = (2 * rows * cols) as f64 / (sum_ms * 1e-3) / 1e9;
+    let best_words_gbs = word_gbs.iter().map(|(_, g)| *g).fold(0.0, f64::max);
+    let kernels = time_memory_bound_kernels(&gpu, n.min(MEMORY_BOUND_ELEMENTS), args.iters)?;
     if args.json {
         println!(
             "{}",
             serde_json::json!({"bench": "copy", "bytes": bytes, "copy_ms": copy_ms, "copy_gb_s": copy_gbs,
+                "kernels": kernels.iter().map(|k| {
+                    let gbs = k.gb_s();
+                    serde_json::json!({"kernel": k.name, "elements": k.elements,
+                        "bytes_per_element": k.bytes_per_element, "ms": k.ms, "gb_s": gbs,
+                        "ratio_copy": gbs / copy_gbs, "ratio_copy_words": gbs / best_words_gbs})
+                }).collect::<Vec<_>>(),
                 "copy_kernel_gb_s": kcopy_gbs,
                 "copy_words_gb_s": word_gbs.iter().map(|(w, g)| serde_json::json!({"words": w, "gb_s": g})).collect::<Vec<_>>(),
                 "cast_f32_f16_ms": cast_ms, "cast_gb_s": cast_gbs, "cast_ratio": cast_gbs / kcopy_gbs,
@@ -397,6 +406,148 @@ pub fn run_copy(args: CopyBenchArgs) -> Result<ExitCode> {
             sums.len(),
             sum_gbs / kcopy_gbs
         );
+        println!(
+            "memory-bound kernels (16-byte accesses unless named), {}M elements each; GB/s = (bytes read + written) / median GPU time; \
+             ratios to copy_buffer_to_buffer ({copy_gbs:.0}) and to the best 16-byte-word copy \
+             kernel ({best_words_gbs:.0}); the issue's target is 0.8x PyTorch's copy (torch_copy.py):",
+            kernels.first().map_or(0, |k| k.elements >> 20)
+        );
+        for k in &kernels {
+            let gbs = k.gb_s();
+            println!(
+                "  {:<36} {:>2} B/element: {:.3} ms, {gbs:>5.0} GB/s = {:.2}x copy, {:.2}x word copy",
+                k.name,
+                k.bytes_per_element,
+                k.ms,
+                gbs / copy_gbs,
+                gbs / best_words_gbs
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Elements of each tensor in the memory-bound kernel figures of `bench copy` (64M:
+/// 256 MiB an f32 tensor, well past every cache).
+const MEMORY_BOUND_ELEMENTS: usize = 64 << 20;
+
+/// One memory-bound kernel's figure in `bench copy`.
+struct KernelFigure {
+    name: &'static str,
+    elements: usize,
+    /// Bytes the kernel reads plus bytes it writes, per element.
+    bytes_per_element: usize,
+    /// Median GPU time of one dispatch.
+    ms: f64,
+}
+
+impl KernelFigure {
+    fn gb_s(&self) -> f64 {
+        (self.elements * self.bytes_per_element) as f64 / (self.ms * 1e-3) / 1e9
+    }
+}
+
+/// Times each kernel moved onto the 16-byte storage preludes on `n`-element tensors
+/// (contents are whatever fresh buffers hold: the kernels' speed does not depend on it).
+fn time_memory_bound_kernels(gpu: &Gpu, n: usize, iters: usize) -> Result<Vec<KernelFigure>> {
+    use halfgrad::ops::{accumulate, activation, adam, cast, embedding, loss_scale};
+    use halfgrad::{DType, Tensor};
+    let tensor = |dtype| Tensor::empty(gpu, &[n], dtype);
+    let (a32, b32) = (tensor(DType::F32)?, tensor(DType::F32)?);
+    let (c32, d32) = (tensor(DType::F32)?, tensor(DType::F32)?);
+    let (a16, b16, c16) = (
+        tensor(DType::F16)?,
+        tensor(DType::F16)?,
+        tensor(DType::F16)?,
+    );
+    let bf = tensor(DType::BF16)?;
+    let flag = halfgrad::flag::OverflowFlag::new(gpu)?;
+    // Optimizer state words, zeroed: work[SKIP] = 0, so every element is updated.
+    let words = || Tensor::zeros(gpu, &[64], DType::U32);
+    let (scaler, work, hyper) = (words()?, words()?, words()?);
+    let partials = Tensor::zeros(gpu, &[loss_scale::check_groups(n) as usize], DType::F32)?;
+    let state = adam::StateBuffers {
+        scaler: scaler.buffer(),
+        work: work.buffer(),
+        hyper: hyper.buffer(),
+    };
+    let update = |low| adam::UpdateTensors {
+        master: &a32,
+        grad: &b32,
+        exp_avg: &c32,
+        exp_avg_sq: &d32,
+        low,
+    };
+    // C 1024 divides n (a multiple of 2^18), so x has the n elements the figure counts.
+    let (channels, vocab, block) = (1024, 16384, 1024);
+    let rows = (n / channels).max(1);
+    let token_ids: Vec<u32> = (0..rows).map(|p| (p * 7919 % vocab) as u32).collect();
+    let emb = (
+        Tensor::from_u32(gpu, &[rows], &token_ids)?,
+        Tensor::empty(gpu, &[vocab, channels], DType::F32)?,
+        Tensor::empty(gpu, &[block, channels], DType::F32)?,
+        Tensor::empty(gpu, &[rows, channels], DType::F32)?,
+    );
+    let cases: Vec<(&'static str, usize, halfgrad::kernels::Dispatch)> = vec![
+        ("cast f32 -> f32", 8, cast::cast(gpu, &a32, &b32)?),
+        ("cast f32 -> f16", 6, cast::cast(gpu, &a32, &a16)?),
+        ("cast f16 -> f32", 6, cast::cast(gpu, &a16, &a32)?),
+        ("cast f16 -> bf16", 4, cast::cast(gpu, &a16, &bf)?),
+        (
+            "add_into f16 += f16",
+            6,
+            accumulate::add_into(gpu, &a16, &b16, &flag)?,
+        ),
+        (
+            "add_into f32 += f32",
+            12,
+            accumulate::add_into(gpu, &a32, &b32, &flag)?,
+        ),
+        (
+            "gelu_forward f16 -> f16",
+            4,
+            activation::forward(gpu, Activation::Gelu, &a16, &b16, &flag)?,
+        ),
+        (
+            "gelu_backward f16 (x, dy -> dx)",
+            6,
+            activation::backward(gpu, Activation::Gelu, &a16, &b16, &c16, &flag)?,
+        ),
+        // Reads grad, master, m, v (16 B); writes master, m, v, the cleared grad (16 B)
+        // and the 2-byte copy.
+        (
+            "adamw_low f32 state + f16 copy",
+            34,
+            adam::update(gpu, &update(Some(&a16)), state)?,
+        ),
+        (
+            "adamw f32 state",
+            32,
+            adam::update(gpu, &update(None), state)?,
+        ),
+        // V 16,384 (64 MiB, within every binding limit), T 1,024, C 1024, tokens spread
+        // over the table; counted: the wte and wpe reads and the x write, 4 bytes each.
+        (
+            "embedding forward f32, C 1024",
+            12,
+            embedding::forward(gpu, &emb.0, 1024, &emb.1, &emb.2, &emb.3)?,
+        ),
+        // Not on the 16-byte path (ARCHITECTURE.md says why): for comparison. Reads only.
+        (
+            "loss_scale/check f32 (4-byte reads)",
+            4,
+            loss_scale::check(gpu, &a32, scaler.buffer(), partials.buffer(), 0, &flag)?,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, bytes_per_element, dispatch) in cases {
+        let t: Timing = time_passes(gpu, 3, iters, |pass, _| dispatch.encode(pass))?;
+        out.push(KernelFigure {
+            name,
+            elements: n,
+            bytes_per_element,
+            ms: t.median_ms(),
+        });
+    }
+    Ok(out)
 }

@@ -42,6 +42,6 @@ pub fn add_into(gpu: &Gpu, x: &Tensor, y: &Tensor, found_inf: &OverflowFlag) -> 
         ],
         bytemuck::bytes_of(&n32),
         &[("WG", WG as u64)],
-        gpu.grid_1d((n as u64).div_ceil(2), WG),
+        gpu.grid_1d(crate::ops::cast::octets(n), WG),
     )
 }

@@ -87,7 +87,7 @@ fn launch(gpu: &Gpu, def: &'static KernelDef, binds: &[Bind<'_>], n: usize) -> R
         binds,
         bytemuck::bytes_of(&n32),
         &[("WG", WG as u64)],
-        gpu.grid_1d((n as u64).div_ceil(2), WG),
+        gpu.grid_1d(crate::ops::cast::octets(n), WG),
     )
 }
 

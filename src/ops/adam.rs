@@ -178,9 +178,9 @@ pub fn update_with(
     let (def, threads) = match t.low {
         Some(low) => {
             binds.push(Bind::Tensor(low));
-            (&ADAMW_LOW, (n as u64).div_ceil(2))
+            (&ADAMW_LOW, crate::ops::cast::octets(n))
         }
-        None => (&ADAMW, n as u64),
+        None => (&ADAMW, crate::ops::cast::octets(n)),
     };
     gpu.dispatch(
         def,

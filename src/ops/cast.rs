@@ -15,6 +15,12 @@ declare_kernels! {
 
 const WG: u32 = 256;
 
+/// Invocations of a 16-byte elementwise kernel over `n` elements: one an octet (eight
+/// elements), the last one also taking the partial octet's pairs.
+pub(crate) fn octets(n: usize) -> u64 {
+    (n as u64).div_ceil(8)
+}
+
 /// y = x converted to y's dtype. x and y must have the same number of elements.
 pub fn cast(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     if x.len() != y.len() {
@@ -25,13 +31,12 @@ pub fn cast(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         ));
     }
     let n = x.len() as u32;
-    let pairs = (x.len() as u64).div_ceil(2);
     gpu.dispatch(
         &CAST,
         &[Bind::Tensor(x), Bind::Tensor(y)],
         bytemuck::bytes_of(&n),
         &[("WG", WG as u64)],
-        gpu.grid_1d(pairs, WG),
+        gpu.grid_1d(octets(x.len()), WG),
     )
 }
 

@@ -272,7 +272,8 @@ pub fn forward(
         ],
         bytemuck::bytes_of(&p),
         &[("WG", WG as u64)],
-        gpu.grid_1d(n as u64 * c as u64, WG),
+        // One octet an invocation where C is a multiple of 8, else one element.
+        gpu.grid_1d((n as u64 * c as u64) / if c % 8 == 0 { 8 } else { 1 }, WG),
     )
 }
 
