@@ -135,6 +135,7 @@ pub mod shader_matmul_coop_copied {
 pub mod coop;
 pub mod plan;
 pub mod rescale;
+pub mod small;
 pub mod tiled;
 
 pub use coop::{CoopEpilogue, CoopTile};
@@ -146,6 +147,7 @@ pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
 pub use shader_matmul_coop_copied::{COOP_COPIED, COOP_COPIED_F32};
 pub use shader_matmul_coop_direct::{COOP_DIRECT, COOP_DIRECT_F32};
+pub use small::SmallConfig;
 pub use tiled::{TiledConfig, TiledTile};
 
 use crate::flag::OverflowFlag;
@@ -827,6 +829,12 @@ fn product_dispatch(
         ),
         F16Product::Coop { .. } => (
             &COOP,
+            Bind::Tensor(args.a),
+            Bind::Tensor(args.b),
+            bytemuck::bytes_of(params),
+        ),
+        F16Product::Small(_) => (
+            &small::SMALL,
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
             bytemuck::bytes_of(params),
