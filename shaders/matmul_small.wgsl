@@ -1,173 +1,256 @@
 // Matrix products for software (CPU) adapters: composed after the head of
-// shaders/matmul.wgsl (Params, set_batch, fetch4_a / fetch4_b, store_strided), whose
-// comments give the operands, layouts, batches and output words.
+// shaders/matmul.wgsl (Params, set_batch, store_strided), whose comments give the
+// operands, layouts, batches and output words.
 
 //!kernel small
-// Register-blocked product without workgroup memory, for software adapters (lavapipe,
-// SwiftShader) and the small products of a browser training step.
-// a: (batch, M, K) or (batch, K, M) if FLAG_TRANS_A, any dtype (strided views)
-// b: (batch, K, N) or (batch, N, K) if FLAG_TRANS_B, any dtype
+// Register-blocked product for software adapters (lavapipe, SwiftShader): every load a
+// 16-byte word, no workgroup memory, no barriers.
+// a: (batch, M, K) or (batch, K, M) if FLAG_TRANS_A, A_DT (16-byte words; see below)
+// b: (batch, K, N) or (batch, N, K) if FLAG_TRANS_B, B_DT
 // c: (batch, M, N) any dtype (f32 when accumulating); a 16-bit C needs even N (host)
 // bias: (N) f32 (a dummy unless FLAG_BIAS)
 // found_inf: (1) flag raised by an overflowing 16-bit store
 //
-// Why: a CPU driver runs a workgroup as a loop over its invocations (a few SIMD lanes at
-// a time) that every barrier splits, and each load whose address differs between lanes
-// is a per-lane gather. The tiled kernels stage slices through workgroup memory (stores,
-// gathers back, two barriers a slice) and, at a 64-row batch, leave most of a 64 x 64
-// tile's staging unused. Here each invocation computes SR rows x 4 columns of C straight
-// from storage: every invocation of a workgroup shares the same SR rows of op(A) (their
-// loads are workgroup-uniform: one scalar load each on drivers that see it) and reads
-// its own 4 columns of op(B) as one vec4 per k (or one vec4 along k per column for a
-// transposed B). No workgroup memory, no barriers.
+// Why: a CPU driver runs a workgroup's invocations a few SIMD lanes at a time, and every
+// load instruction becomes a loop over those lanes (lavapipe: extract the address, check
+// the bounds, load, insert), whatever the addresses; FMAs cost one vector instruction
+// for all lanes. So the count of load instructions per FMA sets the speed. The tiled
+// kernel reads 16 scalars of workgroup memory per 64 FMAs after staging each slice
+// (more loads and stores, two barriers); here each invocation computes an 8 x 8 block
+// of C from 16-byte loads of A and B straight from storage (8 f16 / bf16 or 4 f32
+// values each): 16 loads per 512 FMAs for 16-bit operands.
+//
+// Shapes (the host checks): K, the stored columns of A and of B, every offset, leading
+// dimension and batch stride are multiples of 8 elements, so every 16-byte word lies
+// inside one stored row. Rows and columns past C's edge are clamped to its last (their
+// results are never stored).
 //
 // Numerics: each element is fma(a[k], b[k], acc) for k = 0, 1, .., K - 1 from acc = 0,
-// the tiled kernels' order, so results are the same bits as theirs (zeros past K add
-// exactly nothing). Column pairs start at even columns, so with even N (or an f32 C)
-// each pair is one output word or two f32 elements, as in tiled_fast.
+// the tiled kernels' order, so results are the same bits as theirs. Column pairs start
+// at even columns, so with even N (or an f32 C) each pair is one output word or two f32
+// elements, as in tiled_fast.
 
-override SN: u32 = 64u; // invocations per workgroup, each 4 columns of C (along N)
-const SR: u32 = 8u;     // rows of C per invocation (and per workgroup)
+override SN: u32 = 32u;  // invocations per workgroup, each 8 columns of C (along N)
+override A_DT: u32 = 0u; // A's dtype: 0 f32, 1 f16, 2 bf16
+override B_DT: u32 = 0u; // B's dtype
+const SR: u32 = 8u;      // rows of C per invocation (and per workgroup)
 
-// Loads never branch on a lane's own index: a CPU driver runs a branch that differs
-// between lanes on both sides, masked. Rows and columns past C's edge are clamped to
-// its last one (their results are never stored); K runs in whole quads, then a tail.
-
-// Stored element (r, c) of A / B, clamped into the stored (rows, cols) matrix.
-fn small_a_at(r: u32, c: u32, rows: u32, cols: u32) -> f32 {
-    return load_a(a_base + min(r, rows - 1u) * params.lda + min(c, cols - 1u));
+// The 8 elements of a 16-bit tensor in a 16-byte word, or 4 of an f32 one (in .lo).
+struct Eight {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
 }
 
-fn small_b_at(r: u32, c: u32, rows: u32, cols: u32) -> f32 {
-    return load_b(b_base + min(r, rows - 1u) * params.ldb + min(c, cols - 1u));
+fn unpack_word(w: vec4<u32>, dt: u32) -> Eight {
+    if (dt == 1u) {
+        return Eight(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                     vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+    }
+    if (dt == 2u) {
+        let hi16 = vec4<u32>(0xFFFF0000u);
+        let even = bitcast<vec4<f32>>(w << vec4<u32>(16u));
+        let odd = bitcast<vec4<f32>>(w & hi16);
+        return Eight(vec4<f32>(even.x, odd.x, even.y, odd.y),
+                     vec4<f32>(even.z, odd.z, even.w, odd.w));
+    }
+    return Eight(bitcast<vec4<f32>>(w), vec4<f32>(0.0));
 }
 
-// op(A)[m, k] and op(B)[k, n] (clamped).
-fn op_a(m: u32, k: u32) -> f32 {
+// Elements e .. e + 7 of A / B (e a multiple of 8): one 16-byte word, two for f32.
+fn eight_a(e: u32) -> Eight {
+    if (A_DT == 0u) {
+        return Eight(bitcast<vec4<f32>>(a[e >> 2u]), bitcast<vec4<f32>>(a[(e >> 2u) + 1u]));
+    }
+    return unpack_word(a[e >> 3u], A_DT);
+}
+
+fn eight_b(e: u32) -> Eight {
+    if (B_DT == 0u) {
+        return Eight(bitcast<vec4<f32>>(b[e >> 2u]), bitcast<vec4<f32>>(b[(e >> 2u) + 1u]));
+    }
+    return unpack_word(b[e >> 3u], B_DT);
+}
+
+// The head's loaders, for its helpers that this kernel does not call.
+fn load_a(i: u32) -> f32 {
+    let w = eight_a(i & ~7u);
+    return select(w.lo, w.hi, (i & 4u) != 0u)[i & 3u];
+}
+
+fn load_b(i: u32) -> f32 {
+    let w = eight_b(i & ~7u);
+    return select(w.lo, w.hi, (i & 4u) != 0u)[i & 3u];
+}
+
+fn load4_a(q: u32) -> vec4<f32> {
+    let w = eight_a((4u * q) & ~7u);
+    return select(w.lo, w.hi, (q & 1u) != 0u);
+}
+
+fn load4_b(q: u32) -> vec4<f32> {
+    let w = eight_b((4u * q) & ~7u);
+    return select(w.lo, w.hi, (q & 1u) != 0u);
+}
+
+// An 8 x 8 block: v[2i] and v[2i + 1] hold elements 0..3 and 4..7 of line i.
+struct Block {
+    v: array<vec4<f32>, 16>,
+}
+
+// The block's transpose (constant indices only: registers).
+fn transpose8(x: Block) -> Block {
+    var t: Block;
+    t.v[0] = vec4<f32>(x.v[0].x, x.v[2].x, x.v[4].x, x.v[6].x);
+    t.v[1] = vec4<f32>(x.v[8].x, x.v[10].x, x.v[12].x, x.v[14].x);
+    t.v[2] = vec4<f32>(x.v[0].y, x.v[2].y, x.v[4].y, x.v[6].y);
+    t.v[3] = vec4<f32>(x.v[8].y, x.v[10].y, x.v[12].y, x.v[14].y);
+    t.v[4] = vec4<f32>(x.v[0].z, x.v[2].z, x.v[4].z, x.v[6].z);
+    t.v[5] = vec4<f32>(x.v[8].z, x.v[10].z, x.v[12].z, x.v[14].z);
+    t.v[6] = vec4<f32>(x.v[0].w, x.v[2].w, x.v[4].w, x.v[6].w);
+    t.v[7] = vec4<f32>(x.v[8].w, x.v[10].w, x.v[12].w, x.v[14].w);
+    t.v[8] = vec4<f32>(x.v[1].x, x.v[3].x, x.v[5].x, x.v[7].x);
+    t.v[9] = vec4<f32>(x.v[9].x, x.v[11].x, x.v[13].x, x.v[15].x);
+    t.v[10] = vec4<f32>(x.v[1].y, x.v[3].y, x.v[5].y, x.v[7].y);
+    t.v[11] = vec4<f32>(x.v[9].y, x.v[11].y, x.v[13].y, x.v[15].y);
+    t.v[12] = vec4<f32>(x.v[1].z, x.v[3].z, x.v[5].z, x.v[7].z);
+    t.v[13] = vec4<f32>(x.v[9].z, x.v[11].z, x.v[13].z, x.v[15].z);
+    t.v[14] = vec4<f32>(x.v[1].w, x.v[3].w, x.v[5].w, x.v[7].w);
+    t.v[15] = vec4<f32>(x.v[9].w, x.v[11].w, x.v[13].w, x.v[15].w);
+    return t;
+}
+
+// Eight stored rows of A from `first` (clamped below `rows`), 8 elements each from
+// column `col`.
+fn rows_a(first: u32, rows: u32, col: u32) -> Block {
+    let last = rows - 1u;
+    let at = a_base + col;
+    var x: Block;
+    let w0 = eight_a(at + min(first, last) * params.lda);
+    let w1 = eight_a(at + min(first + 1u, last) * params.lda);
+    let w2 = eight_a(at + min(first + 2u, last) * params.lda);
+    let w3 = eight_a(at + min(first + 3u, last) * params.lda);
+    let w4 = eight_a(at + min(first + 4u, last) * params.lda);
+    let w5 = eight_a(at + min(first + 5u, last) * params.lda);
+    let w6 = eight_a(at + min(first + 6u, last) * params.lda);
+    let w7 = eight_a(at + min(first + 7u, last) * params.lda);
+    x.v[0] = w0.lo;
+    x.v[1] = w0.hi;
+    x.v[2] = w1.lo;
+    x.v[3] = w1.hi;
+    x.v[4] = w2.lo;
+    x.v[5] = w2.hi;
+    x.v[6] = w3.lo;
+    x.v[7] = w3.hi;
+    x.v[8] = w4.lo;
+    x.v[9] = w4.hi;
+    x.v[10] = w5.lo;
+    x.v[11] = w5.hi;
+    x.v[12] = w6.lo;
+    x.v[13] = w6.hi;
+    x.v[14] = w7.lo;
+    x.v[15] = w7.hi;
+    return x;
+}
+
+fn rows_b(first: u32, rows: u32, col: u32) -> Block {
+    let last = rows - 1u;
+    let at = b_base + col;
+    var x: Block;
+    let w0 = eight_b(at + min(first, last) * params.ldb);
+    let w1 = eight_b(at + min(first + 1u, last) * params.ldb);
+    let w2 = eight_b(at + min(first + 2u, last) * params.ldb);
+    let w3 = eight_b(at + min(first + 3u, last) * params.ldb);
+    let w4 = eight_b(at + min(first + 4u, last) * params.ldb);
+    let w5 = eight_b(at + min(first + 5u, last) * params.ldb);
+    let w6 = eight_b(at + min(first + 6u, last) * params.ldb);
+    let w7 = eight_b(at + min(first + 7u, last) * params.ldb);
+    x.v[0] = w0.lo;
+    x.v[1] = w0.hi;
+    x.v[2] = w1.lo;
+    x.v[3] = w1.hi;
+    x.v[4] = w2.lo;
+    x.v[5] = w2.hi;
+    x.v[6] = w3.lo;
+    x.v[7] = w3.hi;
+    x.v[8] = w4.lo;
+    x.v[9] = w4.hi;
+    x.v[10] = w5.lo;
+    x.v[11] = w5.hi;
+    x.v[12] = w6.lo;
+    x.v[13] = w6.hi;
+    x.v[14] = w7.lo;
+    x.v[15] = w7.hi;
+    return x;
+}
+
+// op(A)[m0 .. m0 + 7, k .. k + 7] by k: v[2j], v[2j + 1] = rows 0..3, 4..7 at k + j.
+fn block_a(m0: u32, k: u32) -> Block {
     if ((params.flags & FLAG_TRANS_A) == 0u) {
-        return small_a_at(m, k, params.m, params.k);
+        return transpose8(rows_a(m0, params.m, k));
     }
-    return small_a_at(k, m, params.k, params.m);
+    // Stored (K, M): 8 rows of op(A) are one 16-byte word of a stored row (M is a
+    // multiple of 8, so a word past M is wholly past it: read the last one instead).
+    return rows_a(k, params.k, min(m0, params.m - 8u));
 }
 
-fn op_b(k: u32, n: u32) -> f32 {
+// op(B)[k .. k + 7, n .. n + 7] by k: v[2j], v[2j + 1] = columns 0..3, 4..7 at k + j.
+fn block_b(n: u32, k: u32) -> Block {
     if ((params.flags & FLAG_TRANS_B) == 0u) {
-        return small_b_at(k, n, params.k, params.n);
+        return rows_b(k, params.k, min(n, params.n - 8u));
     }
-    return small_b_at(n, k, params.n, params.k);
+    return transpose8(rows_b(n, params.n, k));
 }
 
-// Whether every quad the main loop reads of A (of B) is one aligned vec4 load inside the
-// matrix: a uniform fact of the dispatch.
-fn a_quads() -> bool {
-    let aligned = ((a_base | params.lda) & 3u) == 0u;
-    if ((params.flags & FLAG_TRANS_A) == 0u) {
-        return aligned; // quads along k, k a multiple of 4 below K & ~3
-    }
-    return aligned && (params.m & 3u) == 0u; // quads along m: whole or wholly past M
+// acc.v[2r], acc.v[2r + 1] += op(A)[r, j] * op(B)[j, 0..7] for one j: a0, a1 hold
+// rows 0..3, 4..7 of op(A) at j; b0, b1 columns 0..3, 4..7 of op(B) at j.
+fn fma_step(acc: ptr<function, Block>, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>,
+            b1: vec4<f32>) {
+    (*acc).v[0] = fma(vec4<f32>(a0.x), b0, (*acc).v[0]);
+    (*acc).v[1] = fma(vec4<f32>(a0.x), b1, (*acc).v[1]);
+    (*acc).v[2] = fma(vec4<f32>(a0.y), b0, (*acc).v[2]);
+    (*acc).v[3] = fma(vec4<f32>(a0.y), b1, (*acc).v[3]);
+    (*acc).v[4] = fma(vec4<f32>(a0.z), b0, (*acc).v[4]);
+    (*acc).v[5] = fma(vec4<f32>(a0.z), b1, (*acc).v[5]);
+    (*acc).v[6] = fma(vec4<f32>(a0.w), b0, (*acc).v[6]);
+    (*acc).v[7] = fma(vec4<f32>(a0.w), b1, (*acc).v[7]);
+    (*acc).v[8] = fma(vec4<f32>(a1.x), b0, (*acc).v[8]);
+    (*acc).v[9] = fma(vec4<f32>(a1.x), b1, (*acc).v[9]);
+    (*acc).v[10] = fma(vec4<f32>(a1.y), b0, (*acc).v[10]);
+    (*acc).v[11] = fma(vec4<f32>(a1.y), b1, (*acc).v[11]);
+    (*acc).v[12] = fma(vec4<f32>(a1.z), b0, (*acc).v[12]);
+    (*acc).v[13] = fma(vec4<f32>(a1.z), b1, (*acc).v[13]);
+    (*acc).v[14] = fma(vec4<f32>(a1.w), b0, (*acc).v[14]);
+    (*acc).v[15] = fma(vec4<f32>(a1.w), b1, (*acc).v[15]);
 }
 
-fn b_quads() -> bool {
-    let aligned = ((b_base | params.ldb) & 3u) == 0u;
-    if ((params.flags & FLAG_TRANS_B) == 0u) {
-        return aligned && (params.n & 3u) == 0u; // quads along n
-    }
-    return aligned; // quads along k
+// fma_step for k .. k + 7 in order (constant indices only: registers).
+fn fma_block(acc: ptr<function, Block>, x: Block, y: Block) {
+    fma_step(acc, x.v[0], x.v[1], y.v[0], y.v[1]);
+    fma_step(acc, x.v[2], x.v[3], y.v[2], y.v[3]);
+    fma_step(acc, x.v[4], x.v[5], y.v[4], y.v[5]);
+    fma_step(acc, x.v[6], x.v[7], y.v[6], y.v[7]);
+    fma_step(acc, x.v[8], x.v[9], y.v[8], y.v[9]);
+    fma_step(acc, x.v[10], x.v[11], y.v[10], y.v[11]);
+    fma_step(acc, x.v[12], x.v[13], y.v[12], y.v[13]);
+    fma_step(acc, x.v[14], x.v[15], y.v[14], y.v[15]);
 }
 
-// op(A)[m0 + r, k .. k + 3] for r = 0..7, as lo[j] = rows 0..3 and hi[j] = rows 4..7 at
-// k + j: the register layout the FMAs broadcast from. k + 3 < K.
-struct AQuad {
-    lo: array<vec4<f32>, 4>,
-    hi: array<vec4<f32>, 4>,
-}
-
-fn small_a(m0: u32, k: u32, quads: bool) -> AQuad {
-    var q: AQuad;
-    if (!quads) {
-        for (var j = 0u; j < 4u; j += 1u) {
-            q.lo[j] = vec4<f32>(op_a(m0, k + j), op_a(m0 + 1u, k + j), op_a(m0 + 2u, k + j),
-                                op_a(m0 + 3u, k + j));
-            q.hi[j] = vec4<f32>(op_a(m0 + 4u, k + j), op_a(m0 + 5u, k + j),
-                                op_a(m0 + 6u, k + j), op_a(m0 + 7u, k + j));
-        }
-        return q;
-    }
-    if ((params.flags & FLAG_TRANS_A) == 0u) {
-        // Stored (M, K): one vec4 along k for each row, transposed in registers.
-        let last = params.m - 1u;
-        let r0 = load4_a((a_base + min(m0, last) * params.lda + k) >> 2u);
-        let r1 = load4_a((a_base + min(m0 + 1u, last) * params.lda + k) >> 2u);
-        let r2 = load4_a((a_base + min(m0 + 2u, last) * params.lda + k) >> 2u);
-        let r3 = load4_a((a_base + min(m0 + 3u, last) * params.lda + k) >> 2u);
-        let r4 = load4_a((a_base + min(m0 + 4u, last) * params.lda + k) >> 2u);
-        let r5 = load4_a((a_base + min(m0 + 5u, last) * params.lda + k) >> 2u);
-        let r6 = load4_a((a_base + min(m0 + 6u, last) * params.lda + k) >> 2u);
-        let r7 = load4_a((a_base + min(m0 + 7u, last) * params.lda + k) >> 2u);
-        q.lo[0] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
-        q.lo[1] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
-        q.lo[2] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
-        q.lo[3] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
-        q.hi[0] = vec4<f32>(r4.x, r5.x, r6.x, r7.x);
-        q.hi[1] = vec4<f32>(r4.y, r5.y, r6.y, r7.y);
-        q.hi[2] = vec4<f32>(r4.z, r5.z, r6.z, r7.z);
-        q.hi[3] = vec4<f32>(r4.w, r5.w, r6.w, r7.w);
-        return q;
-    }
-    // Stored (K, M): a vec4 along m is already 4 rows at one k (M a multiple of 4: a
-    // quad past M reads the last one instead).
-    let lo = a_base + min(m0, params.m - 4u);
-    let hi = a_base + min(m0 + 4u, params.m - 4u);
-    for (var j = 0u; j < 4u; j += 1u) {
-        q.lo[j] = load4_a((lo + (k + j) * params.lda) >> 2u);
-        q.hi[j] = load4_a((hi + (k + j) * params.lda) >> 2u);
-    }
-    return q;
-}
-
-// op(B)[k + j, n .. n + 3] for j = 0..3. k + 3 < K.
-fn small_b(n: u32, k: u32, quads: bool) -> array<vec4<f32>, 4> {
-    var q: array<vec4<f32>, 4>;
-    if (!quads) {
-        for (var j = 0u; j < 4u; j += 1u) {
-            q[j] = vec4<f32>(op_b(k + j, n), op_b(k + j, n + 1u), op_b(k + j, n + 2u),
-                             op_b(k + j, n + 3u));
-        }
-        return q;
-    }
-    if ((params.flags & FLAG_TRANS_B) == 0u) {
-        // Stored (K, N): one vec4 along n per k (N a multiple of 4: a quad past N reads
-        // the last one instead).
-        let col = b_base + min(n, params.n - 4u);
-        for (var j = 0u; j < 4u; j += 1u) {
-            q[j] = load4_b((col + (k + j) * params.ldb) >> 2u);
-        }
-        return q;
-    }
-    // Stored (N, K): one vec4 along k per column, transposed in registers.
-    let last = params.n - 1u;
-    let c0 = load4_b((b_base + min(n, last) * params.ldb + k) >> 2u);
-    let c1 = load4_b((b_base + min(n + 1u, last) * params.ldb + k) >> 2u);
-    let c2 = load4_b((b_base + min(n + 2u, last) * params.ldb + k) >> 2u);
-    let c3 = load4_b((b_base + min(n + 3u, last) * params.ldb + k) >> 2u);
-    q[0] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
-    q[1] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
-    q[2] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
-    q[3] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
-    return q;
-}
-
-// Row m of C, columns n .. n + 3: two column pairs (see the head's store_strided).
-fn small_store_row(m: u32, n: u32, v: vec4<f32>) {
+// Row m of C, columns n .. n + 7: four column pairs (see the head's store_strided).
+fn small_store_row(m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (m >= params.m) {
         return;
     }
     let row = c_base + m * params.ldc;
-    if (n < params.n) {
-        store_strided(row + n, v.x, n, v.y, n + 1u < params.n);
-    }
-    if (n + 2u < params.n) {
-        store_strided(row + n + 2u, v.z, n + 2u, v.w, n + 3u < params.n);
+    small_store_pair(row, n, lo.xy);
+    small_store_pair(row, n + 2u, lo.zw);
+    small_store_pair(row, n + 4u, hi.xy);
+    small_store_pair(row, n + 6u, hi.zw);
+}
+
+// Columns col, col + 1 of the row whose column 0 is element `row`.
+fn small_store_pair(row: u32, col: u32, v: vec2<f32>) {
+    if (col < params.n) {
+        store_strided(row + col, v.x, col, v.y, col + 1u < params.n);
     }
 }
 
@@ -175,50 +258,18 @@ fn small_store_row(m: u32, n: u32, v: vec4<f32>) {
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     set_batch(wg_id.z);
     let m0 = wg_id.y * SR;
-    let n = 4u * (wg_id.x * SN + li);
+    let n = 8u * (wg_id.x * SN + li);
 
-    let a_vec = a_quads();
-    let b_vec = b_quads();
-    let k_quads = params.k & ~3u;
-
-    // acc[r]: row m0 + r, columns n .. n + 3. Constant indices only (registers).
-    var acc: array<vec4<f32>, 8>;
-    for (var k = 0u; k < k_quads; k += 4u) {
-        let a = small_a(m0, k, a_vec);
-        let b = small_b(n, k, b_vec);
-        // k, k + 1, k + 2, k + 3 in order: each element's sum keeps the tiled order.
-        for (var j = 0u; j < 4u; j += 1u) {
-            let lo = a.lo[j];
-            let hi = a.hi[j];
-            let bj = b[j];
-            acc[0] = fma(vec4<f32>(lo.x), bj, acc[0]);
-            acc[1] = fma(vec4<f32>(lo.y), bj, acc[1]);
-            acc[2] = fma(vec4<f32>(lo.z), bj, acc[2]);
-            acc[3] = fma(vec4<f32>(lo.w), bj, acc[3]);
-            acc[4] = fma(vec4<f32>(hi.x), bj, acc[4]);
-            acc[5] = fma(vec4<f32>(hi.y), bj, acc[5]);
-            acc[6] = fma(vec4<f32>(hi.z), bj, acc[6]);
-            acc[7] = fma(vec4<f32>(hi.w), bj, acc[7]);
-        }
+    var acc: Block;
+    for (var k = 0u; k < params.k; k += 8u) {
+        fma_block(&acc, block_a(m0, k), block_b(n, k));
     }
-    for (var k = k_quads; k < params.k; k += 1u) {
-        let bj = vec4<f32>(op_b(k, n), op_b(k, n + 1u), op_b(k, n + 2u), op_b(k, n + 3u));
-        acc[0] = fma(vec4<f32>(op_a(m0, k)), bj, acc[0]);
-        acc[1] = fma(vec4<f32>(op_a(m0 + 1u, k)), bj, acc[1]);
-        acc[2] = fma(vec4<f32>(op_a(m0 + 2u, k)), bj, acc[2]);
-        acc[3] = fma(vec4<f32>(op_a(m0 + 3u, k)), bj, acc[3]);
-        acc[4] = fma(vec4<f32>(op_a(m0 + 4u, k)), bj, acc[4]);
-        acc[5] = fma(vec4<f32>(op_a(m0 + 5u, k)), bj, acc[5]);
-        acc[6] = fma(vec4<f32>(op_a(m0 + 6u, k)), bj, acc[6]);
-        acc[7] = fma(vec4<f32>(op_a(m0 + 7u, k)), bj, acc[7]);
-    }
-
-    small_store_row(m0, n, acc[0]);
-    small_store_row(m0 + 1u, n, acc[1]);
-    small_store_row(m0 + 2u, n, acc[2]);
-    small_store_row(m0 + 3u, n, acc[3]);
-    small_store_row(m0 + 4u, n, acc[4]);
-    small_store_row(m0 + 5u, n, acc[5]);
-    small_store_row(m0 + 6u, n, acc[6]);
-    small_store_row(m0 + 7u, n, acc[7]);
+    small_store_row(m0, n, acc.v[0], acc.v[1]);
+    small_store_row(m0 + 1u, n, acc.v[2], acc.v[3]);
+    small_store_row(m0 + 2u, n, acc.v[4], acc.v[5]);
+    small_store_row(m0 + 3u, n, acc.v[6], acc.v[7]);
+    small_store_row(m0 + 4u, n, acc.v[8], acc.v[9]);
+    small_store_row(m0 + 5u, n, acc.v[10], acc.v[11]);
+    small_store_row(m0 + 6u, n, acc.v[12], acc.v[13]);
+    small_store_row(m0 + 7u, n, acc.v[14], acc.v[15]);
 }

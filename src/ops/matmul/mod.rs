@@ -586,6 +586,8 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         fast_tiled: c.dtype() == DType::F32 || n % 2 == 0,
         rescalable: !batched && vc.dense_whole,
         copies_direct: n % 2 == 0 && a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
+        aligned8: va.aligned8 && vb.aligned8,
+        stored_cols_8: a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
     };
     let plan = plan::plan(gpu, (a.dtype(), b.dtype()), &shape, &opts, &args.tuning)?;
     let flags = [
@@ -835,8 +837,8 @@ fn product_dispatch(
         ),
         F16Product::Small(_) => (
             &small::SMALL,
-            Bind::Tensor(args.a),
-            Bind::Tensor(args.b),
+            Bind::Buffer(args.a.buffer()),
+            Bind::Buffer(args.b.buffer()),
             bytemuck::bytes_of(params),
         ),
         F16Product::Tiled(t) => (

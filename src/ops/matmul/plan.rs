@@ -486,6 +486,10 @@ pub(super) struct PlanShape {
     /// Dense f16 copies of A and B would be 16-byte aligned rows (stored columns of
     /// both multiples of 8) and N is even: their product runs coop fragments from memory.
     pub copies_direct: bool,
+    /// Every operand's offset, rows and batch strides are multiples of 8 elements.
+    pub aligned8: bool,
+    /// The stored columns of A and of B are multiples of 8.
+    pub stored_cols_8: bool,
 }
 
 /// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
@@ -662,7 +666,7 @@ fn product_plan(
         let sg = coop_support(gpu, subgroups)?;
         return Ok(MatmulPlan::Coop { subgroups, sg });
     }
-    if let Some(s) = super::small::choose(gpu, n, shape.fast_tiled, opts, tuning.tiled)? {
+    if let Some(s) = super::small::choose(gpu, (a_dtype, b_dtype), shape, opts, tuning.tiled)? {
         return Ok(MatmulPlan::Small(s));
     }
     let t = tuning.tiled.config(gpu, m, n, shape.fast_tiled)?;
