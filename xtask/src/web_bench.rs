@@ -141,6 +141,15 @@ fn first_hook() -> Result<Vec<u8>> {
 /// The wasm package of the crate at `dir` into `dir/web/pkg` (as `cargo xtask web`).
 fn build(dir: &Path) -> Result {
     let bindgen = ensure_wasm_bindgen()?;
+    // Both builds write the same target/wasm32-unknown-unknown/release/halfgrad.wasm (a
+    // cdylib's file name has no hash), so a tree that cargo finds fresh would hand
+    // wasm-bindgen the other build's module: touching its lib.rs makes cargo rebuild it.
+    let lib = dir.join("src/lib.rs");
+    std::fs::File::options()
+        .append(true)
+        .open(&lib)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .map_err(|e| format!("touch {}: {e}", lib.display()))?;
     let mut b = cargo();
     b.current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir())

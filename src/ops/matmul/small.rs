@@ -13,7 +13,10 @@ use crate::{DType, Error, Gpu, Result};
 /// before the kernel's own section.
 const SOURCE: &str = concat!(
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/matmul.wgsl")),
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/matmul_small.wgsl")),
+    include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/shaders/matmul_small.wgsl"
+    )),
 );
 
 /// The register-blocked kernel for software adapters: A and B as 16-byte words (their
