@@ -561,6 +561,9 @@ fn rescaled_product(
         f32_store: true,
         fast_tiled: true,
         rescalable: false,
+        // Not the small kernel: without matrix units a rescaled product runs only when
+        // forced (tests), on the tiled kernel it was written against.
+        stored_cols_8: false,
         ..*shape
     };
     let inner = MatmulOptions {
