@@ -114,7 +114,7 @@ pub(super) fn choose(
     let fits = shape.fast_tiled
         && shape.aligned8
         && shape.stored_cols_8
-        && shape.k % SMALL_ALIGN == 0
+        && shape.k.is_multiple_of(SMALL_ALIGN)
         && float(dtypes.0)
         && float(dtypes.1);
     if forced {
