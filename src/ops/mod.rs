@@ -27,6 +27,7 @@ pub fn all_kernels() -> Vec<&'static KernelDef> {
         matmul::shader_matmul_coop_direct::KERNELS,
         matmul::shader_matmul_coop_copied::KERNELS,
         matmul::rescale::shader_matmul_rescale::KERNELS,
+        matmul::small::KERNELS,
         cast::KERNELS,
         activation::KERNELS,
         reduce::KERNELS,

@@ -139,15 +139,23 @@ fn first_hook() -> Result<Vec<u8>> {
 }
 
 /// The wasm package of the crate at `dir` into `dir/web/pkg` (as `cargo xtask web`).
+/// The --rev build gets its own target directory: cargo hashes a workspace's own package
+/// by its path relative to the workspace, so both trees would share one fingerprint and
+/// one halfgrad.wasm, and this tree could be measured with the other build's module.
 fn build(dir: &Path) -> Result {
     let bindgen = ensure_wasm_bindgen()?;
+    let target = if dir == root() {
+        target_dir()
+    } else {
+        target_dir().join("web-bench-base-target")
+    };
     let mut b = cargo();
     b.current_dir(dir)
-        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_TARGET_DIR", &target)
         .args(["rustc", "--lib", "--release", "--target", WASM_TARGET])
         .args(["--no-default-features", "--crate-type", "cdylib"]);
     step(&format!("build wasm32 package of {}", dir.display()), b)?;
-    let wasm = target_dir().join(WASM_TARGET).join("release/halfgrad.wasm");
+    let wasm = target.join(WASM_TARGET).join("release/halfgrad.wasm");
     let mut gen = Command::new(bindgen);
     gen.args(["--target", "web", "--no-typescript", "--out-dir"])
         .arg(dir.join("web/pkg"))

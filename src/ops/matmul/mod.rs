@@ -138,6 +138,7 @@ pub mod shader_matmul_coop_copied {
 pub mod coop;
 pub mod plan;
 pub mod rescale;
+pub mod small;
 pub mod tiled;
 pub mod widen;
 
@@ -150,6 +151,7 @@ pub use shader_matmul::{COOP, TILED, TILED_FAST};
 pub use shader_matmul_coop::{COOP_TILE, COOP_TILE_F32};
 pub use shader_matmul_coop_copied::{COOP_COPIED, COOP_COPIED_F32};
 pub use shader_matmul_coop_direct::{COOP_DIRECT, COOP_DIRECT_F32};
+pub use small::SmallConfig;
 pub use tiled::{TiledConfig, TiledTile};
 
 use crate::flag::OverflowFlag;
@@ -595,6 +597,8 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         fast_tiled: c.dtype() == DType::F32 || n % 2 == 0,
         rescalable: !batched && vc.dense_whole,
         copies_direct: n % 2 == 0 && a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
+        aligned8: va.aligned8 && vb.aligned8,
+        stored_cols_8: a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
     };
     let plan = plan::plan(gpu, (a.dtype(), b.dtype()), &shape, &opts, &args.tuning)?;
     let flags = [
@@ -870,6 +874,12 @@ fn product_dispatch(
             &COOP,
             Bind::Tensor(args.a),
             Bind::Tensor(args.b),
+            bytemuck::bytes_of(params),
+        ),
+        F16Product::Small(_) => (
+            &small::SMALL,
+            Bind::Buffer(args.a.buffer()),
+            Bind::Buffer(args.b.buffer()),
             bytemuck::bytes_of(params),
         ),
         F16Product::Tiled(t) => (

@@ -2,6 +2,7 @@
 //! dtypes, the shape, the layouts' alignment, the options, the tuning and the adapter.
 
 use super::coop::{coop_support, CoopEpilogue, CoopTile, COOP_BK};
+use super::small::SmallConfig;
 use super::tiled::{TiledConfig, TiledTile};
 use crate::{DType, Error, Gpu, Result};
 
@@ -267,7 +268,7 @@ fn epilogue_from_env() -> Result<Option<CoopEpilogue>> {
 }
 
 /// `HALFGRAD_MATMUL`: `tiled`, `coop`, `rescaled`, `widened`, or unset / `auto`.
-fn kernel_from_env() -> Result<MatmulKernel> {
+pub(super) fn kernel_from_env() -> Result<MatmulKernel> {
     let choices = [
         ("tiled", MatmulKernel::Tiled),
         ("coop", MatmulKernel::Coop),
@@ -402,6 +403,8 @@ impl CoopTilePlan {
 pub enum MatmulPlan {
     /// The portable tiled kernel with this tile.
     Tiled(TiledConfig),
+    /// The software adapters' kernel ([`small`](super::small)).
+    Small(SmallConfig),
     /// The general cooperative-matrix kernel: `subgroups` (along M, along N) of `sg`
     /// lanes, each owning a 32 x 32 block.
     Coop { subgroups: (u32, u32), sg: u32 },
@@ -431,6 +434,7 @@ pub enum MatmulPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F16Product {
     Tiled(TiledConfig),
+    Small(SmallConfig),
     Coop { subgroups: (u32, u32), sg: u32 },
     CoopTile(CoopTilePlan),
     CoopDirect(CoopTilePlan),
@@ -442,6 +446,7 @@ impl F16Product {
     pub fn plan(self) -> MatmulPlan {
         match self {
             F16Product::Tiled(t) => MatmulPlan::Tiled(t),
+            F16Product::Small(s) => MatmulPlan::Small(s),
             F16Product::Coop { subgroups, sg } => MatmulPlan::Coop { subgroups, sg },
             F16Product::CoopTile(p) => MatmulPlan::CoopTile(p),
             F16Product::CoopDirect(p) => MatmulPlan::CoopDirect(p),
@@ -453,6 +458,7 @@ impl F16Product {
     pub(super) fn of(plan: MatmulPlan) -> F16Product {
         match plan {
             MatmulPlan::Tiled(t) => F16Product::Tiled(t),
+            MatmulPlan::Small(s) => F16Product::Small(s),
             MatmulPlan::Coop { subgroups, sg } => F16Product::Coop { subgroups, sg },
             MatmulPlan::CoopTile(p) => F16Product::CoopTile(p),
             MatmulPlan::CoopDirect(p) => F16Product::CoopDirect(p),
@@ -469,6 +475,7 @@ impl MatmulPlan {
         match self {
             MatmulPlan::Tiled(t) if t.fast => "tiled_fast",
             MatmulPlan::Tiled(_) => "tiled",
+            MatmulPlan::Small(_) => "small",
             MatmulPlan::Coop { .. } => "coop",
             MatmulPlan::CoopTile(_) => "coop_tile",
             MatmulPlan::CoopDirect(_) => "coop_direct",
@@ -476,6 +483,7 @@ impl MatmulPlan {
             MatmulPlan::Rescaled { product } => match product {
                 F16Product::Tiled(t) if t.fast => "rescaled+tiled_fast",
                 F16Product::Tiled(_) => "rescaled+tiled",
+                F16Product::Small(_) => "rescaled+small",
                 F16Product::Coop { .. } => "rescaled+coop",
                 F16Product::CoopTile(_) => "rescaled+coop_tile",
                 F16Product::CoopDirect(_) => "rescaled+coop_direct",
@@ -484,6 +492,7 @@ impl MatmulPlan {
             MatmulPlan::Widened { product, .. } => match product {
                 F16Product::Tiled(t) if t.fast => "widened+tiled_fast",
                 F16Product::Tiled(_) => "widened+tiled",
+                F16Product::Small(_) => "widened+small",
                 F16Product::Coop { .. } => "widened+coop",
                 F16Product::CoopTile(_) => "widened+coop_tile",
                 F16Product::CoopDirect(_) => "widened+coop_direct",
@@ -496,6 +505,7 @@ impl MatmulPlan {
     pub fn output_tile(&self) -> (u32, u32) {
         match self {
             MatmulPlan::Tiled(t) => (t.bm(), t.bn()),
+            MatmulPlan::Small(s) => s.output_tile(),
             MatmulPlan::Coop { subgroups, .. } => (32 * subgroups.0, 32 * subgroups.1),
             MatmulPlan::CoopTile(p) | MatmulPlan::CoopDirect(p) | MatmulPlan::CoopCopied(p) => {
                 p.tile.tile()
@@ -511,6 +521,7 @@ impl MatmulPlan {
         let trans = |t: bool| u64::from(t);
         match *self {
             MatmulPlan::Tiled(t) => t.overrides(),
+            MatmulPlan::Small(s) => s.overrides(),
             MatmulPlan::Coop { subgroups, sg } => vec![
                 ("TRANS_A", trans(opts.trans_a)),
                 ("TRANS_B", trans(opts.trans_b)),
@@ -561,6 +572,10 @@ pub(super) struct PlanShape {
     /// Dense f16 copies of A and B would be 16-byte aligned rows (stored columns of
     /// both multiples of 8) and N is even: their product runs coop fragments from memory.
     pub copies_direct: bool,
+    /// Every operand's offset, rows and batch strides are multiples of 8 elements.
+    pub aligned8: bool,
+    /// The stored columns of A and of B are multiples of 8.
+    pub stored_cols_8: bool,
 }
 
 /// The plan for a product ([`MatmulKernel`] choice as in [`kernel_for_shape`]; the coop
@@ -743,6 +758,9 @@ fn rescaled_product(
         f32_store: true,
         fast_tiled: true,
         rescalable: false,
+        // Not the small kernel: without matrix units a rescaled product runs only when
+        // forced (tests), on the tiled kernel it was written against.
+        stored_cols_8: false,
         ..*shape
     };
     let inner = MatmulOptions {
@@ -872,6 +890,9 @@ fn product_plan(
         let subgroups = tuning.coop_subgroups;
         let sg = coop_support(gpu, subgroups)?;
         return Ok(MatmulPlan::Coop { subgroups, sg });
+    }
+    if let Some(s) = super::small::choose(gpu, (a_dtype, b_dtype), shape, opts, tuning.tiled)? {
+        return Ok(MatmulPlan::Small(s));
     }
     let t = tuning.tiled.config(gpu, m, n, shape.fast_tiled)?;
     if t.workgroup_bytes() > gpu.caps().max_compute_workgroup_storage_size {

@@ -71,6 +71,10 @@ pub enum TiledTile {
     Fast,
     /// `Fast` with K slices of 16 (32 KiB of workgroup memory).
     Fast16,
+    /// Not a tile: the small kernel of [`small`](super::small) (8 x 4 register blocks
+    /// straight from storage), which `Auto` takes on software adapters. Even N or an f32
+    /// C only (`Error::InvalidArgument` otherwise).
+    SmallKernel,
 }
 
 impl TiledTile {
@@ -116,6 +120,10 @@ impl TiledTile {
             TiledTile::Large => Ok(Self::LARGE),
             TiledTile::Fast => forced_fast(Self::FAST),
             TiledTile::Fast16 => forced_fast(Self::FAST16),
+            // `small::choose` plans it before any tile is asked for.
+            TiledTile::SmallKernel => Err(Error::InvalidArgument(
+                "matmul: the small kernel has no tiled configuration".into(),
+            )),
             TiledTile::Auto => match tile_from_env()? {
                 Some(t @ (TiledTile::Small | TiledTile::Large)) => t.config(gpu, m, n, fast_ok),
                 Some(t @ (TiledTile::Fast | TiledTile::Fast16)) if fast_ok => {
@@ -143,13 +151,15 @@ impl TiledTile {
     }
 }
 
-/// `HALFGRAD_TILED`: `small`, `large`, `fast`, `fast16`, or unset / `auto` (None).
-fn tile_from_env() -> Result<Option<TiledTile>> {
+/// `HALFGRAD_TILED`: `small`, `large`, `fast`, `fast16`, `small_kernel`, or unset / `auto`
+/// (None).
+pub(super) fn tile_from_env() -> Result<Option<TiledTile>> {
     let choices = [
         ("small", TiledTile::Small),
         ("large", TiledTile::Large),
         ("fast", TiledTile::Fast),
         ("fast16", TiledTile::Fast16),
+        ("small_kernel", TiledTile::SmallKernel),
     ];
     super::plan::env_choice("HALFGRAD_TILED", &choices)
 }
