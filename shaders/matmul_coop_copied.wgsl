@@ -106,6 +106,7 @@ override B_SL: u32 = CBK * B_LD;
 
 var<workgroup> a_sh: array<f16, 2u * A_SL>; // two slices of op(A)
 var<workgroup> b_sh: array<f16, 2u * B_SL>; // two slices of op(B)
+var<workgroup> skip_tile: u32;               // 1: a causal hint skips this whole tile
 
 // First element of this workgroup's matrices (set_batch, from the grid's z).
 var<private> a_base: u32;
@@ -196,7 +197,8 @@ fn slice_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
 
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u32,
-        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) lanes: u32) {
+        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) lanes: u32,
+        @builtin(local_invocation_index) li: u32) {
     // Batches are uniform over the workgroup: z = batch * SPLIT_K + split layer.
     let layer = wg_id.z % SPLIT_K;
     set_batch(wg_id.z / SPLIT_K);
@@ -207,9 +209,17 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u3
     }
     let m0 = tile.x * CBM;
     let n0 = tile.y * CBN;
-    // Uniform over the workgroup (its id and the uniform): no barrier is skipped by part.
-    if (((params.flags & FLAG_SKIP_ABOVE_DIAGONAL) != 0u) & (n0 >= m0 + CBM)) {
-        return;
+    // The tile is uniform over the workgroup, but naga 30's uniformity analysis sees
+    // tile_of's result as varying and refuses cooperative-matrix operations after a return
+    // that depends on it: the decision goes through workgroupUniformLoad (one barrier,
+    // hinted products only).
+    if ((params.flags & FLAG_SKIP_ABOVE_DIAGONAL) != 0u) {
+        if (li == 0u) {
+            skip_tile = u32(n0 >= m0 + CBM);
+        }
+        if (workgroupUniformLoad(&skip_tile) != 0u) {
+            return;
+        }
     }
     let sub = sg_id % NSUB;
     let m = m0 + (sub / SG_N) * (FM * 16u); // this subgroup's block of C
