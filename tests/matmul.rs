@@ -1304,7 +1304,11 @@ fn run_causal(
         rounded(&random_vec(&mut r, s.b.len, 1.0), s.b.dtype)
     };
     if let Some(kr) = nan_b_row {
-        assert!(!s.trans.1 && !s.same_ab, "{}: NaN rows of a stored-(K, N) B only", s.what);
+        assert!(
+            !s.trans.1 && !s.same_ab,
+            "{}: NaN rows of a stored-(K, N) B only",
+            s.what
+        );
         for o in 0..s.batch.0 {
             for i in 0..s.batch.1 {
                 for col in 0..n {
@@ -1337,7 +1341,11 @@ fn run_causal(
             ..MatmulArgs::new(&a, b, &c, s.mnk)
         };
         let p = plan_for(g, &args)?;
-        assert!(plan.is_none_or(|q| q == p), "{}: the hint changed the plan", s.what);
+        assert!(
+            plan.is_none_or(|q| q == p),
+            "{}: the hint changed the plan",
+            s.what
+        );
         plan = Some(p);
         g.run_all(&matmul_with(g, &args)?).unwrap();
         outs.push(c.to_f32_vec().unwrap());
@@ -1479,11 +1487,17 @@ fn coop_copied_causal_hints_skip_work_and_keep_bits() {
                     let run = run_causal(g, s, causal, (opts, tuning), None, seed)
                         .unwrap_or_else(|e| panic!("{label}: {e}"));
                     let MatmulPlan::CoopCopied(p) = run.plan else {
-                        panic!("{label}: expected the fragment-copy kernel, planned {:?}", run.plan);
+                        panic!(
+                            "{label}: expected the fragment-copy kernel, planned {:?}",
+                            run.plan
+                        );
                     };
                     assert_eq!(p.tile.tile().0 as usize, rows, "{label}: {p:?}");
                     let err = causal_err(&run, &run.hinted, |_| true);
-                    assert!(err <= TOL_F16, "{label}: relative error {err:.3e} > {TOL_F16:.0e}");
+                    assert!(
+                        err <= TOL_F16,
+                        "{label}: relative error {err:.3e} > {TOL_F16:.0e}"
+                    );
                     for &UsedEntry { ci, .. } in &run.used {
                         assert_eq!(
                             run.hinted[ci].to_bits(),
@@ -1520,7 +1534,10 @@ fn coop_copied_causal_hints_skip_work_and_keep_bits() {
                     .unwrap_or_else(|e| panic!("{label}: {e}"));
                 let in_tile = |row: usize| (first_row..first_row + rows).contains(&row);
                 for u in run.used.iter().filter(|u| in_tile(u.row)) {
-                    assert!(run.hinted[u.ci].is_finite(), "{label}: hinted {u:?} not finite");
+                    assert!(
+                        run.hinted[u.ci].is_finite(),
+                        "{label}: hinted {u:?} not finite"
+                    );
                     assert!(run.plain[u.ci].is_nan(), "{label}: unhinted {u:?} not NaN");
                 }
                 let err = causal_err(&run, &run.hinted, in_tile);
@@ -1568,7 +1585,11 @@ fn causal_hints_are_ignored_by_the_tiled_kernel() {
                 let label = format!("{} ({causal:?}) into {out}, {path} f16", s.what);
                 let run = run_causal(g, s, causal, (opts, tuning), None, seed)
                     .unwrap_or_else(|e| panic!("{label}: {e}"));
-                assert!(matches!(run.plan, MatmulPlan::Tiled(_)), "{label}: {:?}", run.plan);
+                assert!(
+                    matches!(run.plan, MatmulPlan::Tiled(_)),
+                    "{label}: {:?}",
+                    run.plan
+                );
                 let err = causal_err(&run, &run.hinted, |_| true);
                 assert!(err <= TOL_F16, "{label}: relative error {err:.3e}");
                 let mut written = 0;
@@ -1576,7 +1597,11 @@ fn causal_hints_are_ignored_by_the_tiled_kernel() {
                     assert_eq!(h.to_bits(), p.to_bits(), "{label}: element {e}");
                     written += usize::from(!h.is_nan());
                 }
-                assert_eq!(written, 2 * 2 * s.mnk.0 * s.mnk.1, "{label}: entries written");
+                assert_eq!(
+                    written,
+                    2 * 2 * s.mnk.0 * s.mnk.1,
+                    "{label}: entries written"
+                );
             }
         }
     }
