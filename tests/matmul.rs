@@ -1356,7 +1356,7 @@ fn run_causal(
 
     // Every row of small products; else about 32 rows a matrix plus both edges of every
     // 16-row block (where tiles and K slices start and end).
-    let sampled = |row: usize| m <= 256 || row % (m / 32) == 0 || row % 16 == 0 || row % 16 == 15;
+    let sampled = |row: usize| m <= 256 || row.is_multiple_of(m / 32) || matches!(row % 16, 0 | 15);
     let mut inside = vec![false; s.c.len];
     let mut used = Vec::new();
     for o in 0..s.batch.0 {
