@@ -8,7 +8,7 @@ use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol, TOL_F16}
 use halfgrad::amp::OverflowFlag;
 use halfgrad::ops::matmul::{
     chosen_kernel, coop_tile_for, kernel_for_shape, matmul, matmul_tuned, matmul_with, plan_for,
-    strided_copied_tile, CoopEpilogue, CoopTile, CoopTiles, MatmulArgs, MatmulKernel,
+    strided_copied_tile, Causal, CoopEpilogue, CoopTile, CoopTiles, MatmulArgs, MatmulKernel,
     MatmulOptions, MatmulPlan, MatmulTuning, MatrixLayout, TiledTile,
 };
 use halfgrad::{DType, Error, Gpu, Tensor};
@@ -1233,6 +1233,394 @@ fn coop_copied_strided_views_refusals_and_split() {
         halfgrad::ops::matmul::split_k_scratch_shape(g, &args).unwrap(),
         Some([4 * m, n])
     );
+}
+
+/// The hint each of attention's six products carries ([`attention_products`]' order), as
+/// src/nn/gpt/attention.rs passes them.
+const ATTENTION_HINTS: [Causal; 6] = [
+    Causal::SkipAboveDiagonal,
+    Causal::LowerA,
+    Causal::UpperA,
+    Causal::SkipAboveDiagonal,
+    Causal::LowerA,
+    Causal::UpperA,
+];
+
+/// One product run with and without its causal hint on the same data.
+struct CausalRun {
+    plan: MatmulPlan,
+    /// C read back after the hinted and the unhinted run (both poisoned with NaN first).
+    hinted: Vec<f32>,
+    plain: Vec<f32>,
+    /// Every used entry of C, with its f64 reference where its row was sampled.
+    used: Vec<UsedEntry>,
+}
+
+/// One used entry of a hinted product's C.
+#[derive(Debug, Clone, Copy)]
+struct UsedEntry {
+    /// Element of C.
+    ci: usize,
+    /// Row of C (within its matrix).
+    row: usize,
+    /// The f64 reference (rounded to C's dtype) where the row was sampled.
+    reference: Option<f64>,
+}
+
+/// Runs `s` (no accumulate) on random data, once with `causal` and once without, C
+/// poisoned with NaN before each. A square stored A (P, dS) is lower-triangular, as the
+/// softmax kernels write it, so `LowerA` / `UpperA` hold. `nan_b_row`: op(B)'s row k of
+/// every batch entry is NaN (the unhinted product is NaN in every row then; the hinted
+/// one only where its K range reaches k). The f64 reference skips terms whose A value is
+/// zero, and covers the rows `sampled` keeps (every row of small products). Checks that
+/// the hinted run wrote nothing outside C's views.
+fn run_causal(
+    g: &Gpu,
+    s: &Strided,
+    causal: Causal,
+    (opts, tuning): (MatmulOptions, MatmulTuning),
+    nan_b_row: Option<usize>,
+    seed: u64,
+) -> Result<CausalRun, Error> {
+    let (m, n, k) = s.mnk;
+    let (a_cols, b_cols) = (if s.trans.0 { m } else { k }, if s.trans.1 { k } else { n });
+    let mut r = rng(seed);
+    let mut a_vals = rounded(&random_vec(&mut r, s.a.len, 1.0), s.a.dtype);
+    if matches!(causal, Causal::LowerA | Causal::UpperA) && m == k {
+        // Stored A is (T, T) either way (op(A) = A or A^T): zero above its diagonal.
+        for o in 0..s.batch.0 {
+            for i in 0..s.batch.1 {
+                for row in 0..m {
+                    for col in row + 1..m {
+                        a_vals[s.a.at((o, i), row, col, a_cols)] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+    let mut b_vals = if s.same_ab {
+        a_vals.clone()
+    } else {
+        rounded(&random_vec(&mut r, s.b.len, 1.0), s.b.dtype)
+    };
+    if let Some(kr) = nan_b_row {
+        assert!(
+            !s.trans.1 && !s.same_ab,
+            "{}: NaN rows of a stored-(K, N) B only",
+            s.what
+        );
+        for o in 0..s.batch.0 {
+            for i in 0..s.batch.1 {
+                for col in 0..n {
+                    b_vals[s.b.at((o, i), kr, col, b_cols)] = f32::NAN;
+                }
+            }
+        }
+    }
+    let a = Tensor::from_f32(g, &[s.a.len], &a_vals, s.a.dtype).unwrap();
+    let b_own = (!s.same_ab).then(|| Tensor::from_f32(g, &[s.b.len], &b_vals, s.b.dtype).unwrap());
+    let b = b_own.as_ref().unwrap_or(&a);
+    let poison = vec![f32::NAN; s.c.len];
+    let mut plan = None;
+    let mut outs = Vec::new();
+    for hint in [causal, Causal::None] {
+        let c = Tensor::from_f32(g, &[s.c.len], &poison, s.c.dtype).unwrap();
+        let args = MatmulArgs {
+            a_layout: s.a.layout,
+            b_layout: s.b.layout,
+            c_layout: s.c.layout,
+            batch: s.batch,
+            causal: hint,
+            opts: MatmulOptions {
+                trans_a: s.trans.0,
+                trans_b: s.trans.1,
+                accumulate: false,
+                ..opts
+            },
+            tuning,
+            ..MatmulArgs::new(&a, b, &c, s.mnk)
+        };
+        let p = plan_for(g, &args)?;
+        assert!(
+            plan.is_none_or(|q| q == p),
+            "{}: the hint changed the plan",
+            s.what
+        );
+        plan = Some(p);
+        g.run_all(&matmul_with(g, &args)?).unwrap();
+        outs.push(c.to_f32_vec().unwrap());
+    }
+    let plain = outs.pop().unwrap();
+    let hinted = outs.pop().unwrap();
+    let plan = plan.unwrap();
+
+    // Every row of small products; else about 32 rows a matrix plus both edges of every
+    // 16-row block (where tiles and K slices start and end).
+    let sampled = |row: usize| m <= 256 || row.is_multiple_of(m / 32) || matches!(row % 16, 0 | 15);
+    let mut inside = vec![false; s.c.len];
+    let mut used = Vec::new();
+    for o in 0..s.batch.0 {
+        for i in 0..s.batch.1 {
+            for row in 0..m {
+                for col in 0..n {
+                    let ci = s.c.at((o, i), row, col, n);
+                    inside[ci] = true;
+                    if causal == Causal::SkipAboveDiagonal && col > row {
+                        continue;
+                    }
+                    let reference = sampled(row).then(|| {
+                        let mut sum = 0.0f64;
+                        for p in 0..k {
+                            let ai = if s.trans.0 {
+                                s.a.at((o, i), p, row, a_cols)
+                            } else {
+                                s.a.at((o, i), row, p, a_cols)
+                            };
+                            let bi = if s.trans.1 {
+                                s.b.at((o, i), col, p, b_cols)
+                            } else {
+                                s.b.at((o, i), p, col, b_cols)
+                            };
+                            if a_vals[ai] != 0.0 {
+                                sum += f64::from(a_vals[ai]) * f64::from(b_vals[bi]);
+                            }
+                        }
+                        if s.c.dtype == DType::F32 {
+                            sum
+                        } else {
+                            f64::from(s.c.dtype.round(sum as f32))
+                        }
+                    });
+                    used.push(UsedEntry { ci, row, reference });
+                }
+            }
+        }
+    }
+    for (e, &now) in hinted.iter().enumerate() {
+        assert!(
+            inside[e] || now.is_nan(),
+            "{} ({}, {causal:?}): element {e} outside C's views changed to {now}",
+            s.what,
+            plan.name()
+        );
+    }
+    Ok(CausalRun {
+        plan,
+        hinted,
+        plain,
+        used,
+    })
+}
+
+/// Relative error of `out` against the sampled references of the used entries (those
+/// whose row `keep` selects).
+fn causal_err(run: &CausalRun, out: &[f32], keep: impl Fn(usize) -> bool) -> f64 {
+    let (got, reference): (Vec<f32>, Vec<f64>) = run
+        .used
+        .iter()
+        .filter(|u| keep(u.row))
+        .filter_map(|u| Some((out[u.ci], u.reference?)))
+        .unzip();
+    assert!(!got.is_empty(), "no sampled entries");
+    rel_err(&got, &reference)
+}
+
+/// Attention's six products with their causal hints on the fragment-copy kernel (device
+/// only; skipped without cooperative matrices): the used entries match the f64 reference
+/// and the unhinted run bit for bit, for T of 1, 2 and 8 row tiles under `Auto` (128-row
+/// tiles), a forced 64 x 64 tile with K slices of 64 (a row tile's shortened K range is
+/// an odd number of slices for every other tile) and a forced 32 x 32 tile with K slices
+/// of 64 (ranges rounded to slices past the tile's rows); f32 and f16 C. The skip is
+/// real: S's top-right tile stays unwritten (NaN) with the hint, and a NaN row of op(B)
+/// that the hinted K ranges leave out keeps the tile that skips it finite (and correct)
+/// while the unhinted product is NaN there. A hinted product never splits K.
+#[test]
+fn coop_copied_causal_hints_skip_work_and_keep_bits() {
+    let g = gpu();
+    if g.caps().cooperative_matrix.is_none() {
+        eprintln!(
+            "skipping: adapter {} has no cooperative matrices",
+            g.adapter().name
+        );
+        return;
+    }
+    let forced = |subgroups, frags, bk, epilogue| {
+        (
+            MatmulKernel::Coop,
+            MatmulTuning {
+                coop_tile: CoopTiles::Copied(CoopTile {
+                    subgroups,
+                    frags,
+                    bk,
+                }),
+                coop_epilogue: epilogue,
+                ..MatmulTuning::default()
+            },
+        )
+    };
+    // (kernel, tuning, row tile, T in row tiles): Auto's (T, T) and (T, 64) tiles are both
+    // 128 rows (not under a kernel-choosing environment variable); the 32-row tile's K
+    // slices of 64 need T of at least two tiles.
+    let env_set = |name| std::env::var(name).is_ok_and(|v: String| !v.is_empty());
+    let mut runs = Vec::new();
+    if !env_set("HALFGRAD_MATMUL") && !env_set("HALFGRAD_COOP") {
+        runs.push((MatmulKernel::Auto, MatmulTuning::default(), 128, [1, 2, 8]));
+    }
+    let (kernel, tuning) = forced((2, 2), (2, 2), 64, CoopEpilogue::Store);
+    runs.push((kernel, tuning, 64, [1, 2, 8]));
+    let (kernel, tuning) = forced((2, 2), (1, 1), 64, CoopEpilogue::SubgroupScratch);
+    runs.push((kernel, tuning, 32, [2, 4, 8]));
+    let mut seed = 700;
+    for &(kernel, tuning, rows, tile_counts) in &runs {
+        let opts = MatmulOptions {
+            kernel,
+            ..MatmulOptions::default()
+        };
+        for tiles in tile_counts {
+            let t = rows * tiles;
+            // One sequence of two heads of width 64 (8 tiles of 128: T = 1024).
+            let dims = (1, 2, t, 64);
+            for out in [DType::F32, DType::F16] {
+                for (s, &causal) in attention_products(dims, out).iter().zip(&ATTENTION_HINTS) {
+                    seed += 1;
+                    let label = format!("{} ({causal:?}) T {t} into {out}, {tuning:?}", s.what);
+                    let run = run_causal(g, s, causal, (opts, tuning), None, seed)
+                        .unwrap_or_else(|e| panic!("{label}: {e}"));
+                    let MatmulPlan::CoopCopied(p) = run.plan else {
+                        panic!(
+                            "{label}: expected the fragment-copy kernel, planned {:?}",
+                            run.plan
+                        );
+                    };
+                    assert_eq!(p.tile.tile().0 as usize, rows, "{label}: {p:?}");
+                    let err = causal_err(&run, &run.hinted, |_| true);
+                    assert!(
+                        err <= TOL_F16,
+                        "{label}: relative error {err:.3e} > {TOL_F16:.0e}"
+                    );
+                    for &UsedEntry { ci, .. } in &run.used {
+                        assert_eq!(
+                            run.hinted[ci].to_bits(),
+                            run.plain[ci].to_bits(),
+                            "{label}: element {ci} differs from the unhinted product"
+                        );
+                    }
+                    if causal == Causal::SkipAboveDiagonal && tiles > 1 {
+                        // Row 0, column T - 1 of batch (0, 0): in a tile above the diagonal.
+                        let top_right = s.c.at((0, 0), 0, t - 1, t);
+                        assert!(run.hinted[top_right].is_nan(), "{label}: nothing skipped");
+                    }
+                }
+            }
+            // A NaN row of op(B) outside the hinted K range of one row tile: the first
+            // (LowerA: k = T - 1) or the last (UpperA: k = 0).
+            let bk = match tuning.coop_tile {
+                CoopTiles::Copied(tile) => tile.bk as usize,
+                _ => 16,
+            };
+            let products = attention_products(dims, DType::F32);
+            for (s, &causal) in products.iter().zip(&ATTENTION_HINTS) {
+                let (kr, first_row, reaches) = match causal {
+                    Causal::LowerA => (t - 1, 0, rows.div_ceil(bk) * bk > t - 1),
+                    Causal::UpperA => (0, t - rows, (t - rows) / bk * bk == 0),
+                    _ => continue,
+                };
+                if reaches {
+                    continue;
+                }
+                seed += 1;
+                let label = format!("{} ({causal:?}) T {t}, NaN row {kr} of op(B)", s.what);
+                let run = run_causal(g, s, causal, (opts, tuning), Some(kr), seed)
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                let in_tile = |row: usize| (first_row..first_row + rows).contains(&row);
+                for u in run.used.iter().filter(|u| in_tile(u.row)) {
+                    assert!(
+                        run.hinted[u.ci].is_finite(),
+                        "{label}: hinted {u:?} not finite"
+                    );
+                    assert!(run.plain[u.ci].is_nan(), "{label}: unhinted {u:?} not NaN");
+                }
+                let err = causal_err(&run, &run.hinted, in_tile);
+                assert!(err <= TOL_F16, "{label}: relative error {err:.3e}");
+            }
+        }
+    }
+
+    // A product that splits K without a hint runs as one hinted dispatch.
+    let (m, k) = (256, 2048);
+    let a = Tensor::zeros(g, &[m, k], DType::F16).unwrap();
+    let b = Tensor::zeros(g, &[k, m], DType::F16).unwrap();
+    let c = Tensor::zeros(g, &[m, m], DType::F32).unwrap();
+    let plain = MatmulArgs::new(&a, &b, &c, (m, m, k));
+    let hinted = MatmulArgs {
+        causal: Causal::SkipAboveDiagonal,
+        ..plain
+    };
+    use halfgrad::ops::matmul::split_k_scratch_shape;
+    if !env_set("HALFGRAD_MATMUL") && !env_set("HALFGRAD_COOP") {
+        assert!(split_k_scratch_shape(g, &plain).unwrap().is_some());
+    }
+    assert_eq!(split_k_scratch_shape(g, &hinted).unwrap(), None);
+    assert_eq!(matmul_with(g, &hinted).unwrap().len(), 1);
+}
+
+/// Kernels other than the fragment-copy one accept the hints and ignore them: on the
+/// tiled kernel (both f16 paths) attention's hinted products write every entry of C,
+/// bit for bit as without the hint, and the used entries match the f64 reference. A hint
+/// on a product that is not square where it needs to be is a typed error.
+#[test]
+fn causal_hints_are_ignored_by_the_tiled_kernel() {
+    let opts = MatmulOptions {
+        kernel: MatmulKernel::Tiled,
+        ..MatmulOptions::default()
+    };
+    let tuning = MatmulTuning::default();
+    let mut seed = 800;
+    for (path, g) in gpus_for_f16() {
+        for out in [DType::F32, DType::F16] {
+            // T 24 over heads of width 8: several 16-row tiles of the small tiled kernel.
+            let products = attention_products((2, 2, 24, 8), out);
+            for (s, &causal) in products.iter().zip(&ATTENTION_HINTS) {
+                seed += 1;
+                let label = format!("{} ({causal:?}) into {out}, {path} f16", s.what);
+                let run = run_causal(g, s, causal, (opts, tuning), None, seed)
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                assert!(
+                    matches!(run.plan, MatmulPlan::Tiled(_)),
+                    "{label}: {:?}",
+                    run.plan
+                );
+                let err = causal_err(&run, &run.hinted, |_| true);
+                assert!(err <= TOL_F16, "{label}: relative error {err:.3e}");
+                let mut written = 0;
+                for (e, (h, p)) in run.hinted.iter().zip(&run.plain).enumerate() {
+                    assert_eq!(h.to_bits(), p.to_bits(), "{label}: element {e}");
+                    written += usize::from(!h.is_nan());
+                }
+                assert_eq!(
+                    written,
+                    2 * 2 * s.mnk.0 * s.mnk.1,
+                    "{label}: entries written"
+                );
+            }
+        }
+    }
+
+    let g = gpu();
+    let products = attention_products((1, 1, 16, 8), DType::F32);
+    for (s, causal) in [
+        (&products[0], Causal::LowerA),            // S: op(A) is (T, hd)
+        (&products[0], Causal::UpperA),            // ditto
+        (&products[1], Causal::SkipAboveDiagonal), // Y: C is (T, hd)
+    ] {
+        let got = run_causal(g, s, causal, (opts, tuning), None, 900);
+        assert!(
+            matches!(got, Err(Error::InvalidArgument(_))),
+            "{} with {causal:?}: {:?}",
+            s.what,
+            got.map(|r| r.plan)
+        );
+    }
 }
 
 /// GPU-free: the tile `Auto` gives batched or strided whole-tile products, for attention's

@@ -107,6 +107,11 @@ pub struct MatmulBenchArgs {
     /// ignored.
     #[arg(long, value_parser = super::bench_attention::parse_attention)]
     attention: Option<(usize, usize, usize, usize)>,
+    /// With --attention: pass training's causal hints (S and dP skip the tiles above the
+    /// diagonal, Y and dQ / dV and dK shorten their K loops to the triangle), which the
+    /// fragment-copy kernel honours; "needed TFLOP/s" counts only the triangle's FLOPs.
+    #[arg(long, requires = "attention")]
+    causal: bool,
     /// Operand dtype (A and B): f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     dtype: DType,
@@ -274,6 +279,7 @@ fn run_matmul(args: MatmulBenchArgs) -> Result<ExitCode> {
             warmup: args.warmup,
             iters: args.iters,
             check: args.check,
+            causal: args.causal,
             json: args.json,
             tolerance: tolerance(args.dtype),
         };

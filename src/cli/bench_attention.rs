@@ -1,11 +1,18 @@
-//! `halfgrad bench matmul --attention B,H,T,HD`: attention's six batched, strided
-//! per-head products (the layouts of src/nn/gpt/attention.rs), each timed on its own,
-//! with its kernel, tile, epilogue and TFLOP/s, and an optional f64 check.
+//! `halfgrad bench matmul --attention B,H,T,HD [--causal]`: attention's six batched,
+//! strided per-head products (the layouts of src/nn/gpt/attention.rs), each timed on its
+//! own, with its kernel, tile, epilogue and TFLOP/s, and an optional f64 check.
+//!
+//! P and dS are lower-triangular, as the softmax kernels write them. `--causal` passes
+//! training's causal hints ([`Causal`]); either way two rates are printed: "TFLOP/s"
+//! counts the full products (2 M N K a matrix), "needed TFLOP/s" only the causal
+//! triangle's FLOPs (T (T + 1) / 2 instead of T^2 of each), the work a causal kernel
+//! cannot avoid.
 
 use super::bench::plan_desc;
 use super::bench_timing::{random_values, time_passes};
 use halfgrad::ops::matmul::{
-    matmul_with, plan_for, MatmulArgs, MatmulKernel, MatmulOptions, MatmulTuning, MatrixLayout,
+    matmul_with, plan_for, Causal, MatmulArgs, MatmulKernel, MatmulOptions, MatmulTuning,
+    MatrixLayout,
 };
 use halfgrad::{DType, Error, Gpu, Result, Tensor};
 use std::process::ExitCode;
@@ -21,6 +28,8 @@ pub struct AttentionBench {
     pub warmup: usize,
     pub iters: usize,
     pub check: bool,
+    /// Pass each product's causal hint (as training does).
+    pub causal: bool,
     pub json: bool,
     /// Relative-error bound of --check.
     pub tolerance: f64,
@@ -43,6 +52,9 @@ struct Product<'a> {
     b: Operand<'a>,
     /// C's tensor and layout (its host values are read back for --check).
     c: (&'a Tensor, MatrixLayout),
+    /// The causal hint training passes (used with --causal; its triangle counts the
+    /// needed FLOPs either way).
+    hint: Causal,
 }
 
 /// Parses `B,H,T,HD`.
@@ -82,12 +94,22 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             .map(|x| dt.round(x))
             .collect()
     };
-    // qkv: (B*T, 3C); p, ds: (B, H, T, T); dy: (B*T, C); all of the operand dtype.
+    // Zero above the diagonal of every (T, T) matrix, as the softmax kernels write P, dS.
+    let causal_rows = |mut v: Vec<f32>| {
+        for (e, x) in v.iter_mut().enumerate() {
+            if e % t > (e / t) % t {
+                *x = 0.0;
+            }
+        }
+        v
+    };
+    // qkv: (B*T, 3C); p, ds: (B, H, T, T) lower-triangular; dy: (B*T, C); all of the
+    // operand dtype.
     let (qkv_host, p_host, dy_host, ds_host) = (
         host(qkv_len, 11),
-        host(square_len, 12),
+        causal_rows(host(square_len, 12)),
         host(rows_len, 13),
-        host(square_len, 14),
+        causal_rows(host(square_len, 14)),
     );
     let qkv = Tensor::from_f32(gpu, &[qkv_len], &qkv_host, dt)?;
     let p = Tensor::from_f32(gpu, &[square_len], &p_host, dt)?;
@@ -126,6 +148,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             a: op(&qkv_host, &qkv, qkv_part(0)),
             b: op(&qkv_host, &qkv, qkv_part(1)),
             c: (&scores, square),
+            hint: Causal::SkipAboveDiagonal,
         },
         Product {
             name: "Y = P V",
@@ -134,6 +157,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             a: op(&p_host, &p, square),
             b: op(&qkv_host, &qkv, qkv_part(2)),
             c: (&y, heads_of),
+            hint: Causal::LowerA,
         },
         Product {
             name: "dV = P^T dY",
@@ -142,6 +166,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             a: op(&p_host, &p, square),
             b: op(&dy_host, &dy, heads_of),
             c: (&dqkv, qkv_part(2)),
+            hint: Causal::UpperA,
         },
         Product {
             name: "dP = dY V^T",
@@ -150,6 +175,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             a: op(&dy_host, &dy, heads_of),
             b: op(&qkv_host, &qkv, qkv_part(2)),
             c: (&scores, square),
+            hint: Causal::SkipAboveDiagonal,
         },
         Product {
             name: "dQ = dS K",
@@ -158,6 +184,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             a: op(&ds_host, &ds, square),
             b: op(&qkv_host, &qkv, qkv_part(1)),
             c: (&dqkv, qkv_part(0)),
+            hint: Causal::LowerA,
         },
         Product {
             name: "dK = dS^T Q",
@@ -166,6 +193,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             a: op(&ds_host, &ds, square),
             b: op(&qkv_host, &qkv, qkv_part(0)),
             c: (&dqkv, qkv_part(1)),
+            hint: Causal::UpperA,
         },
     ];
 
@@ -173,18 +201,29 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
     if !bench.json {
         println!("adapter  {} ({})", facts.name, facts.backend);
         println!(
-            "attention B={bsz} H={heads} T={t} hd={hd}  {dt} operands (S, dP into f32; Y, dV, dQ, dK into {dt})"
+            "attention B={bsz} H={heads} T={t} hd={hd}  {dt} operands (S, dP into f32; Y, dV, dQ, dK into {dt}); causal hints {}",
+            if bench.causal { "on" } else { "off" }
         );
         println!(
-            "{:<12} {:>18}  {:<12} {:<11} {:<9} {:>9} {:>9}  check",
-            "product", "M x N x K", "kernel", "tile", "epilogue", "ms", "TFLOP/s"
+            "{:<12} {:>18}  {:<12} {:<11} {:<9} {:<19} {:>9} {:>9} {:>14}  check",
+            "product",
+            "M x N x K",
+            "kernel",
+            "tile",
+            "epilogue",
+            "hint",
+            "ms",
+            "TFLOP/s",
+            "needed TFLOP/s"
         );
     }
     let mut rows = Vec::new();
-    let (mut total_ms, mut total_flop, mut passed) = (0.0, 0.0, true);
+    let (mut total_ms, mut total_flop, mut total_needed, mut passed) = (0.0, 0.0, 0.0, true);
     for pr in &products {
         let (m, n, k) = pr.mnk;
+        let hint = if bench.causal { pr.hint } else { Causal::None };
         let args = MatmulArgs {
+            causal: hint,
             a_layout: pr.a.layout,
             b_layout: pr.b.layout,
             c_layout: pr.c.1,
@@ -206,13 +245,16 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
         })?;
         let ms = timing.median_ms();
         let flop = 2.0 * (bsz * heads) as f64 * m as f64 * n as f64 * k as f64;
+        let needed = 2.0 * (bsz * heads) as f64 * pr.hint.needed_macs(pr.mnk);
         let tflops = flop / (ms * 1e-3) / 1e12;
+        let needed_tflops = needed / (ms * 1e-3) / 1e12;
         total_ms += ms;
         total_flop += flop;
+        total_needed += needed;
         let check = if bench.check {
             gpu.run_all(&dispatches)?;
             let out = pr.c.0.to_f32_vec()?;
-            Some(check_strided(pr, &out, (bsz, heads)))
+            Some(check_strided(pr, &out, (bsz, heads), hint))
         } else {
             None
         };
@@ -230,8 +272,10 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
                 "kernel": plan.name(),
                 "coop_tile": tile,
                 "coop_epilogue": epilogue,
+                "causal": hint.name(),
                 "ms": ms,
                 "tflops": tflops,
+                "needed_tflops": needed_tflops,
                 "timing": timing.method,
             });
             if let Some((err, checked)) = check {
@@ -249,16 +293,18 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
                 None => "-".into(),
             };
             println!(
-                "{:<12} {:>18}  {:<12} {:<11} {:<9} {ms:>9.4} {tflops:>9.3}  {check_desc}",
+                "{:<12} {:>18}  {:<12} {:<11} {:<9} {:<19} {ms:>9.4} {tflops:>9.3} {needed_tflops:>14.3}  {check_desc}",
                 pr.name,
                 format!("{m} x {n} x {k}"),
                 plan.name(),
                 tile,
-                epilogue
+                epilogue,
+                hint.name()
             );
         }
     }
     let total_tflops = total_flop / (total_ms * 1e-3) / 1e12;
+    let total_needed_tflops = total_needed / (total_ms * 1e-3) / 1e12;
     if bench.json {
         let mut obj = serde_json::json!({
             "bench": "matmul_attention",
@@ -268,8 +314,10 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
             "hd": hd,
             "dtype": dt.name(),
             "products": rows,
+            "causal": bench.causal,
             "total_ms": total_ms,
             "tflops": total_tflops,
+            "needed_tflops": total_needed_tflops,
             "adapter": facts.name,
             "backend": facts.backend,
         });
@@ -280,7 +328,7 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
         println!("{obj}");
     } else {
         println!(
-            "total    {total_ms:.4} ms for the six products, {total_tflops:.3} TFLOP/s (medians of {} runs each)",
+            "total    {total_ms:.4} ms for the six products, {total_tflops:.3} TFLOP/s counting full products, {total_needed_tflops:.3} needed TFLOP/s counting the causal triangle only (medians of {} runs each)",
             bench.iters.max(1)
         );
     }
@@ -292,8 +340,15 @@ pub fn run_attention(gpu: &Gpu, bench: &AttentionBench) -> Result<ExitCode> {
 }
 
 /// ||C - ref|| / ||ref|| over up to 8 evenly spaced rows of every matrix of the batch,
-/// the reference in f64 through each operand's layout. Returns (error, rows).
-fn check_strided(pr: &Product, out: &[f32], (outer, inner): (usize, usize)) -> (f64, usize) {
+/// the reference in f64 through each operand's layout; with `Causal::SkipAboveDiagonal`
+/// only the entries on and below the diagonal (the others are unspecified). Returns
+/// (error, rows).
+fn check_strided(
+    pr: &Product,
+    out: &[f32],
+    (outer, inner): (usize, usize),
+    hint: Causal,
+) -> (f64, usize) {
     let (m, n, k) = pr.mnk;
     let (a_cols, b_cols) = (
         if pr.trans.0 { m } else { k },
@@ -313,7 +368,12 @@ fn check_strided(pr: &Product, out: &[f32], (outer, inner): (usize, usize)) -> (
         for i in 0..inner {
             for &row in &rows {
                 checked += 1;
-                for col in 0..n {
+                let cols = if hint == Causal::SkipAboveDiagonal {
+                    n.min(row + 1)
+                } else {
+                    n
+                };
+                for col in 0..cols {
                     let mut sum = 0.0f64;
                     for q in 0..k {
                         let ai = if pr.trans.0 {

@@ -19,11 +19,17 @@
 //! scores / dP buffer (`4 * H * T` bytes per token) and the dS buffer (`s * H * T`) are
 //! scratch shared by every layer of a model. Writing Y, dQ, dK and dV with 16-bit stores
 //! at a head's column offset needs an even head width (two 16-bit values share a word).
+//!
+//! Each product carries its causal hint ([`Causal`]): S and dP skip the tiles above the
+//! diagonal (the softmax kernels read only j <= i; those entries of the score scratch
+//! keep whatever they held), Y and dQ stop their K loops after the diagonal (P and dS are
+//! zero above it), dV and dK start them at the diagonal (P^T and dS^T are zero below it).
+//! Kernels other than the fragment-copy one ignore the hints and compute everything.
 
 use crate::kernels::Dispatch;
 use crate::nn::graph::{Backward, GraphBuilder, Op, ValueId};
 use crate::ops::attention::{default_scale, softmax_backward, softmax_forward};
-use crate::ops::matmul::{matmul_with, MatmulArgs, MatmulOptions, MatrixLayout};
+use crate::ops::matmul::{matmul_with, Causal, MatmulArgs, MatmulOptions, MatrixLayout};
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// Scratch one model's attention layers share: the f32 scores (reused for dP in
@@ -99,7 +105,7 @@ impl Dims {
 }
 
 /// One batched product over every (b, h) (one dispatch, or the rescaled path's six for a
-/// bf16 product with a batch of one).
+/// bf16 product with a batch of one), with its causal hint.
 #[allow(clippy::too_many_arguments)]
 fn product(
     gpu: &Gpu,
@@ -108,6 +114,7 @@ fn product(
     (b, b_layout, trans_b): (&Tensor, MatrixLayout, bool),
     (c, c_layout): (&Tensor, MatrixLayout),
     (m, n, k): (usize, usize, usize),
+    causal: Causal,
     found_inf: Option<&crate::flag::OverflowFlag>,
 ) -> Result<Vec<Dispatch>> {
     matmul_with(
@@ -118,6 +125,7 @@ fn product(
             c_layout,
             batch: (d.batch, d.heads),
             found_inf,
+            causal,
             opts: MatmulOptions {
                 trans_a,
                 trans_b,
@@ -204,6 +212,7 @@ pub fn causal_attention(
             (&qkv_value, dims.qkv(1), true),
             (s, dims.square()),
             (t, t, hd),
+            Causal::SkipAboveDiagonal,
             None,
         )?,
         vec![softmax_forward(gpu, s, scale, &probs)?],
@@ -215,6 +224,7 @@ pub fn causal_attention(
             (&qkv_value, dims.qkv(2), false),
             (&y_value, dims.heads_of()),
             (t, hd, t),
+            Causal::LowerA,
             found_inf,
         )?,
     ]
@@ -263,6 +273,7 @@ impl Op for AttentionOp {
                 (&dy, d.heads_of(), false),
                 (dq, d.qkv(2)),
                 (t, hd, t),
+                Causal::UpperA,
                 Some(found_inf),
             )?,
             // dP = dY V^T: (T, hd) @ (hd, T), f32 into the score scratch
@@ -273,6 +284,7 @@ impl Op for AttentionOp {
                 (qkv, d.qkv(2), true),
                 (dp, d.square()),
                 (t, t, hd),
+                Causal::SkipAboveDiagonal,
                 None,
             )?,
             vec![softmax_backward(gpu, p, dp, self.scale, ds, found_inf)?],
@@ -284,6 +296,7 @@ impl Op for AttentionOp {
                 (qkv, d.qkv(1), false),
                 (dq, d.qkv(0)),
                 (t, hd, t),
+                Causal::LowerA,
                 Some(found_inf),
             )?,
             // dK = dS^T Q: (T, T)^T @ (T, hd)
@@ -294,6 +307,7 @@ impl Op for AttentionOp {
                 (qkv, d.qkv(0), false),
                 (dq, d.qkv(1)),
                 (t, hd, t),
+                Causal::UpperA,
                 Some(found_inf),
             )?,
         ]

@@ -135,10 +135,11 @@ impl CoopTile {
     }
 
     /// Workgroup memory of the fragment-copy kernel's two op-layout slices of each
-    /// operand (rows padded by 8 halves; the epilogue's scratch comes on top).
+    /// operand (rows padded by 8 halves) and its causal skip flag (16 bytes with any
+    /// padding; the epilogue's scratch comes on top).
     pub(super) fn copied_bytes(&self) -> u32 {
         let (bm, bn) = self.tile();
-        2 * 2 * (bm * (self.bk + 8) + self.bk * (bn + 8))
+        2 * 2 * (bm * (self.bk + 8) + self.bk * (bn + 8)) + 16
     }
 
     /// Whether the direct kernel takes this shape: 1 to 8 subgroups, 1 to 4 fragments
@@ -309,7 +310,7 @@ mod tests {
         }
         assert_eq!(
             t((2, 4), (4, 2), 32).copied_bytes(),
-            4 * (128 * 40 + 32 * 136)
+            4 * (128 * 40 + 32 * 136) + 16
         );
     }
 

@@ -135,6 +135,7 @@ pub mod shader_matmul_coop_copied {
     }
 }
 
+pub mod causal;
 pub mod coop;
 pub mod plan;
 pub mod rescale;
@@ -142,6 +143,7 @@ pub mod small;
 pub mod tiled;
 pub mod widen;
 
+pub use causal::Causal;
 pub use coop::{CoopEpilogue, CoopTile};
 pub use plan::{
     chosen_kernel, coop_tile_for, kernel_for_shape, strided_copied_tile, CoopTilePlan, CoopTiles,
@@ -223,6 +225,9 @@ pub struct MatmulArgs<'a> {
     pub found_inf: Option<&'a OverflowFlag>,
     /// Transposes, accumulate, kernel choice.
     pub opts: MatmulOptions,
+    /// Which part of the product the caller uses (causal attention), so the fragment-copy
+    /// kernel may skip the rest; other kernels compute everything ([`causal`]).
+    pub causal: Causal,
     /// Tile shapes (defaults for everything but benchmarks and tests).
     pub tuning: MatmulTuning,
     /// The f32 scratch of a split-K product ([`split_k_scratch_shape`]), e.g. one that a
@@ -258,6 +263,7 @@ impl<'a> MatmulArgs<'a> {
             bias: None,
             found_inf: None,
             opts: MatmulOptions::default(),
+            causal: Causal::None,
             tuning: MatmulTuning::default(),
             split_scratch: None,
             wide_scratch: None,
@@ -514,6 +520,7 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
     check_float("a", a)?;
     check_float("b", b)?;
     check_float("c", c)?;
+    args.causal.check((m, n, k))?;
     let batched = batch != (1, 1);
     if let Some(bias) = args.bias {
         if batched {
@@ -601,6 +608,13 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
         stored_cols_8: a_stored.1 % 8 == 0 && b_stored.1 % 8 == 0,
     };
     let plan = plan::plan(gpu, (a.dtype(), b.dtype()), &shape, &opts, &args.tuning)?;
+    // Only the fragment-copy kernel reads the hint (the others compute everything); the
+    // rescaled and widened paths check their inner products without one.
+    let causal = if matches!(plan, MatmulPlan::CoopCopied(_)) {
+        args.causal.flags()
+    } else {
+        0
+    };
     let flags = [
         (args.bias.is_some(), FLAG_BIAS),
         (opts.accumulate, FLAG_ACCUMULATE),
@@ -610,7 +624,7 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
     ]
     .iter()
     .filter(|(on, _)| *on)
-    .fold(0, |f, (_, bit)| f | bit);
+    .fold(causal, |f, (_, bit)| f | bit);
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -643,7 +657,8 @@ fn check(gpu: &Gpu, args: &MatmulArgs) -> Result<(MatmulPlan, Params)> {
 /// non-f32 bias, or accumulating into a 16-bit C (`Error::DTypeMismatch`); a view that
 /// reaches past its tensor's end (`Error::ShapeMismatch`); a leading dimension below the
 /// stored width, a bias with a batch, a zero C batch stride, a 16-bit C whose words
-/// would have two writers (see [`MatmulArgs::c`]), or a grid over the device's limits
+/// would have two writers (see [`MatmulArgs::c`]), a causal hint on a product that is not
+/// square where the hint needs it ([`Causal`]), or a grid over the device's limits
 /// (`Error::InvalidArgument`); a forced coop kernel the adapter lacks
 /// (`Error::MissingFeature`).
 pub fn matmul_with(gpu: &Gpu, args: &MatmulArgs) -> Result<Vec<Dispatch>> {
@@ -681,7 +696,7 @@ const SPLIT_MAX: usize = 16;
 /// a (out, in) output) run on a few dozen workgroups otherwise. H200, GPT step
 /// (shakespeare-char, docs/PERFORMANCE.md): 384 x 1152 outputs over K = 16,384.
 /// Unbatched products into one dense C filling its tensor only (the column sum writes
-/// C as one dense matrix; A and B may be strided views).
+/// C as one dense matrix; A and B may be strided views) without a causal hint.
 fn split_k(plan: &MatmulPlan, args: &MatmulArgs) -> usize {
     let MatmulPlan::CoopCopied(CoopTilePlan {
         tile,
@@ -694,7 +709,8 @@ fn split_k(plan: &MatmulPlan, args: &MatmulArgs) -> usize {
     let dense_c = args.c_layout.offset == 0
         && (args.c_layout.ld == 0 || args.c_layout.ld == args.n)
         && args.c.len() == args.m * args.n;
-    if args.batch != (1, 1) || !dense_c {
+    // A causal hint keeps its one dispatch, which honours it.
+    if args.batch != (1, 1) || !dense_c || args.causal != Causal::None {
         return 1;
     }
     let (bm, bn) = tile.tile();
