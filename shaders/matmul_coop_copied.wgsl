@@ -30,13 +30,15 @@
 // `copied_f32` (coopStore into an f32 C without bias).
 //
 // Causal hints (src/ops/matmul/causal.rs; flags bits, square matrices per batch entry,
-// never with a split K), honoured at tile granularity:
-// - FLAG_SKIP_ABOVE_DIAGONAL: a tile wholly above the diagonal (every column > every row)
-//   returns at once, leaving its part of C unwritten;
+// never with a split K), honoured at tile granularity without changing control flow:
 // - FLAG_LOWER_A (op(A)[i, k] = 0 for k > i): the K loop stops after the row tile's last
 //   row, rounded up to a K slice; tile rows run in reverse so the longest start first;
 // - FLAG_UPPER_A (op(A)[i, k] = 0 for k < i): the K loop starts at the row tile's first
 //   row, rounded down to a K slice.
+// FLAG_SKIP_ABOVE_DIAGONAL (C above the diagonal unused) is not honoured: a tile-level
+// early return needs its decision through workgroupUniformLoad (naga's uniformity
+// analysis), and with that return in the kernel the H200's driver produced wrong
+// products even where no flag was set (device call 10, session 4).
 // The skipped terms are exact zeros: the used entries match the unhinted product bit for
 // bit (unless B holds inf or NaN where A is zero). The double-buffered pipeline below
 // only sees a shorter [k_base, k_base + slices * CBK) range of at least one slice.
@@ -72,7 +74,6 @@ struct Params {
 
 //!use coop_tiles
 
-const FLAG_SKIP_ABOVE_DIAGONAL: u32 = 32u; // C[i, j] for j > i is not needed
 const FLAG_LOWER_A: u32 = 64u;             // op(A)[i, k] = 0 for k > i
 const FLAG_UPPER_A: u32 = 128u;            // op(A)[i, k] = 0 for k < i
 
@@ -106,7 +107,6 @@ override B_SL: u32 = CBK * B_LD;
 
 var<workgroup> a_sh: array<f16, 2u * A_SL>; // two slices of op(A)
 var<workgroup> b_sh: array<f16, 2u * B_SL>; // two slices of op(B)
-var<workgroup> skip_tile: u32;               // 1: a causal hint skips this whole tile
 
 // First element of this workgroup's matrices (set_batch, from the grid's z).
 var<private> a_base: u32;
@@ -197,44 +197,28 @@ fn slice_b(s: u32, kk: u32, n: u32) -> coop_mat16x16<f16, B> {
 
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(subgroup_id) sg_id: u32,
-        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) lanes: u32,
-        @builtin(local_invocation_index) li: u32) {
+        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) lanes: u32) {
     // Batches are uniform over the workgroup: z = batch * SPLIT_K + split layer.
     let layer = wg_id.z % SPLIT_K;
     set_batch(wg_id.z / SPLIT_K);
-    var tile = tile_of(wg_id);
+    // Lets and selects: the hints change no control flow.
     let lower_a = (params.flags & FLAG_LOWER_A) != 0u;
-    if (lower_a) {
-        tile.x = params.m / CBM - 1u - tile.x; // the longest K ranges first
-    }
-    let m0 = tile.x * CBM;
+    let upper_a = (params.flags & FLAG_UPPER_A) != 0u;
+    let tile = tile_of(wg_id);
+    // Under LowerA tile rows run in reverse: the longest K ranges first.
+    let tile_m = select(tile.x, params.m / CBM - 1u - tile.x, lower_a);
+    let m0 = tile_m * CBM;
     let n0 = tile.y * CBN;
-    // The tile is uniform over the workgroup, but naga 30's uniformity analysis sees
-    // tile_of's result as varying and refuses cooperative-matrix operations after a return
-    // that depends on it: the decision goes through workgroupUniformLoad (one barrier,
-    // hinted products only).
-    if ((params.flags & FLAG_SKIP_ABOVE_DIAGONAL) != 0u) {
-        if (li == 0u) {
-            skip_tile = u32(n0 >= m0 + CBM);
-        }
-        if (workgroupUniformLoad(&skip_tile) != 0u) {
-            return;
-        }
-    }
     let sub = sg_id % NSUB;
     let m = m0 + (sub / SG_N) * (FM * 16u); // this subgroup's block of C
     let n = n0 + (sub % SG_N) * (FN * 16u);
     let bm = m - m0; // the same, tile-local
     let bn = n - n0;
     let k_split = params.k / SPLIT_K;
-    var k_base = layer * k_split; // this layer's K range starts here
-    var k_end = k_base + k_split;
-    if (lower_a) {
-        k_end = min(k_end, ((m0 + CBM + CBK - 1u) / CBK) * CBK);
-    }
-    if ((params.flags & FLAG_UPPER_A) != 0u) {
-        k_base = (m0 / CBK) * CBK;
-    }
+    let layer_base = layer * k_split; // this layer's K range starts here
+    let layer_end = layer_base + k_split;
+    let k_end = select(layer_end, min(layer_end, ((m0 + CBM + CBK - 1u) / CBK) * CBK), lower_a);
+    let k_base = select(layer_base, (m0 / CBK) * CBK, upper_a);
     let slices = (k_end - k_base) / CBK; // >= 1: M = K, whole tiles and slices
     let m_out = m + layer * params.m; // this layer's rows of C (of the split scratch)
 

@@ -26,8 +26,10 @@ pub enum Causal {
     /// Every entry of C is used; every product term counts.
     #[default]
     None,
-    /// C[i, j] for j > i is unspecified: the kernel may leave it unwritten (whole output
-    /// tiles above the diagonal return at once). Square C per batch entry (M = N).
+    /// C[i, j] for j > i is unspecified: a kernel may leave it unwritten. Square C per
+    /// batch entry (M = N). Not acted on today: the fragment-copy kernel's tile-level
+    /// early return (decided through workgroupUniformLoad) made the H200's driver
+    /// compute wrong products even without the flag, so the kernel computes these tiles.
     SkipAboveDiagonal,
     /// op(A)[i, k] = 0 for k > i: a row tile's K loop may stop after the tile's last row
     /// (rounded up to a K slice). Square op(A) per batch entry (M = K).
