@@ -1,7 +1,8 @@
 //! The GPT-2 kernels on the GPU (lavapipe in CI) against f64 CPU references: token +
 //! position embedding (forward; deterministic backward, exact in summation order and
 //! bit-identical across runs; accumulate mode), the causal attention softmax (forward and
-//! backward at T = 1, 7, 65, 257 in every precision and both f16 paths), f16 overflow of
+//! backward at T = 1, 7, 65, 257 in every precision and both f16 paths; rows held in
+//! registers equal to the strided loops bit for bit around T = 4 * ROW_WG), f16 overflow of
 //! the score gradient raising found-inf, the existing softmax cross-entropy at vocab 256
 //! with rows = batch x block, and an f64 reference of the whole attention (q, k, v -> y
 //! and its backward) checked against finite differences and against the GPU softmax with
