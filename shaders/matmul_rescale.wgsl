@@ -27,7 +27,7 @@ struct Params {
     ld: u32,     // elements between stored rows of the source (convert; exponents: A)
     offset: u32, // element index of the source's (0, 0) (convert; exponents: A); of C's
                  // first element (epilogue: even, a chunk of rows of a widened product)
-    flags: u32,  // convert, exponents (A): FLAG_BY_COL | FLAG_OCTETS; epilogue: FLAG_BIAS
+    flags: u32,  // convert, exponents (A): FLAG_BY_COL; epilogue: FLAG_BIAS
                  // | FLAG_ACCUMULATE | FLAG_UNSCALED
     // exponents only: B's view, as A's above, and how many workgroups are A's
     b_rows: u32,
@@ -39,8 +39,6 @@ struct Params {
 }
 
 const FLAG_BY_COL: u32 = 1u;     // lines are stored columns (else stored rows)
-const FLAG_OCTETS: u32 = 2u;     // offset and ld are multiples of 8: every stored row
-                                 // starts a 16-byte word of the source
 const FLAG_BIAS: u32 = 1u;       // epilogue: add bias[j]
 const FLAG_ACCUMULATE: u32 = 2u; // epilogue: add the old C
 const FLAG_UNSCALED: u32 = 4u;   // epilogue: no exponents (a widened f16 product:
@@ -90,17 +88,26 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 //     |x| bits; lines = cols when FLAG_BY_COL, else rows
 //
 // Workgroups 0 .. a_groups read A, the rest B; each reads one tile of its operand as
-// octets (8 consecutive elements of a stored row, one 16-byte load where FLAG_OCTETS),
+// octets (8 consecutive elements of a stored row, one 16-byte load where A_OCTETS /
+// B_OCTETS say the operand's rows start 16-byte words, else element by element),
 // 32 octet lanes across by 8 row lanes down, so a subgroup reads 512 contiguous bytes:
 // by row, a tile is 8 rows by 32 * 8 * STEPS columns (one row per row lane, STEPS octets
 // along it per lane); by column, 8 * STEPS rows by 256 columns (each lane STEPS rows of
-// its 8 columns). The tile's maxima meet in workgroup memory, then one atomicMax per line
-// of the tile leaves the workgroup.
+// its 8 columns). The lanes' maxima meet in workgroup memory (plain stores and one
+// barrier: no workgroup atomics, which software adapters run lane by lane), then one
+// atomicMax per line of the tile leaves the workgroup.
 const OCTET_LANES: u32 = 32u;
 const ROW_LANES: u32 = 8u;
 const STEPS: u32 = 4u;
+const TILE_COLS: u32 = 256u; // OCTET_LANES * 8: a by-column tile's lines
+// The operand's offset and ld are multiples of 8. Pipeline constants, not flags:
+// software adapters run both sides of a branch, masked, so the untaken path would cost.
+override A_OCTETS: bool = false;
+override B_OCTETS: bool = false;
 
-var<workgroup> tile_top: array<atomic<u32>, 256>; // OCTET_LANES * 8: a tile's lines
+// By column: (ROW_LANES, TILE_COLS), each row lane's maxima of the tile's columns; by
+// row: (ROW_LANES, OCTET_LANES), each octet lane's maximum of its row.
+var<workgroup> lane_top: array<u32, 2048>;
 
 struct View {
     rows: u32,
@@ -114,18 +121,18 @@ struct View {
 fn view(b_side: bool) -> View {
     if (b_side) {
         return View(params.b_rows, params.b_cols, params.b_ld, params.b_offset,
-                    (params.b_flags & FLAG_BY_COL) != 0u, (params.b_flags & FLAG_OCTETS) != 0u);
+                    (params.b_flags & FLAG_BY_COL) != 0u, B_OCTETS);
     }
     return View(params.rows, params.cols, params.ld, params.offset,
-                (params.flags & FLAG_BY_COL) != 0u, (params.flags & FLAG_OCTETS) != 0u);
+                (params.flags & FLAG_BY_COL) != 0u, A_OCTETS);
 }
 
 // (rows, cols) of a tile.
 fn tile_extent(by_col: bool) -> vec2<u32> {
     if (by_col) {
-        return vec2<u32>(ROW_LANES * STEPS, OCTET_LANES * 8u);
+        return vec2<u32>(ROW_LANES * STEPS, TILE_COLS);
     }
-    return vec2<u32>(ROW_LANES, OCTET_LANES * 8u * STEPS);
+    return vec2<u32>(ROW_LANES, TILE_COLS * STEPS);
 }
 
 fn load_one(b_side: bool, i: u32) -> f32 {
@@ -138,11 +145,19 @@ fn load_one(b_side: bool, i: u32) -> f32 {
 // Stored elements (r, c .. c + 7) of a view, c < cols; those past the row's end read 0.
 fn load_octet(b_side: bool, v: View, r: u32, c: u32) -> Vec8 {
     let first = v.offset + r * v.ld + c;
-    if (v.octets && c + 8u <= v.cols) {
+    if (v.octets) {
+        // The word holding element c exists (buffers are padded to 16 bytes); its
+        // elements past the row's end (the next row's, or padding) are masked.
+        var x: Vec8;
         if (b_side) {
-            return load8_src_b(first / 8u);
+            x = load8_src_b(first / 8u);
+        } else {
+            x = load8_src_a(first / 8u);
         }
-        return load8_src_a(first / 8u);
+        let q = vec4<u32>(c, c + 1u, c + 2u, c + 3u);
+        let cols = vec4<u32>(v.cols);
+        return Vec8(select(vec4<f32>(0.0), x.a, q < cols),
+                    select(vec4<f32>(0.0), x.b, q + vec4<u32>(4u) < cols));
     }
     var x = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var q = 0u; q < 8u; q++) {
@@ -175,9 +190,6 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     let r0 = (group / tiles_across) * extent.x;
     let c0 = (group % tiles_across) * extent.y;
-    atomicStore(&tile_top[li], 0u);
-    workgroupBarrier();
-
     let lane_c = li % OCTET_LANES;
     let lane_r = li / OCTET_LANES;
     if (v.by_col) {
@@ -195,9 +207,10 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
                 }
             }
         }
+        let at = lane_r * TILE_COLS + 8u * lane_c;
         for (var q = 0u; q < 4u; q++) {
-            atomicMax(&tile_top[8u * lane_c + q], top_lo[q]);
-            atomicMax(&tile_top[8u * lane_c + 4u + q], top_hi[q]);
+            lane_top[at + q] = top_lo[q];
+            lane_top[at + 4u + q] = top_hi[q];
         }
     } else {
         // Row r0 + lane_r, octets lane_c + 32 s along it.
@@ -212,22 +225,30 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
                 }
             }
         }
-        atomicMax(&tile_top[lane_r], max(max(top.x, top.y), max(top.z, top.w)));
+        lane_top[li] = max(max(top.x, top.y), max(top.z, top.w));
     }
     workgroupBarrier();
 
-    // One atomicMax per line of the tile (none where the tile holds no finite nonzero
-    // value: the line's top starts at 0).
-    var line = r0 + li;
-    var lines = v.rows;
-    var tile_lines = ROW_LANES;
+    // Invocation li finishes line li of the tile: one atomicMax, none where the tile
+    // holds no finite nonzero value of the line (its top starts at 0).
+    var line = c0 + li;
+    var lines = v.cols;
+    var m = 0u;
     if (v.by_col) {
-        line = c0 + li;
-        lines = v.cols;
-        tile_lines = OCTET_LANES * 8u;
+        for (var t = 0u; t < ROW_LANES; t++) {
+            m = max(m, lane_top[t * TILE_COLS + li]);
+        }
+    } else {
+        line = r0 + li;
+        lines = v.rows;
+        if (li < ROW_LANES) {
+            // Rotated start: the 8 invocations read 8 different banks.
+            for (var t = 0u; t < OCTET_LANES; t++) {
+                m = max(m, lane_top[li * OCTET_LANES + (t + li) % OCTET_LANES]);
+            }
+        }
     }
-    let m = atomicLoad(&tile_top[li]);
-    if (li < tile_lines && line < lines && m != 0u) {
+    if (line < lines && m != 0u) {
         if (b_side) {
             atomicMax(&top_b[line], m);
         } else {
@@ -243,10 +264,12 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 // dst: (rows, cols) f16, dense: element (r, c) at r * cols + c, = src(r, c) * 2^-e(line)
 //
 // One invocation an octet of dst (elements 8o .. 8o + 7, one 16-byte store): read as one
-// 16-byte load when the octet lies in one stored row and rows start 16-byte words
-// (cols a multiple of 8, FLAG_OCTETS), else element by element; the last, partial octet
-// is stored in pairs (the padding half 0).
+// 16-byte load where OCTETS, else element by element, the last, partial octet stored in
+// pairs (the padding half 0).
 override WG: u32 = 256;
+// cols, offset and ld are multiples of 8: every octet of dst lies in one stored row that
+// starts a 16-byte word. A pipeline constant (see A_OCTETS in `exponents`).
+override OCTETS: bool = false;
 
 fn scaled(e: u32) -> f32 {
     let r = e / params.cols;
@@ -269,7 +292,7 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     }
     // Rounds through f32_to_f16_bits: exact for every scaled value in f16's normal range,
     // nearest-even into the subnormals below it.
-    if ((params.flags & FLAG_OCTETS) != 0u && params.cols % 8u == 0u) {
+    if (OCTETS) {
         let r = first / params.cols;
         let c = first % params.cols;
         let x = load8_src((params.offset + r * params.ld + c) / 8u);

@@ -78,7 +78,6 @@ struct Params {
 }
 
 const FLAG_BY_COL: u32 = 1;
-const FLAG_OCTETS: u32 = 2;
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
 const FLAG_UNSCALED: u32 = 4;
@@ -113,16 +112,18 @@ impl View {
     /// (rows, cols, ld, offset, flags) of `Params`. The view was checked by `matmul`'s
     /// `check`: every index fits in u32.
     fn params(&self) -> [u32; 5] {
-        let octets = self.offset % 8 == 0 && self.ld % 8 == 0;
-        let flags =
-            if self.by_col { FLAG_BY_COL } else { 0 } | if octets { FLAG_OCTETS } else { 0 };
         [
             self.rows as u32,
             self.cols as u32,
             self.ld as u32,
             self.offset as u32,
-            flags,
+            if self.by_col { FLAG_BY_COL } else { 0 },
         ]
+    }
+
+    /// Every stored row starts a 16-byte word (tensor buffers start at one).
+    fn rows_aligned(&self) -> bool {
+        self.offset % 8 == 0 && self.ld % 8 == 0
     }
 
     /// Workgroups of the exponents kernel over this operand (one a tile).
@@ -175,7 +176,13 @@ impl<'a> Operand<'a> {
                 Bind::Tensor(&self.copy),
             ],
             bytemuck::bytes_of(&params),
-            &[("WG", WG as u64)],
+            &[
+                ("WG", WG as u64),
+                (
+                    "OCTETS",
+                    (self.view.rows_aligned() && self.view.cols % 8 == 0).into(),
+                ),
+            ],
             gpu.grid_1d(((self.view.rows * self.view.cols) as u64).div_ceil(8), WG),
         )
     }
@@ -221,7 +228,10 @@ fn line_maxima(gpu: &Gpu, a: &Operand, b: &Operand) -> Result<[Dispatch; 2]> {
             Bind::Buffer(b.top.buffer()),
         ],
         bytemuck::bytes_of(&params),
-        &[],
+        &[
+            ("A_OCTETS", a.view.rows_aligned().into()),
+            ("B_OCTETS", b.view.rows_aligned().into()),
+        ],
         gpu.grid_1d((a_groups + b.view.tiles()) as u64, 1),
     )?;
     Ok([clear, find])
