@@ -123,7 +123,7 @@ impl View {
 
     /// Every stored row starts a 16-byte word (tensor buffers start at one).
     fn rows_aligned(&self) -> bool {
-        self.offset % 8 == 0 && self.ld % 8 == 0
+        self.offset.is_multiple_of(8) && self.ld.is_multiple_of(8)
     }
 
     /// Workgroups of the exponents kernel over this operand (one a tile).
@@ -180,7 +180,7 @@ impl<'a> Operand<'a> {
                 ("WG", WG as u64),
                 (
                     "OCTETS",
-                    (self.view.rows_aligned() && self.view.cols % 8 == 0).into(),
+                    (self.view.rows_aligned() && self.view.cols.is_multiple_of(8)).into(),
                 ),
             ],
             gpu.grid_1d(((self.view.rows * self.view.cols) as u64).div_ceil(8), WG),
