@@ -93,9 +93,8 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
 // 32 octet lanes across by 8 row lanes down, so a subgroup reads 512 contiguous bytes:
 // by row, a tile is 8 rows by 32 * 8 * STEPS columns (one row per row lane, STEPS octets
 // along it per lane); by column, 8 * STEPS rows by 256 columns (each lane STEPS rows of
-// its 8 columns). The lanes' maxima meet in workgroup memory (plain stores and one
-// barrier: no workgroup atomics, which software adapters run lane by lane), then one
-// atomicMax per line of the tile leaves the workgroup.
+// its 8 columns). The lanes' maxima meet in workgroup memory (plain stores, one barrier),
+// then one atomicMax per line of the tile leaves the workgroup.
 const OCTET_LANES: u32 = 32u;
 const ROW_LANES: u32 = 8u;
 const STEPS: u32 = 4u;
