@@ -311,6 +311,70 @@ fn rescaled_tiled_equals_the_tiled_kernel_bit_for_bit() {
     println!("{checked} products equal bit for bit");
 }
 
+/// Lines longer than one exponents tile (by row 1024 elements, by column 32 rows) and
+/// line counts that leave partial tiles (odd counts, more than 256 columns), on aligned
+/// (multiple-of-8) and unaligned rows: each line's largest value, 2^20 above the rest,
+/// sits at a random position (the first line's in its last element, the last tile's
+/// last octet), so a maximum the exponents pass missed would overflow the line's f16
+/// copy and show as inf in C.
+#[test]
+fn rescaled_long_lines_and_partial_tiles_keep_every_line_maximum() {
+    let mut checked = 0;
+    for (path, g) in gpus_for_f16() {
+        for (s, &mnk) in [(11, 264, 1096), (9, 261, 1100)].iter().enumerate() {
+            let (m, n, k) = mnk;
+            for trans in LAYOUTS {
+                let (mut a, mut b) = operands(70 + s as u64, mnk, trans);
+                let mut r = rng(80 + s as u64);
+                let mut spot = |line: usize| {
+                    if line == 0 {
+                        k - 1
+                    } else {
+                        r.random_range(0..k)
+                    }
+                };
+                let at = |i: usize, p: usize| if trans.0 { p * m + i } else { i * k + p };
+                let bt = |p: usize, j: usize| if trans.1 { j * k + p } else { p * n + j };
+                for i in 0..m {
+                    let top = (0..k).map(|p| a[at(i, p)].abs()).fold(0.0, f32::max);
+                    a[at(i, spot(i))] = DType::BF16.round(-top * 2f32.powi(20));
+                }
+                for j in 0..n {
+                    let top = (0..k).map(|p| b[bt(p, j)].abs()).fold(0.0, f32::max);
+                    b[bt(spot(j), j)] = DType::BF16.round(top * 2f32.powi(20));
+                }
+                let ops = Ops {
+                    a: &a,
+                    b: &b,
+                    mnk,
+                    trans,
+                };
+                let rescaled = run(
+                    g,
+                    (&a, &b),
+                    mnk,
+                    trans,
+                    DType::F32,
+                    None,
+                    None,
+                    MatmulKernel::RescaledF16,
+                );
+                assert!(
+                    rescaled.out.iter().all(|x| x.is_finite()),
+                    "{path} {mnk:?} {trans:?}"
+                );
+                let err = rel_err(&rescaled.out, &reference(&ops, None, None, DType::F32));
+                assert!(
+                    err <= tol(DType::F32),
+                    "{path} {mnk:?} {trans:?}: relative error {err:.3e}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    println!("{checked} long-line products checked");
+}
+
 /// The scale exponent the GPU picks for a line whose largest finite magnitude is `top`
 /// (mirrors `scale_exponent` in shaders/matmul_rescale.wgsl).
 fn scale_exponent(top: f32) -> i32 {
