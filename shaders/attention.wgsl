@@ -77,39 +77,6 @@ fn words_of(len: vec2<u32>) -> u32 {
     return params.t;
 }
 
-// Rows of T <= HELD * ROW_WG (T <= 1024) are read once: each invocation loads its
-// elements j = li + n * ROW_WG (n < HELD) of both rows into registers, in the order the
-// strided loops visit them, so its partial max / sum / dot, the workgroup reductions and
-// every stored value are those of the strided loops bit for bit. Longer rows run the
-// strided loops, which read the scores three times (max, sum, store) and p, dp twice.
-const HELD: u32 = 4u;
-// false runs the strided loops at every T: the tests compare both paths bit for bit.
-override HOLD_ROWS: bool = true;
-
-fn holds_rows() -> bool {
-    return HOLD_ROWS && params.t <= HELD * ROW_WG;
-}
-
-// The pair's outputs, element e of the two rows at tile[e] (0 where masked): an element
-// is computed by the invocation that holds it (j = li + n * ROW_WG of its row) but its
-// u32 word (elements 2k and 2k + 1) is stored by invocation k % ROW_WG, as the strided
-// loops store it.
-var<workgroup> tile: array<f32, 2048>; // 2 * HELD * ROW_WG at most
-
-// Puts the held values of element j of both rows into tile: v where j < len, else 0.
-fn tile_put(j: u32, len: vec2<u32>, v: vec2<f32>) {
-    if (j < params.t) {
-        tile[j] = select(0.0, v.x, j < len.x);
-        tile[params.t + j] = select(0.0, v.y, j < len.y);
-    }
-}
-
-// The word k of the pair from tile, once every invocation has put its elements (the
-// caller's barrier).
-fn tile_word(k: u32) -> vec2<f32> {
-    return vec2<f32>(tile[2u * k], tile[2u * k + 1u]);
-}
-
 //!kernel softmax_forward
 // scores: (BH, T, T) f32 s[i, j] = q_i . k_j
 // probs: (BH, T, T) any dtype, written: softmax_j(scale * s[i, j]) over j <= i, 0 for j > i
@@ -120,58 +87,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     if (first >= params.rows) {
         return;
     }
+    let t = params.t;
     let len = causal_lengths(first);
-    let base = first * params.t; // even
-    if (holds_rows()) {
-        forward_held(base, len, li);
-    } else {
-        forward_strided(base, len, li);
-    }
-}
-
-// Rows of T <= HELD * ROW_WG: the scores read once into registers.
-fn forward_held(base: u32, len: vec2<u32>, li: u32) {
-    let t = params.t;
-    var s: array<vec2<f32>, HELD>; // scores, then their exp
-    var m = vec2<f32>(F32_LOWEST);
-    for (var n = 0u; n < HELD; n++) {
-        let j = li + n * ROW_WG;
-        if (j < len.x) {
-            s[n].x = load_scores(base + j);
-            m.x = max(m.x, params.scale * s[n].x);
-        }
-        if (j < len.y) {
-            s[n].y = load_scores(base + t + j);
-            m.y = max(m.y, params.scale * s[n].y);
-        }
-    }
-    let row_max = wg_max2(m, li);
-    var sum = vec2<f32>(0.0);
-    for (var n = 0u; n < HELD; n++) {
-        let j = li + n * ROW_WG;
-        if (j < len.x) {
-            s[n].x = exp(params.scale * s[n].x - row_max.x);
-            sum.x += s[n].x;
-        }
-        if (j < len.y) {
-            s[n].y = exp(params.scale * s[n].y - row_max.y);
-            sum.y += s[n].y;
-        }
-    }
-    // A missing second row makes inv.y infinite; tile_put never uses it (len.y = 0).
-    let inv = 1.0 / wg_sum2(sum, li);
-    for (var n = 0u; n < HELD; n++) {
-        tile_put(li + n * ROW_WG, len, s[n] * inv);
-    }
-    workgroupBarrier();
-    for (var k = li; k < words_of(len); k += ROW_WG) {
-        store2_probs(base / 2u + k, tile_word(k));
-    }
-}
-
-// Longer rows: each pass reads the scores again.
-fn forward_strided(base: u32, len: vec2<u32>, li: u32) {
-    let t = params.t;
+    let base = first * t; // even
     var m = vec2<f32>(F32_LOWEST);
     for (var j = li; j < t; j += ROW_WG) {
         if (j < len.x) {
@@ -224,47 +142,9 @@ fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) num_wg
     if (first >= params.rows) {
         return;
     }
+    let t = params.t;
     let len = causal_lengths(first);
-    let base = first * params.t;
-    if (holds_rows()) {
-        backward_held(base, len, li);
-    } else {
-        backward_strided(base, len, li);
-    }
-}
-
-// Rows of T <= HELD * ROW_WG: p and dp read once into registers.
-fn backward_held(base: u32, len: vec2<u32>, li: u32) {
-    let t = params.t;
-    var held_p: array<vec2<f32>, HELD>;
-    var held_dp: array<vec2<f32>, HELD>;
-    var d = vec2<f32>(0.0);
-    for (var n = 0u; n < HELD; n++) {
-        let j = li + n * ROW_WG;
-        if (j < len.x) {
-            held_p[n].x = load_probs(base + j);
-            held_dp[n].x = load_dprobs(base + j);
-            d.x += held_p[n].x * held_dp[n].x;
-        }
-        if (j < len.y) {
-            held_p[n].y = load_probs(base + t + j);
-            held_dp[n].y = load_dprobs(base + t + j);
-            d.y += held_p[n].y * held_dp[n].y;
-        }
-    }
-    let dots = wg_sum2(d, li);
-    for (var n = 0u; n < HELD; n++) {
-        tile_put(li + n * ROW_WG, len, params.scale * held_p[n] * (held_dp[n] - dots));
-    }
-    workgroupBarrier();
-    for (var k = li; k < words_of(len); k += ROW_WG) {
-        store2_dscores(base / 2u + k, tile_word(k));
-    }
-}
-
-// Longer rows: p and dp read again for the store.
-fn backward_strided(base: u32, len: vec2<u32>, li: u32) {
-    let t = params.t;
+    let base = first * t;
     var d = vec2<f32>(0.0);
     for (var j = li; j < t; j += ROW_WG) {
         if (j < len.x) {

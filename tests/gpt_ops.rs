@@ -1,8 +1,7 @@
 //! The GPT-2 kernels on the GPU (lavapipe in CI) against f64 CPU references: token +
 //! position embedding (forward; deterministic backward, exact in summation order and
 //! bit-identical across runs; accumulate mode), the causal attention softmax (forward and
-//! backward at T = 1, 7, 65, 257 in every precision and both f16 paths; rows held in
-//! registers equal to the strided loops bit for bit around T = 4 * ROW_WG), f16 overflow of
+//! backward at T = 1, 7, 65, 257 in every precision and both f16 paths), f16 overflow of
 //! the score gradient raising found-inf, the existing softmax cross-entropy at vocab 256
 //! with rows = batch x block, and an f64 reference of the whole attention (q, k, v -> y
 //! and its backward) checked against finite differences and against the GPU softmax with
@@ -12,11 +11,8 @@ mod common;
 
 use common::{gpu, gpus_for_f16, random_vec, rel_err, rng, rounded, tol, TOL_F32};
 use halfgrad::amp::{constant_scale, OverflowFlag, Policy, Precision};
-use halfgrad::kernels::{Bind, Dispatch, KernelDef};
 use halfgrad::nn::{LayerCtx, Node, SoftmaxCrossEntropy};
-use halfgrad::ops::attention::{
-    default_scale, softmax_backward, softmax_forward, SOFTMAX_BACKWARD, SOFTMAX_FORWARD,
-};
+use halfgrad::ops::attention::{default_scale, softmax_backward, softmax_forward};
 use halfgrad::ops::embedding::{self, token_index, TokenIndex};
 use halfgrad::{DType, Error, Gpu, Tensor};
 use rand::Rng;
@@ -610,145 +606,6 @@ fn attention_softmax_backward_overflow_raises_found_inf() {
         let got = read(&ds);
         assert_eq!(got[..2], [0.0, 0.0]);
         assert!(got[2].is_infinite() && got[3].is_infinite(), "{got:?}");
-    }
-}
-
-// Rows held in registers (T <= 4 * ROW_WG) against the strided loops (the algorithm before
-// it, still the path of longer rows; the kernels' HOLD_ROWS = false forces it): the same
-// bits, around the register limit.
-
-/// (BH, T, ROW_WG): 0 takes the host's ROW_WG (the public functions); 16 puts the limit
-/// at T = 64 (4 elements held each at 63 and 64, the strided loops at 65).
-const HELD_CASES: [(usize, usize, u64); 8] = [
-    (3, 7, 0),
-    (2, 63, 16),
-    (2, 64, 16),
-    (1, 65, 16),
-    (1, 257, 0),
-    (1, 1023, 0),
-    (1, 1024, 0),
-    (1, 1025, 0),
-];
-
-/// The host's workgroup width for rows of `t` (ops::attention::row_workgroup).
-fn host_row_wg(t: usize) -> u64 {
-    t.clamp(1, 256).next_power_of_two() as u64
-}
-
-/// One softmax kernel dispatched directly over `rows` rows of `t`, `row_wg` invocations a
-/// pair of rows, `hold` choosing the held path (where T allows) or the strided loops.
-#[allow(clippy::too_many_arguments)]
-fn dispatch_softmax(
-    g: &Gpu,
-    def: &'static KernelDef,
-    binds: &[Bind<'_>],
-    rows: usize,
-    t: usize,
-    scale: f32,
-    row_wg: u64,
-    hold: bool,
-) -> Dispatch {
-    let params: Vec<u8> = [rows as u32, t as u32, scale.to_bits(), 0]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
-    let overrides = [("ROW_WG", row_wg), ("HOLD_ROWS", u64::from(hold))];
-    let grid = g.grid_1d(rows.div_ceil(2) as u64, 1);
-    g.dispatch(def, binds, &params, &overrides, grid).unwrap()
-}
-
-/// p from the held path (the public function where row_wg is 0) and from the strided
-/// loops, [held, strided], p poisoned before each run.
-fn forward_both_paths(g: &Gpu, s: &Tensor, scale: f32, p: &Tensor, row_wg: u64) -> [Vec<f32>; 2] {
-    let t = s.shape()[s.shape().len() - 1];
-    let rows = s.len() / t;
-    let run = |hold: bool| {
-        poison(p);
-        let d = if row_wg == 0 && hold {
-            softmax_forward(g, s, scale, p).unwrap()
-        } else {
-            let wg = if row_wg == 0 { host_row_wg(t) } else { row_wg };
-            let binds = [Bind::Tensor(s), Bind::Tensor(p)];
-            dispatch_softmax(g, &SOFTMAX_FORWARD, &binds, rows, t, scale, wg, hold)
-        };
-        g.run(&[&d]).unwrap();
-        read(p)
-    };
-    [run(true), run(false)]
-}
-
-/// ds likewise (found-inf must stay down on both paths).
-fn backward_both_paths(
-    g: &Gpu,
-    p: &Tensor,
-    dp: &Tensor,
-    scale: f32,
-    ds: &Tensor,
-    row_wg: u64,
-) -> [Vec<f32>; 2] {
-    let t = p.shape()[p.shape().len() - 1];
-    let rows = p.len() / t;
-    let run = |hold: bool| {
-        poison(ds);
-        let flag = OverflowFlag::new(g).unwrap();
-        let d = if row_wg == 0 && hold {
-            softmax_backward(g, p, dp, scale, ds, &flag).unwrap()
-        } else {
-            let wg = if row_wg == 0 { host_row_wg(t) } else { row_wg };
-            let binds = [
-                Bind::Tensor(p),
-                Bind::Tensor(dp),
-                Bind::Tensor(ds),
-                Bind::Buffer(flag.buffer()),
-            ];
-            dispatch_softmax(g, &SOFTMAX_BACKWARD, &binds, rows, t, scale, wg, hold)
-        };
-        g.run(&[&d]).unwrap();
-        assert!(!flag.is_raised_blocking(g).unwrap(), "no overflow expected");
-        read(ds)
-    };
-    [run(true), run(false)]
-}
-
-#[test]
-fn attention_softmax_held_rows_equal_the_strided_loops_bit_for_bit() {
-    for dt in DType::ALL {
-        for (path, g) in devices(dt) {
-            for (ci, &(bh, t, row_wg)) in HELD_CASES.iter().enumerate() {
-                println!("softmax held vs strided {dt} {path} BH {bh} T {t} ROW_WG {row_wg}");
-                let rows = bh * t;
-                let scale = default_scale(64);
-                let mut r = rng(1000 + ci as u64);
-                let s_host = random_vec(&mut r, rows * t, 4.0 / scale);
-                let s = Tensor::from_f32(g, &[bh, t, t], &s_host, DType::F32).unwrap();
-                let p = Tensor::empty(g, &[bh, t, t], dt).unwrap();
-                let [held, strided] = forward_both_paths(g, &s, scale, &p, row_wg);
-                assert_eq!(bits(&held), bits(&strided), "p: held != strided");
-                let p_ref = softmax_ref(&f64s(&s_host), rows, t, scale as f64);
-                assert_upper_zero("p", &held, rows, t);
-                assert_close("p", &held, &p_ref, tol(dt));
-
-                // Backward on the forward's p, dp in f32 and in dt.
-                for dp_dt in [DType::F32, dt] {
-                    let dp_host = rounded(&random_vec(&mut r, rows * t, 1.0), dp_dt);
-                    let dp = Tensor::from_f32(g, &[bh, t, t], &dp_host, dp_dt).unwrap();
-                    let ds = Tensor::empty(g, &[bh, t, t], dt).unwrap();
-                    let [held_ds, strided_ds] = backward_both_paths(g, &p, &dp, scale, &ds, row_wg);
-                    assert_eq!(
-                        bits(&held_ds),
-                        bits(&strided_ds),
-                        "ds (dp {dp_dt}): held != strided"
-                    );
-                    let want =
-                        softmax_back_ref(&f64s(&held), &f64s(&dp_host), rows, t, scale as f64);
-                    assert_upper_zero("ds", &held_ds, rows, t);
-                    assert_close("ds", &held_ds, &want, tol(dt));
-                    if dp_dt == dt {
-                        break; // F32: the two dp dtypes are the same
-                    }
-                }
-            }
-        }
     }
 }
 

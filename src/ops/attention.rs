@@ -90,9 +90,7 @@ fn grid(gpu: &Gpu, rows: u32) -> [u32; 3] {
 
 /// Invocations per workgroup for rows of `t`: the smallest power of two >= `t`, at most
 /// 256. Up to 256 the results equal a 256-wide workgroup's bit for bit (see
-/// attention.wgsl); beyond, every row is strided over 256 as before. Rows of up to 4
-/// times that width (T <= 1024) are read once, held in registers; longer rows are read
-/// again for each pass (same results, bit for bit).
+/// attention.wgsl); beyond, every row is strided over 256 as before.
 fn row_workgroup(t: u32) -> u64 {
     u64::from(t.clamp(1, 256).next_power_of_two())
 }
