@@ -601,6 +601,34 @@ pub(super) fn plan(
     product_plan(gpu, (a_dtype, b_dtype), shape, opts, tuning)
 }
 
+/// Typed errors for a forced two-pass path (`rescaled` bf16, `widened` f16) that cannot
+/// take this product: operands other than `operands`, or not one unbatched product into
+/// a C that is one dense matrix filling its tensor.
+fn check_forced_path(
+    (op, path): (&'static str, &str),
+    operands: DType,
+    (a_dtype, b_dtype): (DType, DType),
+    shape: &PlanShape,
+) -> Result<()> {
+    if a_dtype != operands || b_dtype != operands {
+        return Err(Error::DTypeMismatch {
+            op,
+            expected: format!("{operands} operands"),
+            got: if a_dtype != operands {
+                a_dtype
+            } else {
+                b_dtype
+            },
+        });
+    }
+    if !shape.rescalable {
+        return Err(Error::InvalidArgument(format!(
+            "matmul: the {path} f16 path takes one unbatched product into a C that is one dense matrix filling its tensor"
+        )));
+    }
+    Ok(())
+}
+
 /// The f16 kernel and chunk rows of a widened product, or None where the product takes
 /// another path: `WidenedF16` forced by the options (errors where it does not apply) or
 /// by the environment (where it applies and C is not an f32 C without bias), else under `Auto` for f16 operands whose
@@ -619,22 +647,12 @@ fn widened_product(
     let applies = f16 && shape.rescalable;
     let forced = match opts.kernel {
         MatmulKernel::WidenedF16 => {
-            if !f16 {
-                return Err(Error::DTypeMismatch {
-                    op: "matmul (widened f16 path)",
-                    expected: "f16 operands".into(),
-                    got: if a_dtype != DType::F16 {
-                        a_dtype
-                    } else {
-                        b_dtype
-                    },
-                });
-            }
-            if !shape.rescalable {
-                return Err(Error::InvalidArgument(
-                    "matmul: the widened f16 path takes one unbatched product into a C that is one dense matrix filling its tensor".into(),
-                ));
-            }
+            check_forced_path(
+                ("matmul (widened f16 path)", "widened"),
+                DType::F16,
+                (a_dtype, b_dtype),
+                shape,
+            )?;
             true
         }
         MatmulKernel::Auto => {
@@ -718,22 +736,12 @@ fn rescaled_product(
     let applies = bf16 && shape.rescalable;
     match opts.kernel {
         MatmulKernel::RescaledF16 => {
-            if !bf16 {
-                return Err(Error::DTypeMismatch {
-                    op: "matmul (rescaled f16 path)",
-                    expected: "bf16 operands".into(),
-                    got: if a_dtype != DType::BF16 {
-                        a_dtype
-                    } else {
-                        b_dtype
-                    },
-                });
-            }
-            if !shape.rescalable {
-                return Err(Error::InvalidArgument(
-                    "matmul: the rescaled f16 path takes one unbatched product into a C that is one dense matrix filling its tensor".into(),
-                ));
-            }
+            check_forced_path(
+                ("matmul (rescaled f16 path)", "rescaled"),
+                DType::BF16,
+                (a_dtype, b_dtype),
+                shape,
+            )?;
         }
         MatmulKernel::Auto => {
             let env = kernel_from_env()?;
