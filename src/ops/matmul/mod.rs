@@ -230,7 +230,8 @@ pub struct MatmulArgs<'a> {
     pub causal: Causal,
     /// Tile shapes (defaults for everything but benchmarks and tests).
     pub tuning: MatmulTuning,
-    /// The f32 scratch of a split-K product ([`split_k_scratch_shape`]), e.g. one that a
+    /// The f32 scratch of a split-K product ([`split_k_scratch_shape`]: at least that many
+    /// elements, any shape), e.g. one that a
     /// graph shares between the products it runs one after another; `None`: a split
     /// product allocates its own.
     pub split_scratch: Option<&'a Tensor>,
@@ -755,22 +756,12 @@ fn split_dispatches(
     params: &Params,
     split: usize,
 ) -> Result<Vec<Dispatch>> {
-    let shape = [split * args.m, args.n];
-    let own;
-    let scratch = match args.split_scratch {
-        Some(t) if t.shape() == shape && t.dtype() == DType::F32 => t,
-        Some(t) => {
-            return Err(Error::shape(
-                "matmul split-K scratch",
-                format!("{shape:?} f32"),
-                format!("{:?} {}", t.shape(), t.dtype()),
-            ))
-        }
-        None => {
-            own = Tensor::empty_unpooled(gpu, &shape, DType::F32)?;
-            &own
-        }
-    };
+    let scratch = &f32_scratch(
+        gpu,
+        "matmul split-K scratch",
+        args.split_scratch,
+        &[split * args.m, args.n],
+    )?;
     let into_scratch = MatmulArgs {
         c: scratch,
         c_layout: MatrixLayout::default(),
@@ -806,6 +797,28 @@ fn split_dispatches(
         )?);
     }
     Ok(out)
+}
+
+/// `given` seen as an f32 `shape` (its first elements: an f32 tensor of at least that
+/// many, e.g. one a graph shares between products), or a scratch of the product's own
+/// outside the pool. `Error::ShapeMismatch` naming `what` for a given tensor that is not
+/// f32 or too short.
+fn f32_scratch(
+    gpu: &Gpu,
+    what: &'static str,
+    given: Option<&Tensor>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    let need: usize = shape.iter().product();
+    match given {
+        Some(t) if t.dtype() == DType::F32 && t.len() >= need => t.prefix(shape),
+        Some(t) => Err(Error::shape(
+            what,
+            format!("at least {need} f32 elements ({shape:?})"),
+            format!("{} {}", t.len(), t.dtype()),
+        )),
+        None => Tensor::empty_unpooled(gpu, shape, DType::F32),
+    }
 }
 
 /// Buffers for unused bindings (no bias, no found_inf flag). These are the dispatch's own

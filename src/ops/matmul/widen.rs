@@ -14,29 +14,19 @@
 use super::plan::MatmulPlan;
 use super::{MatmulArgs, MatmulKernel, MatmulOptions, MatrixLayout};
 use crate::kernels::Dispatch;
-use crate::{DType, Error, Gpu, Result, Tensor};
+use crate::{Error, Gpu, Result};
 
 /// The dispatches of a [`MatmulPlan::Widened`] product (arguments already checked: f16
 /// operands, no batch, C one dense matrix filling its tensor): per chunk of rows, the f16
 /// product into the scratch, then the epilogue into C.
 pub(super) fn dispatches(gpu: &Gpu, args: &MatmulArgs, chunk_rows: usize) -> Result<Vec<Dispatch>> {
     let MatmulArgs { m, n, k, opts, .. } = *args;
-    let need = chunk_rows * n;
-    let own;
-    let scratch = match args.wide_scratch {
-        Some(t) if t.dtype() == DType::F32 && t.len() >= need => t,
-        Some(t) => {
-            return Err(Error::shape(
-                "matmul widened scratch",
-                format!("at least {need} f32 elements"),
-                format!("{} {}", t.len(), t.dtype()),
-            ))
-        }
-        None => {
-            own = Tensor::empty_unpooled(gpu, &[need], DType::F32)?;
-            &own
-        }
-    };
+    let scratch = super::f32_scratch(
+        gpu,
+        "matmul widened scratch",
+        args.wide_scratch,
+        &[chunk_rows * n],
+    )?;
     let a_cols = if opts.trans_a { m } else { k };
     let a_ld = if args.a_layout.ld == 0 {
         a_cols
